@@ -1,0 +1,70 @@
+"""The JSON error format of API.md, for every error the HTTP side can answer."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import WebsocketMismatch
+
+log = logging.getLogger(__name__)
+
+#: HTTP status -> error code of API.md "Conventions".
+STATUS_CODES = {
+    400: "invalid_json", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+    415: "unsupported_media_type", 422: "validation_error", 429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """Raise from a view to answer ``status`` with the standard error body."""
+
+    def __init__(self, status: int, code: str, message: str, fields: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.fields = status, code, message, fields
+
+
+def api_error(status: int, code: str, message: str, fields: dict[str, Any] | None = None):
+    """A Flask response carrying ``{"error": {"code", "message", "fields"?}}``."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if fields is not None:
+        error["fields"] = fields
+    response = jsonify({"error": error})
+    response.status_code = status
+    return response
+
+
+def validation_error(fields: dict[str, Any], message: str = "the request has invalid fields"):
+    return ApiError(422, "validation_error", message, fields)
+
+
+def init_app(app: Flask) -> None:
+    """Answer every error, including unexpected ones, as JSON; never an HTML page."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return api_error(exc.status, exc.code, exc.message, exc.fields)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        status = exc.code or 500
+        code = STATUS_CODES.get(status, "bad_request" if status < 500 else "internal_error")
+        description = exc.description or exc.name
+        if status == 400:  # body parsing raises ApiError itself; other 400s are not about JSON
+            code = "bad_request"
+            if isinstance(exc, WebsocketMismatch):
+                description = "this endpoint accepts WebSocket connections only"
+        response = api_error(status, code, description)
+        if status == 405 and exc.response is None:
+            allowed = getattr(exc, "valid_methods", None)
+            if allowed:
+                response.headers["Allow"] = ", ".join(allowed)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return api_error(500, "internal_error", "internal server error")

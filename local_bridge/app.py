@@ -1,0 +1,72 @@
+"""The application factory: settings, database, publish path, bus and HTTP API in one app."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from flask import Flask
+
+from . import websocket_events
+from .api import errors as api_errors
+from .api import system as system_api
+from .api import websocket_admin
+from .backplane import create_backplane
+from .bus import routes as bus_routes
+from .bus.server import WebSocketServer
+from .config import ConfigError, Settings, load_settings
+from .db import Database, default_url
+from .publisher import Publisher
+
+QUEUE_COUNT_KEYS = ("pending_count", "processing_count", "completed_count", "failed_count",
+                    "cancelled_count")
+
+
+@dataclass
+class BridgeState:
+    """Everything one application owns, at ``app.extensions["local_bridge"]``."""
+
+    settings: Settings
+    database: Database
+    publisher: Publisher
+    ws_server: WebSocketServer
+    queue_counts: Callable[[], dict[str, int]]
+
+
+def _empty_queue() -> dict[str, int]:
+    # No job store is attached: every count is genuinely zero.
+    return dict.fromkeys(QUEUE_COUNT_KEYS, 0)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the local_bridge Flask application.
+
+    ``config`` overrides ``LOCAL_BRIDGE_*`` settings by bare name (``{"MAX_QUEUE": 10}``);
+    other keys go to Flask's own config.
+    """
+    settings = load_settings(config)
+    if settings.auth_enabled:
+        raise ConfigError("LOCAL_BRIDGE_AUTH=token is not available in this release; use none")
+    app = Flask(__name__)
+    app.config.update(settings.extra)
+    app.config["MAX_CONTENT_LENGTH"] = settings.MAX_BODY_SIZE
+    app.json.sort_keys = False
+
+    database = Database(settings.DATABASE_URL or default_url(app.instance_path))
+    publisher = Publisher(create_backplane(settings.REDIS_URL))
+    ws_server = WebSocketServer(settings, publisher)
+    app.extensions["local_bridge"] = BridgeState(settings, database, publisher, ws_server,
+                                                 _empty_queue)
+    websocket_events.bind_default(publisher)
+
+    api_errors.init_app(app)
+    app.register_blueprint(system_api.bp)
+    app.register_blueprint(websocket_admin.bp)
+    bus_routes.init_app(app, ws_server)
+    logging.getLogger("local_bridge").setLevel(logging.INFO)
+    return app
+
+
+def state_of(app: Flask) -> BridgeState:
+    """The :class:`BridgeState` of an application made by :func:`create_app`."""
+    return app.extensions["local_bridge"]

@@ -1,0 +1,44 @@
+"""The backplane contract: number events, keep the bus epoch, and hand every event to the
+delivery callback of every process in order."""
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable
+
+from ..protocol import BusEvent
+
+DeliverFn = Callable[[BusEvent], int]
+
+
+class Backplane(abc.ABC):
+    """Carries published events to the hub of every server process sharing the bus."""
+
+    def __init__(self) -> None:
+        self._deliver: DeliverFn = lambda event: 0
+
+    def attach(self, deliver: DeliverFn) -> None:
+        """Set the function that hands an event to this process's hub."""
+        self._deliver = deliver
+
+    @property
+    @abc.abstractmethod
+    def epoch(self) -> str:
+        """Identifies this bus's numbering: a new epoch means old ``seq`` values are void."""
+
+    @property
+    @abc.abstractmethod
+    def last_seq(self) -> int:
+        """The ``seq`` of the latest event published on the bus (0 before the first)."""
+
+    @abc.abstractmethod
+    def publish(self, type_: str, channel: str | None, fields: dict[str, Any],
+                client_types: frozenset[str] | None = None) -> tuple[BusEvent, int]:
+        """Number the event, frame it and deliver it everywhere; return it and how many
+        clients of this process it was queued for."""
+
+    def health(self) -> str:
+        """``"ok"`` or a short description of what is wrong."""
+        return "ok"
+
+    def close(self) -> None:
+        """Release connections and threads."""

@@ -1,0 +1,36 @@
+"""The in-memory backplane: one process, one sequence."""
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+from ..protocol import BusEvent, make_event
+from .base import Backplane
+
+
+class MemoryBackplane(Backplane):
+    """Numbers events in this process and delivers them to its own hub."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._epoch = uuid.uuid4().hex[:16]
+        # _lock guards _seq and makes numbering and delivery one step, so every client
+        # receives events in increasing seq order however many threads publish at once.
+        self._lock = threading.Lock()
+        self._seq = 0
+
+    @property
+    def epoch(self) -> str:
+        return self._epoch
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def publish(self, type_: str, channel: str | None, fields: dict[str, Any],
+                client_types: frozenset[str] | None = None) -> tuple[BusEvent, int]:
+        with self._lock:
+            self._seq += 1
+            event = make_event(self._seq, type_, channel, fields, client_types)
+            return event, self._deliver(event)

@@ -1,0 +1,1 @@
+"""The WebSocket bus: hub, outboxes, transports and the connection protocol."""

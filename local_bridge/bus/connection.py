@@ -1,0 +1,175 @@
+"""One bus connection's life: greet, answer client messages, beat, and clean up."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from simple_websocket import ConnectionClosed
+
+from .. import protocol as p
+from ..limits import MessageLimiter
+from .hub import Client
+from .server import WebSocketServer
+from .transport import Transport
+
+log = logging.getLogger(__name__)
+
+
+class BusConnection:
+    """Runs the ``/ws`` protocol (PROTOCOL.md section 3) for one client."""
+
+    def __init__(self, server: WebSocketServer, transport: Transport, remote_addr: str | None):
+        self.server = server
+        self.settings = server.settings
+        self.transport = transport
+        self.client = Client(transport, remote_addr=remote_addr)
+        self.limiter = MessageLimiter(self.settings.MESSAGE_RATE, self.settings.MESSAGE_BURST)
+        self._dispatch: dict[str, Callable[[dict[str, Any]], None]] = {
+            "register": self._register,
+            "subscribe": self._subscribe,
+            "unsubscribe": self._unsubscribe,
+            "ping": self._ping,
+            "pong": lambda body: None,
+        }
+
+    def on_overflow(self) -> None:
+        """The client fell ``MAX_QUEUE`` messages behind: it leaves the hub at once (4008)."""
+        self.server.hub.remove(self.client)
+        self.transport.stop_reading()
+
+    # ------------------------------------------------------------------ life cycle
+
+    def run(self, ws: Any) -> None:
+        """Serve the connection until either side closes it."""
+        self.transport.attach(ws)
+        hub = self.server.hub
+        hub.add(self.client)
+        try:
+            self.send(p.reply("connected", client_id=self.client.client_id,
+                              seq=self.server.publisher.backplane.last_seq,
+                              epoch=self.server.publisher.backplane.epoch,
+                              heartbeat_interval=_seconds(self.settings.HEARTBEAT_INTERVAL),
+                              protocol=p.PROTOCOL_VERSION))
+            if self.server.stopping.is_set():  # shutdown began while we were connecting
+                self.transport.close(p.CloseCode.GOING_AWAY)
+            self._receive_loop(ws)
+        except ConnectionClosed:
+            pass
+        except Exception:  # a bug must cost one connection, not the worker
+            log.exception("bus connection %s failed", self.client.client_id)
+            self.transport.close(p.CloseCode.INTERNAL_ERROR)
+        finally:
+            hub.remove(self.client)
+            self.transport.finish(self.settings.SLOW_CLOSE_GRACE)
+
+    def _receive_loop(self, ws: Any) -> None:
+        interval = self.settings.HEARTBEAT_INTERVAL
+        next_beat = time.monotonic() + interval
+        while True:
+            data = ws.receive(timeout=max(0.0, next_beat - time.monotonic()))
+            if data is not None:
+                self.handle(data)
+                if time.monotonic() < next_beat:
+                    continue
+            if not ws.connected:
+                return
+            now = time.monotonic()
+            if now >= next_beat:
+                if now - self.transport.last_seen > 2 * interval:
+                    log.info("client %s silent for %.0f s: dropped", self.client.client_id,
+                             now - self.transport.last_seen)
+                    self.transport.abort()
+                    return
+                self.send(p.reply("heartbeat"))
+                self.transport.send(p.PING_FRAME)  # the peer's pong proves it is alive
+                next_beat = now + interval
+
+    # ------------------------------------------------------------------ messages
+
+    def send(self, message: dict[str, Any]) -> bool:
+        return self.transport.send(p.text_frame(message))
+
+    def handle(self, data: str | bytes) -> None:
+        """Answer one client frame."""
+        verdict = self.limiter.check()
+        if verdict != "ok":
+            if verdict == "warn":
+                self.send(p.error_reply(p.ErrorCode.RATE_LIMITED,
+                                        "too many messages: this one was dropped"))
+            elif verdict == "close":
+                self.transport.close(p.CloseCode.RATE_LIMITED)
+            return
+        request_type = None
+        try:
+            message = p.parse_client_frame(data)
+            if message is p.PLAIN_PING:
+                self.transport.send(p.PLAIN_PONG_FRAME)
+                return
+            request_type = message.type
+            action = self._dispatch.get(message.type)
+            if action is not None:
+                action(message.body)
+            else:
+                self._custom(message)
+        except p.ProtocolError as exc:
+            self.send(p.error_reply(exc.code, exc.message, exc.request_type or request_type))
+
+    def _register(self, body: dict[str, Any]) -> None:
+        client_type, client_name = p.validate_register(body)
+        self.server.hub.register(self.client, client_type, client_name)
+        self.send(p.reply("registered", client_id=self.client.client_id,
+                          client_type=client_type, client_name=client_name))
+
+    def _subscribe(self, body: dict[str, Any]) -> None:
+        valid, unknown = p.validate_channel_list(body, "subscribe")
+        since, _epoch = p.validate_resume(body)
+        try:
+            current = self.server.hub.subscribe(self.client, valid, self.settings.MAX_SUBSCRIPTIONS)
+        except OverflowError:
+            raise p.ProtocolError(p.ErrorCode.INVALID_MESSAGE,
+                                  f"at most {self.settings.MAX_SUBSCRIPTIONS} subscriptions "
+                                  "per connection", "subscribe") from None
+        if unknown:
+            self.send(p.error_reply(p.ErrorCode.UNKNOWN_CHANNEL,
+                                    f"unknown channel(s): {', '.join(map(str, unknown))}", "subscribe"))
+        latest = self.server.publisher.backplane.last_seq
+        self.send(p.reply("subscribed", channels=sorted(current), seq=latest))
+        if since is not None:
+            # Without event history nothing missed can be replayed: completeness is proven only
+            # when nothing was published after ``since`` in this epoch.
+            epoch_ok = _epoch in (None, self.server.publisher.backplane.epoch)
+            self.send(p.reply("replay_complete", since=since, to=latest,
+                              recovered=epoch_ok and since >= latest))
+
+    def _unsubscribe(self, body: dict[str, Any]) -> None:
+        valid, unknown = p.validate_channel_list(body, "unsubscribe")
+        current = self.server.hub.unsubscribe(self.client, valid)
+        if unknown:
+            self.send(p.error_reply(p.ErrorCode.UNKNOWN_CHANNEL,
+                                    f"unknown channel(s): {', '.join(map(str, unknown))}",
+                                    "unsubscribe"))
+        self.send(p.reply("unsubscribed", channels=sorted(current)))
+
+    def _ping(self, body: dict[str, Any]) -> None:
+        self.send(p.reply("pong"))
+
+    def _custom(self, message: p.ClientMessage) -> None:
+        handler = self.server.handler_for(message.type)
+        if handler is None:
+            raise p.ProtocolError(p.ErrorCode.UNKNOWN_TYPE,
+                                  f"unknown message type {message.type!r}", message.type)
+        try:
+            answer = handler(self.client, message.body)
+        except p.ProtocolError:
+            raise
+        except Exception:
+            log.exception("handler for %r failed", message.type)
+            raise p.ProtocolError(p.ErrorCode.INTERNAL_ERROR,
+                                  f"the handler for {message.type!r} failed", message.type) from None
+        if answer is not None:
+            self.send({"timestamp": p.utc_timestamp(), **answer})
+
+
+def _seconds(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value

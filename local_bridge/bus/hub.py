@@ -1,0 +1,192 @@
+"""The thread-safe registry of connected clients and the fan-out of events to them.
+
+The hub knows clients only through their :class:`~local_bridge.bus.transport.Transport`-like
+``send``/``close`` methods, never a socket. Delivery reads copy-on-write snapshots of the
+subscriber sets, so publishing never waits for a connect, a subscribe or a disconnect, and it
+never does I/O: it only queues pre-framed bytes in each recipient's outbox.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Protocol
+
+from ..protocol import UNKNOWN_CLIENT_TYPE, BusEvent, utc_timestamp
+
+
+class ClientTransport(Protocol):
+    """What the hub needs of a connection."""
+
+    def send(self, frame: bytes) -> bool: ...
+    def close(self, code: int, reason: str = "", discard: bool = False) -> bool: ...
+    def stats(self) -> dict[str, int]: ...
+
+
+@dataclass(eq=False)
+class Client:
+    """One connected client: identity, registration and subscriptions."""
+
+    transport: ClientTransport
+    remote_addr: str | None = None
+    client_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    client_type: str = UNKNOWN_CLIENT_TYPE
+    client_name: str | None = None
+    channels: frozenset[str] = frozenset()
+    connected_at: float = field(default_factory=time.time)
+
+    def describe(self) -> dict[str, Any]:
+        """The admin view of the client (API.md ``GET /api/websocket/clients``)."""
+        return {
+            "client_id": self.client_id,
+            "client_type": self.client_type,
+            "client_name": self.client_name,
+            "channels": sorted(self.channels),
+            "connected_at": utc_timestamp(datetime.fromtimestamp(self.connected_at, timezone.utc)),
+            "remote_addr": self.remote_addr,
+            **self.transport.stats(),
+        }
+
+
+_ALL = None  # snapshot key of "every connected client"
+
+
+class Hub:
+    """Clients, their types and subscriptions, and the recipients of each event."""
+
+    def __init__(self) -> None:
+        # _lock guards _clients, _members and _snapshots; it is never held during I/O.
+        self._lock = threading.Lock()
+        self._clients: dict[str, Client] = {}
+        self._members: dict[str, dict[Client, None]] = {}
+        self._snapshots: dict[str | None, tuple[Client, ...]] = {}
+
+    # ------------------------------------------------------------------ registry
+
+    def add(self, client: Client) -> None:
+        """Make ``client`` reachable (by every broadcast with no channel, for now)."""
+        with self._lock:
+            self._clients[client.client_id] = client
+            self._snapshots.pop(_ALL, None)
+
+    def remove(self, client: Client) -> bool:
+        """Forget ``client`` and its subscriptions; False if it was not registered."""
+        with self._lock:
+            if self._clients.get(client.client_id) is not client:
+                return False
+            del self._clients[client.client_id]
+            self._snapshots.pop(_ALL, None)
+            for channel in client.channels:
+                self._leave(client, channel)
+            return True
+
+    def get(self, client_id: str) -> Client | None:
+        return self._clients.get(client_id)
+
+    def clients(self) -> list[Client]:
+        """Connected clients, oldest connection first."""
+        return list(self._snapshot(_ALL))
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def register(self, client: Client, client_type: str, client_name: str) -> None:
+        """Set (or change) a client's type and name."""
+        with self._lock:
+            client.client_type = client_type
+            client.client_name = client_name
+
+    def subscribe(self, client: Client, channels: Iterable[str], limit: int | None = None) -> frozenset[str]:
+        """Add ``channels`` to the client's subscriptions; return them all.
+
+        Raises :class:`OverflowError` (changing nothing) when the total would exceed ``limit``.
+        """
+        with self._lock:
+            new = [c for c in channels if c not in client.channels]
+            if limit is not None and len(client.channels) + len(new) > limit:
+                raise OverflowError(limit)
+            if client.client_id not in self._clients:
+                return client.channels
+            for channel in new:
+                self._members.setdefault(channel, {})[client] = None
+                self._snapshots.pop(channel, None)
+            client.channels = client.channels.union(new)
+            return client.channels
+
+    def unsubscribe(self, client: Client, channels: Iterable[str]) -> frozenset[str]:
+        """Remove ``channels`` from the client's subscriptions; return those left."""
+        with self._lock:
+            gone = [c for c in channels if c in client.channels]
+            for channel in gone:
+                self._leave(client, channel)
+            client.channels = client.channels.difference(gone)
+            return client.channels
+
+    def _leave(self, client: Client, channel: str) -> None:
+        members = self._members.get(channel)
+        if members is not None:
+            members.pop(client, None)
+            if not members:
+                del self._members[channel]
+        self._snapshots.pop(channel, None)
+
+    def _snapshot(self, key: str | None) -> tuple[Client, ...]:
+        snapshot = self._snapshots.get(key)
+        if snapshot is None:
+            with self._lock:
+                if key is _ALL:
+                    snapshot = tuple(self._clients.values())
+                else:
+                    snapshot = tuple(self._members.get(key, ()))
+                self._snapshots[key] = snapshot
+        return snapshot
+
+    # ------------------------------------------------------------------ delivery
+
+    def recipients(self, event: BusEvent) -> list[Client]:
+        """The clients ``event`` reaches: subscribers of any of its channels (everyone when it
+        has none), limited to its client types, each once."""
+        targets = event.targets
+        if event.channel is None:
+            candidates: Iterable[Client] = self._snapshot(_ALL)
+        elif len(targets) == 1:
+            candidates = self._snapshot(targets[0])
+        else:
+            merged: dict[Client, None] = {}
+            for channel in targets:
+                merged.update(dict.fromkeys(self._snapshot(channel)))
+            candidates = merged
+        types = event.client_types
+        if types is None:
+            return list(candidates)
+        return [c for c in candidates if c.client_type in types]
+
+    def deliver(self, event: BusEvent) -> int:
+        """Queue the event's frame for each recipient; return how many accepted it."""
+        frame = event.frame
+        return sum(1 for client in self.recipients(event) if client.transport.send(frame))
+
+    def send_to(self, client: Client, frame: bytes) -> bool:
+        """Queue a frame for one client (replies travel this way)."""
+        return client.transport.send(frame)
+
+    # ------------------------------------------------------------------ closing
+
+    def disconnect(self, client_id: str, code: int, reason: str = "") -> bool:
+        """Close one client with ``code``; False if no such client is connected here."""
+        client = self.get(client_id)
+        if client is None:
+            return False
+        self.remove(client)
+        client.transport.close(code, reason)
+        return True
+
+    def close_all(self, code: int, reason: str = "") -> int:
+        """Close every client with ``code`` (server shutdown); return how many."""
+        clients = self.clients()
+        for client in clients:
+            self.remove(client)
+            client.transport.close(code, reason)
+        return len(clients)

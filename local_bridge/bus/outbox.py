@@ -1,0 +1,123 @@
+"""A connection's bounded outbox and the one writer that drains it.
+
+Everything written to a client socket passes through its outbox: events, replies, heartbeats,
+and the WebSocket library's own handshake, pong and close frames. The writer takes everything
+queued at once and hands it to the socket in one ``sendall``, so a busy client costs one system
+call per batch rather than one per message, and no two writers ever interleave bytes.
+
+A client that falls ``limit`` messages behind is a slow consumer: its queued messages are
+discarded, ``on_overflow`` is told (so it leaves the hub at once) and a final frame (the 4008
+close) is sent after whatever the socket already holds.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+
+class Outbox:
+    """Bounded FIFO of pre-framed bytes with a dedicated writer thread."""
+
+    def __init__(self, sendall: Callable[[bytes], None], limit: int,
+                 overflow_frame: bytes = b"",
+                 on_overflow: Callable[[], None] | None = None,
+                 name: str = "outbox-writer"):
+        self._sendall = sendall
+        self.limit = limit
+        self._overflow_frame = overflow_frame
+        self._on_overflow = on_overflow
+        # _cond guards _items, _finishing, _final, _overflowed and the counters below.
+        self._cond = threading.Condition(threading.Lock())
+        self._items: list[bytes] = []
+        self._finishing = False          # no more messages accepted
+        self._final: bytes | None = None  # sent after the last batch, then the writer stops
+        self._overflowed = False
+        self.sent = 0       # messages handed to the socket
+        self.dropped = 0    # messages refused or discarded
+        self.failed = False  # the socket refused a write
+        self._writer = threading.Thread(target=self._run, name=name, daemon=True)
+        self._writer.start()
+
+    # ------------------------------------------------------------------ producer side
+
+    @property
+    def depth(self) -> int:
+        """Messages queued and not yet handed to the socket."""
+        return len(self._items)
+
+    @property
+    def closing(self) -> bool:
+        return self._finishing
+
+    @property
+    def overflowed(self) -> bool:
+        return self._overflowed
+
+    def put(self, data: bytes) -> bool:
+        """Queue one framed message; False when it was not queued (closing, or overflow)."""
+        with self._cond:
+            if self._finishing:
+                self.dropped += 1
+                return False
+            if len(self._items) < self.limit:
+                self._items.append(data)
+                if len(self._items) == 1:
+                    self._cond.notify()
+                return True
+            self.dropped += len(self._items) + 1
+            self._items.clear()
+            self._finishing = True
+            self._overflowed = True
+            self._final = self._overflow_frame
+            self._cond.notify()
+        if self._on_overflow is not None:
+            self._on_overflow()
+        return False
+
+    def close(self, final: bytes | None = None, discard: bool = False) -> bool:
+        """Accept nothing more; send what is queued (unless ``discard``), then ``final``.
+
+        Returns False when the outbox was already closing.
+        """
+        with self._cond:
+            if self._finishing:
+                return False
+            self._finishing = True
+            if discard:
+                self.dropped += len(self._items)
+                self._items.clear()
+            self._final = final
+            self._cond.notify()
+        return True
+
+    def wait_closed(self, timeout: float | None = None) -> bool:
+        """Wait until the writer has stopped; True if it did within ``timeout``."""
+        self._writer.join(timeout)
+        return not self._writer.is_alive()
+
+    # ------------------------------------------------------------------ writer side
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._items and not self._finishing:
+                    self._cond.wait()
+                batch, self._items = self._items, []
+                last = self._finishing
+                final, self._final = (self._final, None) if last else (None, None)
+            if final:
+                batch.append(final)
+            if batch:
+                try:
+                    self._sendall(batch[0] if len(batch) == 1 else b"".join(batch))
+                except OSError:
+                    with self._cond:
+                        self.failed = True
+                        self._finishing = True
+                        self.dropped += len(self._items)
+                        self._items.clear()
+                    return
+                with self._cond:
+                    self.sent += len(batch) - (1 if final else 0)
+            if last:
+                return

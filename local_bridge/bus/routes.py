@@ -1,0 +1,69 @@
+"""The WebSocket endpoints, on flask-sock.
+
+Admission (shutdown, connection limit, connect rate, Origin) is decided before the handshake, so
+a refused client gets a plain HTTP answer; an admitted one gets its :class:`Transport` put in
+place before simple-websocket writes its first byte.
+"""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Flask, g, request
+from flask_sock import Sock
+
+from ..api.errors import api_error
+from ..limits import ConnectRateLimiter
+from .connection import BusConnection
+from .server import WebSocketServer
+from .transport import Transport
+
+WEBSOCKET_ENDPOINTS = frozenset({"bus_endpoint"})
+
+
+def init_app(app: Flask, server: WebSocketServer) -> None:
+    """Register ``/ws`` and its admission checks on ``app``."""
+    settings = server.settings
+    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": settings.MAX_MESSAGE_SIZE}
+    connect_limiter = ConnectRateLimiter(settings.CONNECT_RATE)
+
+    @app.before_request
+    def admit_websocket():
+        if request.endpoint not in WEBSOCKET_ENDPOINTS:
+            return None
+        if server.stopping.is_set():
+            return api_error(503, "unavailable", "the server is shutting down")
+        if len(server.hub) >= settings.MAX_CONNECTIONS:
+            return api_error(503, "unavailable", "too many connections")
+        if not connect_limiter.allow(request.remote_addr or "?"):
+            return api_error(429, "rate_limited", "too many new connections from this address")
+        if not _origin_allowed(request.headers.get("Origin"), request.host, settings.ALLOWED_ORIGINS):
+            return api_error(403, "forbidden", "origin not allowed")
+        holder: list[BusConnection] = []
+        transport = Transport(request.environ, settings.MAX_QUEUE,
+                              on_overflow=lambda: holder[0].on_overflow() if holder else None)
+        connection = BusConnection(server, transport, request.remote_addr)
+        holder.append(connection)
+        g.bus_connection = connection
+        return None
+
+    @app.teardown_request
+    def release_websocket(exc):
+        connection = g.pop("bus_connection", None)
+        if connection is not None:  # idempotent; stops the writer if the handshake failed
+            connection.transport.outbox.close()
+
+    sock = Sock(app)
+
+    @sock.route("/ws")
+    def bus_endpoint(ws):
+        g.bus_connection.run(ws)
+
+
+def _origin_allowed(origin: str | None, host: str, allowed: tuple[str, ...]) -> bool:
+    """Browsers send Origin; other clients do not and are not checked here."""
+    if not origin:
+        return True
+    if "*" in allowed or origin in allowed:
+        return True
+    return urlsplit(origin).netloc.lower() == host.lower()
+

@@ -1,0 +1,139 @@
+"""The adapter between one WebSocket connection and the hub.
+
+flask-sock hands the raw socket to simple-websocket, which reads frames in a thread of its own
+and writes its handshake, pong and close frames straight to that socket. Before the handshake,
+:class:`Transport` puts a :class:`SocketProxy` in the raw socket's place in the WSGI environ, so
+those writes join the connection's :class:`~local_bridge.bus.outbox.Outbox` like every other
+message (one writer, whole buffers, no interleaving), and every read marks the peer as alive.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+from ..protocol import CLOSE_REASONS, CloseCode, close_frame
+from .outbox import Outbox
+
+#: Where each supported WSGI server leaves the connection's socket.
+SOCKET_KEYS = ("gunicorn.socket", "werkzeug.socket")
+_SLOW_CLOSE = close_frame(CloseCode.SLOW_CONSUMER, CLOSE_REASONS[CloseCode.SLOW_CONSUMER])
+
+
+class SocketProxy:
+    """Stands in for the raw socket inside simple-websocket."""
+
+    def __init__(self, raw: socket.socket, outbox: Outbox):
+        self._raw = raw
+        self._outbox = outbox
+        self.last_seen = time.monotonic()
+
+    def send(self, data: bytes) -> int:
+        self._outbox.put(bytes(data))
+        return len(data)
+
+    sendall = send
+
+    def recv(self, size: int) -> bytes:
+        data = self._raw.recv(size)
+        self.last_seen = time.monotonic()
+        return data
+
+    def close(self) -> None:
+        """The library is done with the socket: flush what is queued, then stop writing."""
+        self._outbox.close()
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+class Transport:
+    """What the hub sees of a connection: ``send(frame)``, ``close(code)``, ``stats()``."""
+
+    def __init__(self, environ: dict[str, Any], max_queue: int,
+                 on_overflow: Callable[[], None] | None = None):
+        key = next((k for k in SOCKET_KEYS if k in environ), None)
+        if key is None:
+            raise RuntimeError("this WSGI server does not expose the connection's socket")
+        # permessage-deflate costs ~5x in fan-out and ~2.5x memory per connection, and would
+        # defeat serializing each event once for all recipients: it is never negotiated.
+        environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        self.raw: socket.socket = environ[key]
+        self.outbox = Outbox(self.raw.sendall, max_queue, overflow_frame=_SLOW_CLOSE,
+                             on_overflow=on_overflow)
+        self.proxy = SocketProxy(self.raw, self.outbox)
+        environ[key] = self.proxy
+        self.ws: Any = None  # the simple-websocket connection, once the handshake is done
+        self._close_lock = threading.Lock()  # guards close_code
+        self.close_code: int | None = None
+
+    def attach(self, ws: Any) -> None:
+        self.ws = ws
+
+    @property
+    def last_seen(self) -> float:
+        return self.proxy.last_seen
+
+    def send(self, frame: bytes) -> bool:
+        return self.outbox.put(frame)
+
+    def close(self, code: int, reason: str = "", discard: bool = False) -> bool:
+        """Send a close frame after what is queued (or instead of it, with ``discard``)."""
+        with self._close_lock:
+            if self.close_code is not None or self.outbox.closing:
+                return False
+            self.close_code = code
+        self.outbox.close(close_frame(code, reason or CLOSE_REASONS.get(code, "")), discard=discard)
+        self.stop_reading()
+        return True
+
+    def stop_reading(self) -> None:
+        """End the connection's receive loop; its handler then cleans up."""
+        if self.ws is not None:
+            self.ws.connected = False
+            self.ws.event.set()
+
+    def abort(self) -> None:
+        """Drop the TCP connection now, whatever is queued (dead peer, stuck writer)."""
+        self.outbox.close(discard=True)
+        self.stop_reading()
+        _shutdown(self.raw, socket.SHUT_RDWR)
+
+    def finish(self, grace: float) -> None:
+        """Flush (within ``grace`` seconds), then release the socket and the reader thread."""
+        self.outbox.close()
+        if not self.outbox.wait_closed(grace):
+            self.abort()
+            self.outbox.wait_closed(1.0)
+        # FIN after the close frame, then let the reader take the peer's answer: closing with
+        # unread input would reset the connection and could destroy the close frame in flight.
+        self.stop_reading()
+        _shutdown(self.raw, socket.SHUT_WR)
+        reader = getattr(self.ws, "thread", None)
+        if reader is not None and not _join(reader, 2.0):
+            _shutdown(self.raw, socket.SHUT_RDWR)
+            _join(reader, 1.0)
+        try:
+            self.raw.close()
+        except OSError:
+            pass
+
+    def stats(self) -> dict[str, int]:
+        return {"sent": self.outbox.sent, "dropped": self.outbox.dropped,
+                "queue_depth": self.outbox.depth}
+
+
+def _shutdown(sock: socket.socket, how: int) -> None:
+    try:
+        sock.shutdown(how)
+    except OSError:
+        pass
+
+
+def _join(thread: threading.Thread, timeout: float) -> bool:
+    thread.join(timeout)
+    return not thread.is_alive()

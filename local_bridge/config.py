@@ -1,0 +1,150 @@
+"""Configuration: built-in defaults, overridden by ``LOCAL_BRIDGE_*`` variables, validated once.
+
+Every setting has one name. In the environment it is ``LOCAL_BRIDGE_<NAME>``; in the mapping
+passed to :func:`local_bridge.create_app` it is the bare upper-case name (``MAX_QUEUE``).
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+ENV_PREFIX = "LOCAL_BRIDGE_"
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or out of range."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated server settings; see API.md "Configuration" for the meaning of each."""
+
+    HOST: str = "127.0.0.1"
+    PORT: int = 5100
+    DATABASE_URL: str | None = None  # None: SQLite file in the instance folder
+    REDIS_URL: str | None = None
+    AUTH: str = "none"
+    SECRET_KEY: str | None = None
+    ALLOWED_ORIGINS: tuple[str, ...] = ()  # empty: same host only
+    HEARTBEAT_INTERVAL: float = 30.0
+    HISTORY_SIZE: int = 10000
+    HISTORY_TTL: float = 600.0
+    MAX_QUEUE: int = 1000
+    MAX_BODY_SIZE: int = 1048576
+    MAX_MESSAGE_SIZE: int = 65536
+    MESSAGE_RATE: float = 20.0
+    MESSAGE_BURST: int = 50
+    CONNECT_RATE: int = 300
+    HTTP_RATE: float = 0.0
+    MAX_CONNECTIONS: int = 10000
+    PROGRESS_RATE: float = 10.0
+    MAX_SUBSCRIPTIONS: int = 256
+    WORKER_CLASS: str = "gevent"
+    SLOW_CLOSE_GRACE: float = 5.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self.AUTH == "token"
+
+
+_BOUNDS: dict[str, tuple[float, float]] = {
+    "PORT": (0, 65535),
+    "HEARTBEAT_INTERVAL": (0.05, 86400),
+    "HISTORY_SIZE": (0, 10_000_000),
+    "HISTORY_TTL": (0, 31 * 86400),
+    "MAX_QUEUE": (1, 10_000_000),
+    "MAX_BODY_SIZE": (1024, 1 << 30),
+    "MAX_MESSAGE_SIZE": (128, 1 << 26),
+    "MESSAGE_RATE": (0, 1e6),
+    "MESSAGE_BURST": (1, 1_000_000),
+    "CONNECT_RATE": (0, 1_000_000),
+    "HTTP_RATE": (0, 1e6),
+    "MAX_CONNECTIONS": (1, 1_000_000),
+    "PROGRESS_RATE": (0.01, 1000),
+    "MAX_SUBSCRIPTIONS": (1, 100_000),
+    "SLOW_CLOSE_GRACE": (0, 600),
+}
+_CHOICES = {"AUTH": ("none", "token"), "WORKER_CLASS": ("gevent", "gthread")}
+
+
+def _convert(name: str, raw: Any, kind: type) -> Any:
+    if raw is None or (isinstance(raw, str) and raw.strip() == "" and kind is not str):
+        return None
+    try:
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is tuple:
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return tuple(item.strip() for item in items if str(item).strip())
+        return str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{ENV_PREFIX}{name} must be {kind.__name__}, got {raw!r}") from None
+
+
+def _kind_of(name: str) -> type:
+    annotation = Settings.__dataclass_fields__[name].type
+    for kind in (int, float, tuple, str):
+        if annotation.startswith(kind.__name__):
+            return kind
+    return str
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from defaults, then the environment, then ``overrides``."""
+    environ = os.environ if environ is None else environ
+    names = [f.name for f in fields(Settings) if f.name != "extra"]
+    values: dict[str, Any] = {}
+    for name in names:
+        if ENV_PREFIX + name in environ:
+            values[name] = environ[ENV_PREFIX + name]
+    extra: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        key = key.upper().removeprefix(ENV_PREFIX)
+        if key in names:
+            values[key] = value
+        else:
+            extra[key] = value
+    converted = {}
+    for name, raw in values.items():
+        value = _convert(name, raw, _kind_of(name))
+        if value is not None or name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY"):
+            converted[name] = value
+    settings = replace(Settings(), **converted, extra=extra)
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    for name, (low, high) in _BOUNDS.items():
+        value = getattr(settings, name)
+        if not low <= value <= high:
+            raise ConfigError(f"{ENV_PREFIX}{name}={value} is outside {low:g}..{high:g}")
+    for name, choices in _CHOICES.items():
+        if getattr(settings, name) not in choices:
+            raise ConfigError(f"{ENV_PREFIX}{name} must be one of {', '.join(choices)}")
+    if settings.auth_enabled and not settings.SECRET_KEY:
+        raise ConfigError(f"{ENV_PREFIX}AUTH=token needs {ENV_PREFIX}SECRET_KEY")
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind_allowed(settings: Settings) -> None:
+    """Refuse a non-loopback bind while authentication is off (PROTOCOL.md section 6)."""
+    if not settings.auth_enabled and not is_loopback(settings.HOST):
+        raise ConfigError(
+            f"refusing to bind {settings.HOST} with {ENV_PREFIX}AUTH=none: without "
+            "authentication the server listens on loopback only")

@@ -1,0 +1,86 @@
+"""Rate limits: a token bucket per connection, a sliding window per remote address."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+
+class TokenBucket:
+    """Allows ``rate`` events per second with bursts of ``burst``; ``rate`` 0 allows all."""
+
+    def __init__(self, rate: float, burst: int, clock=time.monotonic):
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = float(burst)
+        self._stamp = clock()
+
+    def allow(self) -> bool:
+        if self.rate <= 0:
+            return True
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+
+class MessageLimiter:
+    """The per-connection message policy of API.md (``MESSAGE_RATE``/``MESSAGE_BURST``).
+
+    :meth:`check` answers ``"ok"``, ``"drop"`` (drop silently), ``"warn"`` (drop and send one
+    ``rate_limited`` error; at most one a second) or ``"close"`` (over 100 drops in 10 s).
+    """
+
+    MAX_DROPS = 100
+    DROP_WINDOW = 10.0
+    WARN_EVERY = 1.0
+
+    def __init__(self, rate: float, burst: int, clock=time.monotonic):
+        self._bucket = TokenBucket(rate, burst, clock)
+        self._clock = clock
+        self._drops: deque[float] = deque()
+        self._last_warning = float("-inf")
+
+    def check(self) -> str:
+        if self._bucket.allow():
+            return "ok"
+        now = self._clock()
+        self._drops.append(now)
+        while self._drops and self._drops[0] <= now - self.DROP_WINDOW:
+            self._drops.popleft()
+        if len(self._drops) > self.MAX_DROPS:
+            return "close"
+        if now - self._last_warning >= self.WARN_EVERY:
+            self._last_warning = now
+            return "warn"
+        return "drop"
+
+
+class ConnectRateLimiter:
+    """At most ``per_minute`` new connections per remote address in any 60 s (0: off)."""
+
+    def __init__(self, per_minute: int, clock=time.monotonic):
+        self.per_minute = per_minute
+        self._clock = clock
+        self._lock = threading.Lock()  # guards _seen
+        self._seen: dict[str, deque[float]] = {}
+
+    def allow(self, address: str) -> bool:
+        if self.per_minute <= 0:
+            return True
+        now = self._clock()
+        with self._lock:
+            stamps = self._seen.setdefault(address, deque())
+            while stamps and stamps[0] <= now - 60.0:
+                stamps.popleft()
+            if len(stamps) >= self.per_minute:
+                return False
+            stamps.append(now)
+            if len(self._seen) > 10000:  # forget idle addresses so the table stays bounded
+                for key in [k for k, v in self._seen.items() if not v or v[-1] <= now - 60.0]:
+                    del self._seen[key]
+            return True

@@ -1,0 +1,288 @@
+"""The wire protocol of PROTOCOL.md, free of I/O.
+
+Parsing and validating client messages, building server messages, encoding WebSocket frames,
+and the error and close codes. Nothing here touches a socket, a thread or Flask.
+"""
+from __future__ import annotations
+
+import json
+import re
+import struct
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import IntEnum
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+#: The channels of PROTOCOL.md section 3.
+CHANNELS = frozenset({"jobs", "photos", "sessions", "system", "queue", "approval", "export"})
+#: Entity sub-channels: ``<channel>:<id>`` for these channels; the value names the event field.
+ENTITY_CHANNELS = {"jobs": "job_id", "sessions": "session_id", "photos": "photo_id"}
+_ENTITY_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+CLIENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+MAX_CHANNELS_PER_REQUEST = 64
+MAX_CLIENT_NAME = 128
+UNKNOWN_CLIENT_TYPE = "unknown"
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes of PROTOCOL.md section 5."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    UNAUTHORIZED = 4001
+    FORBIDDEN = 4003
+    NOT_FOUND = 4004
+    SLOW_CONSUMER = 4008
+    ADMIN_DISCONNECT = 4009
+    RATE_LIMITED = 4029
+
+
+CLOSE_REASONS = {
+    CloseCode.NORMAL: "normal closure",
+    CloseCode.GOING_AWAY: "server shutting down",
+    CloseCode.MESSAGE_TOO_BIG: "message too big",
+    CloseCode.INTERNAL_ERROR: "internal error",
+    CloseCode.UNAUTHORIZED: "unauthorized",
+    CloseCode.FORBIDDEN: "forbidden",
+    CloseCode.NOT_FOUND: "not found",
+    CloseCode.SLOW_CONSUMER: "slow consumer",
+    CloseCode.ADMIN_DISCONNECT: "disconnected by an administrator",
+    CloseCode.RATE_LIMITED: "rate limited",
+}
+
+
+class ErrorCode:
+    """The ``code`` values of an ``error`` reply."""
+
+    INVALID_JSON = "invalid_json"
+    INVALID_MESSAGE = "invalid_message"
+    UNKNOWN_TYPE = "unknown_type"
+    UNKNOWN_CHANNEL = "unknown_channel"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"
+    JOB_NOT_FOUND = "job_not_found"
+    INTERNAL_ERROR = "internal_error"
+
+
+#: Types the server sends as replies; an administrator may not publish events with these names.
+REPLY_TYPES = frozenset({
+    "connected", "registered", "subscribed", "unsubscribed", "pong", "error", "heartbeat",
+    "replay_complete", "job_status",
+})
+
+
+class ProtocolError(Exception):
+    """A client message that must be answered with an ``error`` reply."""
+
+    def __init__(self, code: str, message: str, request_type: str | None = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_type = request_type
+
+
+# --------------------------------------------------------------------------- time and JSON
+
+def utc_timestamp(moment: datetime | None = None) -> str:
+    """RFC 3339 UTC with microseconds and ``Z``."""
+    moment = moment or datetime.now(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def dumps(message: dict[str, Any]) -> str:
+    """Compact JSON text of one message."""
+    return _encoder.encode(message)
+
+
+# --------------------------------------------------------------------------- frames
+
+def encode_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """One final, unmasked server frame (RFC 6455 section 5.2) around ``payload``."""
+    length = len(payload)
+    first = 0x80 | opcode
+    if length < 126:
+        header = struct.pack("!BB", first, length)
+    elif length < 65536:
+        header = struct.pack("!BBH", first, 126, length)
+    else:
+        header = struct.pack("!BBQ", first, 127, length)
+    return header + payload
+
+
+def text_frame(message: dict[str, Any]) -> bytes:
+    """Serialize ``message`` and frame it as one text frame."""
+    return encode_frame(dumps(message).encode())
+
+
+PING_FRAME = encode_frame(b"", opcode=0x9)
+PLAIN_PONG_FRAME = encode_frame(b"pong")
+
+
+def close_frame(code: int, reason: str = "") -> bytes:
+    """A close frame carrying ``code`` and a short UTF-8 ``reason``."""
+    reason_bytes = reason.encode()[:123]
+    return encode_frame(struct.pack("!H", code) + reason_bytes, opcode=0x8)
+
+
+# --------------------------------------------------------------------------- server messages
+
+def reply(type_: str, **fields: Any) -> dict[str, Any]:
+    """A reply to a client's request: ``type`` and ``timestamp`` first, then ``fields``."""
+    return {"type": type_, "timestamp": utc_timestamp(), **fields}
+
+
+def error_reply(code: str, message: str, request_type: str | None = None) -> dict[str, Any]:
+    """The ``error`` message of PROTOCOL.md section 5."""
+    return reply("error", code=code, message=message, request_type=request_type)
+
+
+# --------------------------------------------------------------------------- channels
+
+def is_valid_channel(name: Any) -> bool:
+    """A main channel, or an entity sub-channel ``jobs:<id>``, ``sessions:<id>``, ``photos:<id>``."""
+    if not isinstance(name, str):
+        return False
+    if name in CHANNELS:
+        return True
+    base, sep, entity = name.partition(":")
+    return bool(sep) and base in ENTITY_CHANNELS and bool(_ENTITY_ID.match(entity))
+
+
+def entity_channels(channel: str | None, fields: dict[str, Any]) -> tuple[str, ...]:
+    """Every channel an event on ``channel`` reaches: itself plus the entity sub-channels its
+    ``job_id``/``session_id``/``photo_id`` fields name (PROTOCOL.md section 3)."""
+    if channel is None:
+        return ()
+    if channel not in CHANNELS:  # published straight to a sub-channel: that one only
+        return (channel,)
+    targets = [channel]
+    for base, key in ENTITY_CHANNELS.items():
+        value = fields.get(key)
+        if value is not None and value != "":
+            targets.append(f"{base}:{value}")
+    return tuple(targets)
+
+
+# --------------------------------------------------------------------------- bus events
+
+@dataclass(frozen=True, slots=True)
+class BusEvent:
+    """A published event, serialized and framed once for all its recipients.
+
+    ``targets`` are the channels whose subscribers receive it (empty with ``channel`` None:
+    every connected client); ``client_types`` limits recipients when not None.
+    """
+
+    seq: int
+    message: dict[str, Any]
+    targets: tuple[str, ...]
+    client_types: frozenset[str] | None
+    frame: bytes
+
+    @property
+    def type(self) -> str:
+        return self.message["type"]
+
+    @property
+    def channel(self) -> str | None:
+        return self.message["channel"]
+
+
+def make_event(seq: int, type_: str, channel: str | None, fields: dict[str, Any],
+               client_types: frozenset[str] | None = None,
+               timestamp: str | None = None) -> BusEvent:
+    """Build the envelope of PROTOCOL.md section 2 around ``fields`` and frame it."""
+    message = {"type": type_, "timestamp": timestamp or utc_timestamp(),
+               "channel": channel, "seq": seq}
+    for key, value in fields.items():  # the envelope's own fields cannot be overridden
+        message.setdefault(key, value)
+    return BusEvent(seq, message, entity_channels(channel, fields), client_types,
+                    text_frame(message))
+
+
+# --------------------------------------------------------------------------- client messages
+
+@dataclass(frozen=True)
+class ClientMessage:
+    """A parsed client message: its ``type`` and the whole JSON object."""
+
+    type: str
+    body: dict[str, Any]
+
+
+PLAIN_PING = object()  # the plain-text frame ``ping`` (answered by a plain-text ``pong``)
+
+
+def parse_client_frame(data: str | bytes) -> ClientMessage | object:
+    """Decode one client frame into a :class:`ClientMessage`, or :data:`PLAIN_PING`.
+
+    Raises :class:`ProtocolError` with ``invalid_json`` or ``invalid_message``.
+    """
+    if isinstance(data, (bytes, bytearray)):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "binary frames are not accepted; send JSON text")
+    if data.strip() == "ping":
+        return PLAIN_PING
+    try:
+        body = json.loads(data)
+    except ValueError as exc:
+        raise ProtocolError(ErrorCode.INVALID_JSON, f"invalid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a message must be a JSON object")
+    type_ = body.get("type")
+    if not isinstance(type_, str) or not type_:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field 'type' is missing or not a string")
+    return ClientMessage(type_, body)
+
+
+def validate_register(body: dict[str, Any]) -> tuple[str, str]:
+    """``(client_type, client_name)`` of a ``register`` message."""
+    client_type = body.get("client_type")
+    if not isinstance(client_type, str) or not CLIENT_TYPE_PATTERN.match(client_type):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                            "field 'client_type' must match ^[a-z][a-z0-9_-]{0,31}$", "register")
+    client_name = body.get("client_name")
+    if not isinstance(client_name, str) or not 1 <= len(client_name) <= MAX_CLIENT_NAME:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                            f"field 'client_name' must be a string of 1-{MAX_CLIENT_NAME} characters",
+                            "register")
+    return client_type, client_name
+
+
+def validate_channel_list(body: dict[str, Any], request_type: str) -> tuple[list[str], list[Any]]:
+    """``(valid, unknown)`` channel names of a ``subscribe``/``unsubscribe`` message.
+
+    A malformed list (not a list, empty, over 64 names) is refused whole.
+    """
+    channels = body.get("channels")
+    if not isinstance(channels, list) or not 1 <= len(channels) <= MAX_CHANNELS_PER_REQUEST:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                            f"field 'channels' must be a list of 1-{MAX_CHANNELS_PER_REQUEST} channel names",
+                            request_type)
+    valid: list[str] = []
+    unknown: list[Any] = []
+    for name in channels:
+        if is_valid_channel(name):
+            if name not in valid:
+                valid.append(name)
+        else:
+            unknown.append(name)
+    return valid, unknown
+
+
+def validate_resume(body: dict[str, Any]) -> tuple[int | None, str | None]:
+    """The optional ``since`` and ``epoch`` of a ``subscribe`` message."""
+    since = body.get("since")
+    epoch = body.get("epoch")
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
+                            "field 'since' must be a non-negative integer", "subscribe")
+    if epoch is not None and not isinstance(epoch, str):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field 'epoch' must be a string", "subscribe")
+    return since, epoch

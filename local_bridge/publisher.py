@@ -1,0 +1,65 @@
+"""The one publish path: validate the fields, then number, frame and deliver via the backplane.
+
+REST endpoints, the admin API, custom message handlers and the ``broadcast_*`` functions all
+publish through :meth:`Publisher.publish`; nothing else writes events to clients.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from . import catalog
+from .backplane import Backplane
+from .protocol import CHANNELS, is_valid_channel
+
+
+class UnknownChannelError(ValueError):
+    """The channel is neither a bus channel nor an entity sub-channel."""
+
+
+@dataclass(frozen=True)
+class Published:
+    """What :meth:`Publisher.publish` did: the event's ``seq`` and how many clients it reached."""
+
+    seq: int
+    recipients: int
+    message: dict[str, Any]
+
+
+class Publisher:
+    """Validates events and hands them to the backplane."""
+
+    def __init__(self, backplane: Backplane):
+        self.backplane = backplane
+        # _count_lock guards events_published.
+        self._count_lock = threading.Lock()
+        self.events_published = 0
+
+    def publish(self, type_: str, fields: dict[str, Any], *, channel: str | None = "",
+                client_types: Iterable[str] | None = None) -> Published:
+        """Publish one event.
+
+        A catalog type is validated against its schema and goes to its own channel unless
+        ``channel`` names another; any other type is a custom event. ``channel=None`` reaches
+        every connected client. Raises :class:`~local_bridge.catalog.EventValidationError` or
+        :class:`UnknownChannelError`, publishing nothing.
+        """
+        if catalog.is_catalog_type(type_):
+            fields = catalog.validate_event(type_, fields)
+            if channel == "":
+                channel = catalog.channel_of(type_)
+        else:
+            fields = catalog.validate_custom(type_, fields)
+        if channel == "":
+            channel = None
+        if channel is not None and not is_valid_channel(channel):
+            raise UnknownChannelError(channel)
+        types = frozenset(client_types) if client_types is not None else None
+        event, recipients = self.backplane.publish(type_, channel, fields, types)
+        with self._count_lock:
+            self.events_published += 1
+        return Published(event.seq, recipients, event.message)
+
+
+__all__ = ["CHANNELS", "Published", "Publisher", "UnknownChannelError"]

@@ -1,0 +1,114 @@
+"""Running the application on gunicorn (``local-bridge serve``).
+
+One worker process holds every WebSocket of the in-memory bus. Its class is gevent by default
+(a greenlet per connection; see docs/deployment.md for the measurement behind the choice) or
+gthread. Both are subclassed so that SIGTERM and SIGINT close every WebSocket with 1001 before
+the worker drains and exits.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+from gunicorn.arbiter import Arbiter
+
+from .config import Settings
+
+GRACEFUL_TIMEOUT = 8  # seconds; with the arbiter's own steps the process exits within 10 s
+
+
+def _close_bus(worker: Any) -> None:
+    app = getattr(worker, "wsgi", None)
+    state = getattr(app, "extensions", {}).get("local_bridge") if app is not None else None
+    if state is not None:
+        state.ws_server.shutdown()
+
+
+def _gevent_worker_class():
+    import gevent
+    from gunicorn.workers.ggevent import GeventWorker
+
+    class BusGeventWorker(GeventWorker):
+        """gevent worker that says goodbye (1001) to every WebSocket before draining."""
+
+        def handle_exit(self, sig, frame):
+            super().handle_exit(sig, frame)
+            gevent.spawn(_close_bus, self)
+
+        def handle_quit(self, sig, frame):  # SIGINT and SIGQUIT: graceful too
+            self.handle_exit(sig, frame)
+
+    return BusGeventWorker
+
+
+def _gthread_worker_class():
+    from gunicorn.workers.gthread import ThreadWorker
+
+    class BusThreadWorker(ThreadWorker):
+        """Threaded worker that says goodbye (1001) to every WebSocket before draining."""
+
+        def handle_exit(self, sig, frame):
+            super().handle_exit(sig, frame)
+            threading.Thread(target=_close_bus, args=(self,), daemon=True).start()
+
+        def handle_quit(self, sig, frame):
+            self.handle_exit(sig, frame)
+
+    return BusThreadWorker
+
+
+class _GracefulArbiter(Arbiter):
+    """SIGINT stops as gracefully as SIGTERM: clients get 1001, then the process exits 0."""
+
+    def handle_int(self):
+        raise StopIteration
+
+
+class BridgeServer(BaseApplication):
+    """A gunicorn application serving :func:`local_bridge.create_app`."""
+
+    def __init__(self, settings: Settings, config: dict[str, Any] | None = None,
+                 access_log: bool = False):
+        self.settings = settings
+        self.app_config = config or {}
+        self.access_log = access_log
+        super().__init__()
+
+    def load_config(self) -> None:
+        s = self.settings
+        connections = s.MAX_CONNECTIONS + 64  # headroom for HTTP beside the WebSockets
+        options = {
+            "bind": [f"[{s.HOST}]:{s.PORT}" if ":" in s.HOST else f"{s.HOST}:{s.PORT}"],
+            "workers": 1,
+            "worker_connections": connections,
+            "graceful_timeout": GRACEFUL_TIMEOUT,
+            "timeout": 60,
+            "keepalive": 5,
+            "backlog": 2048,
+            "accesslog": "-" if self.access_log else None,
+            "errorlog": "-",
+            "loglevel": "info",
+            "proc_name": "local-bridge",
+        }
+        if s.WORKER_CLASS == "gevent":
+            options["worker_class"] = _gevent_worker_class()
+        else:
+            # Every WebSocket holds a pool thread for its whole life: threads must outnumber
+            # connections or new connections, and plain HTTP, would stall.
+            options["worker_class"] = _gthread_worker_class()
+            options["threads"] = connections
+        if "control_socket_disable" in self.cfg.settings:
+            # gunicorn's runtime control socket has one default path per user, which would
+            # clash between several servers on one machine; the bus does not use it.
+            options["control_socket_disable"] = True
+        for key, value in options.items():
+            self.cfg.set(key, value)
+
+    def load(self):
+        from .app import create_app  # in the worker, after gevent has patched the stdlib
+
+        return create_app(self.app_config)
+
+    def run(self) -> None:
+        _GracefulArbiter(self).run()
