@@ -1,0 +1,266 @@
+"""Test support: run the real server on a free loopback port, and talk to it like a client."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import requests
+import websocket
+
+STARTUP_TIMEOUT = 20.0
+RECV_TIMEOUT = 5.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    """``local-bridge serve`` in a subprocess, with its settings given as environment."""
+
+    settings: dict[str, Any] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self) -> "ServerProcess":
+        self._dir = tempfile.TemporaryDirectory(prefix="local-bridge-test-")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOCAL_BRIDGE_")}
+        env.update({"LOCAL_BRIDGE_PORT": str(self.port),
+                    "LOCAL_BRIDGE_DATABASE_URL": f"sqlite:///{self._dir.name}/test.db",
+                    "LOCAL_BRIDGE_CONNECT_RATE": "0"})
+        env.update({f"LOCAL_BRIDGE_{k}": str(v) for k, v in self.settings.items()})
+        self.log_path = os.path.join(self._dir.name, "server.log")
+        self._log = open(self.log_path, "wb")
+        self.process = subprocess.Popen([sys.executable, "-m", "local_bridge.cli", "serve"],
+                                        env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if requests.get(self.http + "/api/system/health", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)  # polling for readiness: the server has no other way to tell us
+        self.stop()
+        raise RuntimeError(f"server did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+        self._dir.cleanup()
+
+    # ------------------------------------------------------------------ HTTP helpers
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(self.http + path, timeout=10, **kwargs)
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        return requests.post(self.http + path, timeout=10, **kwargs)
+
+    def publish(self, type_: str, data: dict[str, Any], channel: str | None = None,
+                client_types: list[str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": type_, "data": data}
+        if channel is not None:
+            body["channel"] = channel
+        if client_types is not None:
+            body["client_types"] = client_types
+        response = self.post("/api/websocket/broadcast", json=body)
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def client(self, **kwargs) -> "BusClient":
+        return BusClient(self.ws_url, **kwargs)
+
+
+class BusClient:
+    """A real WebSocket client (websocket-client) with helpers for the bus protocol."""
+
+    def __init__(self, url: str, header: list[str] | None = None):
+        self.ws = websocket.create_connection(url, timeout=RECV_TIMEOUT, header=header or [])
+        self.connected = self.recv()
+        assert self.connected["type"] == "connected", self.connected
+        self.client_id = self.connected["client_id"]
+
+    def send(self, message: dict[str, Any] | str) -> None:
+        self.ws.send(message if isinstance(message, str) else json.dumps(message))
+
+    def recv_frame(self, timeout: float = RECV_TIMEOUT) -> tuple[int, bytes]:
+        """The next data or close frame (pings are answered by the library)."""
+        self.ws.settimeout(timeout)
+        while True:
+            opcode, frame = self.ws.recv_data_frame(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_PING:
+                self.ws.pong(frame.data)
+                continue
+            if opcode == websocket.ABNF.OPCODE_PONG:
+                continue
+            return opcode, frame.data
+
+    def recv_text(self, timeout: float = RECV_TIMEOUT) -> str:
+        opcode, data = self.recv_frame(timeout)
+        assert opcode == websocket.ABNF.OPCODE_TEXT, (opcode, data)
+        return data.decode()
+
+    def recv(self, timeout: float = RECV_TIMEOUT, skip_heartbeats: bool = True) -> dict[str, Any]:
+        while True:
+            message = json.loads(self.recv_text(timeout))
+            if not (skip_heartbeats and message.get("type") == "heartbeat"):
+                return message
+
+    def request(self, message: dict[str, Any], expect: str) -> dict[str, Any]:
+        """Send ``message`` and return the next message, which must be of type ``expect``."""
+        self.send(message)
+        reply = self.recv()
+        assert reply["type"] == expect, reply
+        return reply
+
+    def register(self, client_type: str = "gui", name: str = "test client") -> dict[str, Any]:
+        return self.request({"type": "register", "client_type": client_type, "client_name": name},
+                            "registered")
+
+    def subscribe(self, *channels: str) -> dict[str, Any]:
+        return self.request({"type": "subscribe", "channels": list(channels)}, "subscribed")
+
+    def until(self, predicate: Callable[[dict[str, Any]], bool],
+              timeout: float = RECV_TIMEOUT) -> list[dict[str, Any]]:
+        """Messages up to and including the first that satisfies ``predicate``."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        while True:
+            seen.append(self.recv(max(0.01, deadline - time.monotonic())))
+            if predicate(seen[-1]):
+                return seen
+
+    def close_code(self, timeout: float = RECV_TIMEOUT) -> int:
+        """Read until the server's close frame; return its code (data frames are skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            opcode, data = self.recv_frame(max(0.01, deadline - time.monotonic()))
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                return struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1005
+
+    def close(self) -> None:
+        try:
+            self.ws.close(timeout=1)
+        except Exception:
+            pass
+
+
+def marker(server: ServerProcess, name: str = "test.marker") -> int:
+    """Publish an event every connected client receives; return its seq.
+
+    A client that must receive nothing after some action reads until the marker and checks
+    that nothing came first: no sleeping, no guessing.
+    """
+    return server.publish(name, {})["seq"]
+
+
+def expect_only_marker(client: BusClient, seq: int) -> None:
+    message = client.recv()
+    assert message["type"] == "test.marker" and message["seq"] == seq, message
+
+
+class RawClient:
+    """A WebSocket client on a bare socket: it can stop reading, or never answer pings."""
+
+    def __init__(self, port: int, path: str = "/ws", rcvbuf: int | None = None,
+                 headers: dict[str, str] | None = None):
+        self.sock = socket.socket()
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(RECV_TIMEOUT)
+        self.sock.connect(("127.0.0.1", port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+                 "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed during handshake")
+            self.buffer += chunk
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        self.status_line = head.split(b"\r\n")[0].decode()
+        self.response_head = head.decode()
+
+    def send_frame(self, payload: bytes, opcode: int = 0x1) -> None:
+        mask = os.urandom(4)
+        length = len(payload)
+        if length < 126:
+            header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
+        elif length < 65536:
+            header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
+        else:
+            header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(header + mask + masked)
+
+    def send_json(self, message: dict[str, Any]) -> None:
+        self.send_frame(json.dumps(message).encode())
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("connection closed")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def recv_frame(self) -> tuple[int, bytes]:
+        first, second = self._read(2)
+        length = second & 0x7F
+        if length == 126:
+            length = struct.unpack("!H", self._read(2))[0]
+        elif length == 127:
+            length = struct.unpack("!Q", self._read(8))[0]
+        return first & 0x0F, self._read(length)
+
+    def recv_json(self) -> dict[str, Any]:
+        opcode, data = self.recv_frame()
+        assert opcode == 0x1, (opcode, data)
+        return json.loads(data)
+
+    def close(self) -> None:
+        self.sock.close()
