@@ -114,8 +114,8 @@ class ServerProcess:
 class BusClient:
     """A real WebSocket client (websocket-client) with helpers for the bus protocol."""
 
-    def __init__(self, url: str, header: list[str] | None = None):
-        self.ws = websocket.create_connection(url, timeout=RECV_TIMEOUT, header=header or [])
+    def __init__(self, url: str, **options: Any):
+        self.ws = websocket.create_connection(url, timeout=RECV_TIMEOUT, **options)
         self.connected = self.recv()
         assert self.connected["type"] == "connected", self.connected
         self.client_id = self.connected["client_id"]
