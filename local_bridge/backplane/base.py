@@ -3,6 +3,7 @@ delivery callback of every process in order."""
 from __future__ import annotations
 
 import abc
+from contextlib import AbstractContextManager
 from typing import Any, Callable
 
 from ..protocol import BusEvent
@@ -35,6 +36,12 @@ class Backplane(abc.ABC):
                 client_types: frozenset[str] | None = None) -> tuple[BusEvent, int]:
         """Number the event, frame it and deliver it everywhere; return it and how many
         clients of this process it was queued for."""
+
+    @abc.abstractmethod
+    def paused(self) -> AbstractContextManager:
+        """A context in which no event reaches this process's hub, so a client can be told
+        ``last_seq`` and joined to the hub as one step (the ``seq`` of ``connected`` and
+        ``subscribed``: exactly the point after which it receives everything)."""
 
     def health(self) -> str:
         """``"ok"`` or a short description of what is wrong."""

@@ -28,6 +28,9 @@ class MemoryBackplane(Backplane):
     def last_seq(self) -> int:
         return self._seq
 
+    def paused(self) -> threading.Lock:
+        return self._lock
+
     def publish(self, type_: str, channel: str | None, fields: dict[str, Any],
                 client_types: frozenset[str] | None = None) -> tuple[BusEvent, int]:
         with self._lock:

@@ -44,13 +44,14 @@ class BusConnection:
         """Serve the connection until either side closes it."""
         self.transport.attach(ws)
         hub = self.server.hub
-        hub.add(self.client)
+        backplane = self.server.publisher.backplane
         try:
-            self.send(p.reply("connected", client_id=self.client.client_id,
-                              seq=self.server.publisher.backplane.last_seq,
-                              epoch=self.server.publisher.backplane.epoch,
-                              heartbeat_interval=_seconds(self.settings.HEARTBEAT_INTERVAL),
-                              protocol=p.PROTOCOL_VERSION))
+            with backplane.paused():  # `connected` comes first, and its seq is exact
+                self.send(p.reply("connected", client_id=self.client.client_id,
+                                  seq=backplane.last_seq, epoch=backplane.epoch,
+                                  heartbeat_interval=_seconds(self.settings.HEARTBEAT_INTERVAL),
+                                  protocol=p.PROTOCOL_VERSION))
+                hub.add(self.client)
             if self.server.stopping.is_set():  # shutdown began while we were connecting
                 self.transport.close(p.CloseCode.GOING_AWAY)
             self._receive_loop(ws)
@@ -123,24 +124,26 @@ class BusConnection:
 
     def _subscribe(self, body: dict[str, Any]) -> None:
         valid, unknown = p.validate_channel_list(body, "subscribe")
-        since, _epoch = p.validate_resume(body)
-        try:
-            current = self.server.hub.subscribe(self.client, valid, self.settings.MAX_SUBSCRIPTIONS)
-        except OverflowError:
-            raise p.ProtocolError(p.ErrorCode.INVALID_MESSAGE,
-                                  f"at most {self.settings.MAX_SUBSCRIPTIONS} subscriptions "
-                                  "per connection", "subscribe") from None
+        since, epoch = p.validate_resume(body)
+        backplane = self.server.publisher.backplane
         if unknown:
             self.send(p.error_reply(p.ErrorCode.UNKNOWN_CHANNEL,
                                     f"unknown channel(s): {', '.join(map(str, unknown))}", "subscribe"))
-        latest = self.server.publisher.backplane.last_seq
-        self.send(p.reply("subscribed", channels=sorted(current), seq=latest))
-        if since is not None:
-            # Without event history nothing missed can be replayed: completeness is proven only
-            # when nothing was published after ``since`` in this epoch.
-            epoch_ok = _epoch in (None, self.server.publisher.backplane.epoch)
-            self.send(p.reply("replay_complete", since=since, to=latest,
-                              recovered=epoch_ok and since >= latest))
+        with backplane.paused():  # events after `seq` follow `subscribed`; none before it
+            try:
+                current = self.server.hub.subscribe(self.client, valid,
+                                                    self.settings.MAX_SUBSCRIPTIONS)
+            except OverflowError:
+                raise p.ProtocolError(p.ErrorCode.INVALID_MESSAGE,
+                                      f"at most {self.settings.MAX_SUBSCRIPTIONS} subscriptions "
+                                      "per connection", "subscribe") from None
+            latest = backplane.last_seq
+            self.send(p.reply("subscribed", channels=sorted(current), seq=latest))
+            if since is not None:
+                # Without event history nothing missed can be replayed: completeness is proven
+                # only when nothing was published after ``since`` in this epoch.
+                recovered = epoch in (None, backplane.epoch) and since >= latest
+                self.send(p.reply("replay_complete", since=since, to=latest, recovered=recovered))
 
     def _unsubscribe(self, body: dict[str, Any]) -> None:
         valid, unknown = p.validate_channel_list(body, "unsubscribe")
