@@ -6,12 +6,15 @@ published.
 """
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-CUSTOM_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
+from .protocol import ENTITY_ID_PATTERN
+
+CUSTOM_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_.]{0,63}\Z")
 ENVELOPE_FIELDS = frozenset({"type", "timestamp", "channel", "seq"})
 
 
@@ -28,21 +31,20 @@ class EventValidationError(ValueError):
 class Id(fields.Field):
     """An entity id: a non-empty string (integers are accepted and turned into strings)."""
 
-    _pattern = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-
     def _deserialize(self, value, attr, data, **kwargs):
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
-        if not isinstance(value, str) or not self._pattern.match(value):
+        if not isinstance(value, str) or not ENTITY_ID_PATTERN.match(value):
             raise ValidationError("Not a valid id (1-64 letters, digits, '_', '.', '-').")
         return value
 
 
 class Number(fields.Field):
-    """A JSON number (not a string, not a boolean), optionally within a range."""
+    """A finite JSON number (not a string, not a boolean), optionally within a range."""
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (isinstance(value, float) and not math.isfinite(value)):
             raise ValidationError("Not a valid number.")
         return value
 

@@ -19,8 +19,9 @@ PROTOCOL_VERSION = 1
 CHANNELS = frozenset({"jobs", "photos", "sessions", "system", "queue", "approval", "export"})
 #: Entity sub-channels: ``<channel>:<id>`` for these channels; the value names the event field.
 ENTITY_CHANNELS = {"jobs": "job_id", "sessions": "session_id", "photos": "photo_id"}
-_ENTITY_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-CLIENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+#: Entity ids (and the ``<id>`` of a sub-channel); ``\Z`` because ``$`` admits a trailing newline.
+ENTITY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}\Z")
+CLIENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
 MAX_CHANNELS_PER_REQUEST = 64
 MAX_CLIENT_NAME = 128
 UNKNOWN_CLIENT_TYPE = "unknown"
@@ -89,7 +90,7 @@ class ProtocolError(Exception):
 
 def utc_timestamp(moment: datetime | None = None) -> str:
     """RFC 3339 UTC with microseconds and ``Z``."""
-    moment = moment or datetime.now(timezone.utc)
+    moment = datetime.now(timezone.utc) if moment is None else moment.astimezone(timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -127,7 +128,8 @@ PLAIN_PONG_FRAME = encode_frame(b"pong")
 
 def close_frame(code: int, reason: str = "") -> bytes:
     """A close frame carrying ``code`` and a short UTF-8 ``reason``."""
-    reason_bytes = reason.encode()[:123]
+    # 123 bytes at most, cut on a character boundary: the reason must stay valid UTF-8
+    reason_bytes = reason.encode()[:123].decode(errors="ignore").encode()
     return encode_frame(struct.pack("!H", code) + reason_bytes, opcode=0x8)
 
 
@@ -152,7 +154,7 @@ def is_valid_channel(name: Any) -> bool:
     if name in CHANNELS:
         return True
     base, sep, entity = name.partition(":")
-    return bool(sep) and base in ENTITY_CHANNELS and bool(_ENTITY_ID.match(entity))
+    return bool(sep) and base in ENTITY_CHANNELS and bool(ENTITY_ID_PATTERN.match(entity))
 
 
 def entity_channels(channel: str | None, fields: dict[str, Any]) -> tuple[str, ...]:
@@ -233,6 +235,8 @@ def parse_client_frame(data: str | bytes) -> ClientMessage | object:
         body = json.loads(data)
     except ValueError as exc:
         raise ProtocolError(ErrorCode.INVALID_JSON, f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError(ErrorCode.INVALID_JSON, "invalid JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a message must be a JSON object")
     type_ = body.get("type")
