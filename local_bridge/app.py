@@ -5,10 +5,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from flask import Flask
+from flask import Flask, request
 
 from . import websocket_events
 from .api import errors as api_errors
+from .api.errors import api_error
 from .api import system as system_api
 from .api import websocket_admin
 from .backplane import create_backplane
@@ -16,6 +17,7 @@ from .bus import routes as bus_routes
 from .bus.server import WebSocketServer
 from .config import ConfigError, Settings, load_settings
 from .db import Database, default_url
+from .limits import AddressRateLimiter
 from .publisher import Publisher
 
 QUEUE_COUNT_KEYS = ("pending_count", "processing_count", "completed_count", "failed_count",
@@ -60,11 +62,30 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     websocket_events.bind_default(publisher)
 
     api_errors.init_app(app)
+    _limit_http_rate(app, settings)
     app.register_blueprint(system_api.bp)
     app.register_blueprint(websocket_admin.bp)
     bus_routes.init_app(app, ws_server)
     logging.getLogger("local_bridge").setLevel(logging.INFO)
     return app
+
+
+def _limit_http_rate(app: Flask, settings: Settings) -> None:
+    """``LOCAL_BRIDGE_HTTP_RATE``: requests per second per remote address (0: off).
+
+    Health checks are exempt: a load balancer polling them must never be refused.
+    """
+    if settings.HTTP_RATE <= 0:
+        return
+    limiter = AddressRateLimiter(settings.HTTP_RATE)
+
+    @app.before_request
+    def check_http_rate():
+        if request.endpoint == "system.health":
+            return None
+        if not limiter.allow(request.remote_addr or "?"):
+            return api_error(429, "rate_limited", "too many requests from this address")
+        return None
 
 
 def state_of(app: Flask) -> BridgeState:

@@ -84,3 +84,27 @@ class ConnectRateLimiter:
                 for key in [k for k, v in self._seen.items() if not v or v[-1] <= now - 60.0]:
                     del self._seen[key]
             return True
+
+
+class AddressRateLimiter:
+    """``rate`` requests per second per remote address, bursts of ``rate`` (0: off)."""
+
+    MAX_ADDRESSES = 10000
+
+    def __init__(self, rate: float, clock=time.monotonic):
+        self.rate = rate
+        self._clock = clock
+        self._lock = threading.Lock()  # guards _buckets
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def allow(self, address: str) -> bool:
+        if self.rate <= 0:
+            return True
+        with self._lock:
+            bucket = self._buckets.get(address)
+            if bucket is None:
+                if len(self._buckets) >= self.MAX_ADDRESSES:  # bounded: forget the oldest
+                    del self._buckets[next(iter(self._buckets))]
+                bucket = self._buckets[address] = TokenBucket(self.rate, max(1, int(self.rate)),
+                                                              self._clock)
+            return bucket.allow()

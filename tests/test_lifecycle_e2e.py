@@ -121,3 +121,12 @@ def test_gthread_worker_serves_the_bus(make_server):
     assert b.request({"type": "ping"}, "pong")
     a.close()
     b.close()
+
+
+def test_http_rate_limit_answers_429_json(make_server):
+    server = make_server(HTTP_RATE=2)
+    statuses = [server.get("/api/system/status").status_code for _ in range(6)]
+    assert statuses[:2] == [200, 200]
+    assert 429 in statuses
+    refused = next(r for r in (server.get("/api/system/status") for _ in range(4)) if r.status_code == 429)
+    assert refused.json()["error"]["code"] == "rate_limited"

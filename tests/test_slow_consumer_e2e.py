@@ -7,14 +7,17 @@ import struct
 import threading
 import time
 
+import pytest
+
 from support import RawClient
 
 EVENTS = 300
 PAYLOAD = "x" * 32768  # big events fill the stalled client's kernel buffers quickly
 
 
-def test_stalled_client_is_closed_4008_and_others_get_everything(make_server):
-    server = make_server(MAX_QUEUE=50)
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_stalled_client_is_closed_4008_and_others_get_everything(make_server, worker_class):
+    server = make_server(MAX_QUEUE=50, WORKER_CLASS=worker_class)
     healthy = [server.client() for _ in range(3)]
     for client in healthy:
         client.subscribe("jobs")
