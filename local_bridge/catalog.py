@@ -12,10 +12,9 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from .protocol import ENTITY_ID_PATTERN
+from .protocol import ENTITY_ID_PATTERN, ENVELOPE_FIELDS
 
 CUSTOM_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_.]{0,63}\Z")
-ENVELOPE_FIELDS = frozenset({"type", "timestamp", "channel", "seq"})
 
 
 class EventValidationError(ValueError):
@@ -187,7 +186,7 @@ def validate_custom(type_: str, data: dict[str, Any]) -> dict[str, Any]:
         raise EventValidationError({"type": ["Must match ^[a-z][a-z0-9_.]{0,63}$."]})
     if not isinstance(data, dict):
         raise EventValidationError({"_schema": ["Event fields must be an object."]})
-    reserved = sorted(ENVELOPE_FIELDS.intersection(data))
+    reserved = sorted(set(ENVELOPE_FIELDS).intersection(data))
     if reserved:
         raise EventValidationError({name: ["Reserved envelope field."] for name in reserved})
     return dict(data)

@@ -80,7 +80,9 @@ def _convert(name: str, raw: Any, kind: type) -> Any:
             return float(raw)
         if kind is tuple:
             items = raw.split(",") if isinstance(raw, str) else list(raw)
-            return tuple(item.strip() for item in items if str(item).strip())
+            if not all(isinstance(item, str) for item in items):
+                raise TypeError
+            return tuple(item.strip() for item in items if item.strip())
         return str(raw)
     except (TypeError, ValueError):
         raise ConfigError(f"{ENV_PREFIX}{name} must be {kind.__name__}, got {raw!r}") from None

@@ -101,10 +101,10 @@ class AddressRateLimiter:
         if self.rate <= 0:
             return True
         with self._lock:
-            bucket = self._buckets.get(address)
+            bucket = self._buckets.pop(address, None)
             if bucket is None:
-                if len(self._buckets) >= self.MAX_ADDRESSES:  # bounded: forget the oldest
+                if len(self._buckets) >= self.MAX_ADDRESSES:  # bounded: forget the least recent
                     del self._buckets[next(iter(self._buckets))]
-                bucket = self._buckets[address] = TokenBucket(self.rate, max(1, int(self.rate)),
-                                                              self._clock)
+                bucket = TokenBucket(self.rate, max(1, int(self.rate)), self._clock)
+            self._buckets[address] = bucket  # re-inserted last: the dict is in recency order
             return bucket.allow()

@@ -197,16 +197,55 @@ class BusEvent:
         return self.message["channel"]
 
 
+ENVELOPE_FIELDS = ("type", "timestamp", "channel", "seq")
+# Event fields must be JSON for every client: NaN and Infinity are refused, not written.
+_event_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                                  default=str)
+
+
+@dataclass(frozen=True, slots=True)
+class EventDraft:
+    """An event with its fields serialized, waiting for its ``seq``.
+
+    Serializing before numbering keeps the costly part out of the numbering lock, and a value
+    that cannot be JSON fails here, before the event takes a ``seq``.
+    """
+
+    type: str
+    channel: str | None
+    fields: dict[str, Any]
+    targets: tuple[str, ...]
+    client_types: frozenset[str] | None
+    _head: str   # '{"type":...,"timestamp":"'
+    _middle: str  # '","channel":...,"seq":'
+    _tail: str   # ',<fields>}' or '}'
+
+    def finish(self, seq: int, timestamp: str | None = None) -> BusEvent:
+        """Number and timestamp the event, and frame it once for all recipients."""
+        timestamp = timestamp or utc_timestamp()
+        text = f"{self._head}{timestamp}{self._middle}{seq}{self._tail}"
+        message = {"type": self.type, "timestamp": timestamp, "channel": self.channel, "seq": seq,
+                   **self.fields}
+        return BusEvent(seq, message, self.targets, self.client_types, encode_frame(text.encode()))
+
+
+def draft_event(type_: str, channel: str | None, fields: dict[str, Any],
+                client_types: frozenset[str] | None = None) -> EventDraft:
+    """Serialize an event's fields; raises ValueError when they are not JSON (NaN, Infinity)."""
+    fields = {k: v for k, v in fields.items() if k not in ENVELOPE_FIELDS}
+    body = _event_encoder.encode(fields)
+    return EventDraft(
+        type_, channel, fields, entity_channels(channel, fields), client_types,
+        '{"type":' + _encoder.encode(type_) + ',"timestamp":"',
+        '","channel":' + _encoder.encode(channel) + ',"seq":',
+        ("," + body[1:]) if len(body) > 2 else "}")
+
+
 def make_event(seq: int, type_: str, channel: str | None, fields: dict[str, Any],
                client_types: frozenset[str] | None = None,
                timestamp: str | None = None) -> BusEvent:
     """Build the envelope of PROTOCOL.md section 2 around ``fields`` and frame it."""
-    message = {"type": type_, "timestamp": timestamp or utc_timestamp(),
-               "channel": channel, "seq": seq}
-    for key, value in fields.items():  # the envelope's own fields cannot be overridden
-        message.setdefault(key, value)
-    return BusEvent(seq, message, entity_channels(channel, fields), client_types,
-                    text_frame(message))
+    return draft_event(type_, channel, fields, client_types).finish(seq, timestamp)
 
 
 # --------------------------------------------------------------------------- client messages

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from . import catalog
 from .backplane import Backplane
-from .protocol import CHANNELS, is_valid_channel
+from .protocol import CHANNELS, EventDraft, draft_event, is_valid_channel
 
 
 class UnknownChannelError(ValueError):
@@ -56,10 +56,24 @@ class Publisher:
         if channel is not None and not is_valid_channel(channel):
             raise UnknownChannelError(channel)
         types = frozenset(client_types) if client_types is not None else None
-        event, recipients = self.backplane.publish(type_, channel, fields, types)
+        event, recipients = self.backplane.publish(_draft(type_, channel, fields, types))
         with self._count_lock:
             self.events_published += 1
         return Published(event.seq, recipients, event.message)
+
+
+def _draft(type_: str, channel: str | None, fields: dict[str, Any],
+           client_types: frozenset[str] | None) -> EventDraft:
+    try:
+        return draft_event(type_, channel, fields, client_types)
+    except (ValueError, TypeError):
+        bad = {}
+        for name, value in fields.items():  # name the culprits; only on this rare path
+            try:
+                draft_event(type_, channel, {name: value})
+            except (ValueError, TypeError):
+                bad[name] = ["Not JSON: numbers must be finite."]
+        raise catalog.EventValidationError(bad or {"_schema": ["Not JSON."]}) from None
 
 
 __all__ = ["CHANNELS", "Published", "Publisher", "UnknownChannelError"]

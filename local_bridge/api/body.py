@@ -23,9 +23,16 @@ def json_body(required: bool = True) -> Any:
     if request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "the body must be application/json")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_refuse_constant)
     except ValueError as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the body is not valid JSON: nested too deeply") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's parser accepts NaN and Infinity, which are not JSON and which no client can read.
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def load_object(required: bool = True) -> dict[str, Any]:

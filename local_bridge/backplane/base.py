@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import abc
 from contextlib import AbstractContextManager
-from typing import Any, Callable
+from typing import Callable
 
-from ..protocol import BusEvent
+from ..protocol import BusEvent, EventDraft
 
 DeliverFn = Callable[[BusEvent], int]
 
@@ -32,10 +32,9 @@ class Backplane(abc.ABC):
         """The ``seq`` of the latest event published on the bus (0 before the first)."""
 
     @abc.abstractmethod
-    def publish(self, type_: str, channel: str | None, fields: dict[str, Any],
-                client_types: frozenset[str] | None = None) -> tuple[BusEvent, int]:
-        """Number the event, frame it and deliver it everywhere; return it and how many
-        clients of this process it was queued for."""
+    def publish(self, draft: EventDraft) -> tuple[BusEvent, int]:
+        """Number the event and deliver it everywhere; return it and how many clients of this
+        process it was queued for."""
 
     @abc.abstractmethod
     def paused(self) -> AbstractContextManager:

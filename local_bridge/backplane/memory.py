@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from typing import Any
-
-from ..protocol import BusEvent, make_event
+from ..protocol import BusEvent, EventDraft
 from .base import Backplane
 
 
@@ -31,9 +29,8 @@ class MemoryBackplane(Backplane):
     def paused(self) -> threading.Lock:
         return self._lock
 
-    def publish(self, type_: str, channel: str | None, fields: dict[str, Any],
-                client_types: frozenset[str] | None = None) -> tuple[BusEvent, int]:
+    def publish(self, draft: EventDraft) -> tuple[BusEvent, int]:
         with self._lock:
             self._seq += 1
-            event = make_event(self._seq, type_, channel, fields, client_types)
+            event = draft.finish(self._seq)
             return event, self._deliver(event)

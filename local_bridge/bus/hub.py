@@ -80,6 +80,7 @@ class Hub:
             self._snapshots.pop(_ALL, None)
             for channel in client.channels:
                 self._leave(client, channel)
+            client.channels = frozenset()
             return True
 
     def get(self, client_id: str) -> Client | None:
@@ -104,7 +105,7 @@ class Hub:
         Raises :class:`OverflowError` (changing nothing) when the total would exceed ``limit``.
         """
         with self._lock:
-            new = [c for c in channels if c not in client.channels]
+            new = [c for c in dict.fromkeys(channels) if c not in client.channels]
             if limit is not None and len(client.channels) + len(new) > limit:
                 raise OverflowError(limit)
             if client.client_id not in self._clients:

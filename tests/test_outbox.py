@@ -1,0 +1,179 @@
+"""Unit tests of local_bridge.bus.outbox.Outbox with a fake, stallable sendall."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from local_bridge.bus.outbox import Outbox
+
+TIMEOUT = 10.0
+
+
+class FakeSocket:
+    """Records every sendall call; while ``gate`` is clear, a call blocks (a stalled socket)."""
+
+    def __init__(self, fail: Exception | None = None):
+        self.calls: list[bytes] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail = fail
+        self._cond = threading.Condition()
+
+    def sendall(self, data: bytes) -> None:
+        with self._cond:
+            self.calls.append(bytes(data))
+            self._cond.notify_all()
+        assert self.gate.wait(TIMEOUT), "the test never released the stalled socket"
+        if self.fail is not None:
+            raise self.fail
+
+    def wait_calls(self, count: int) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.calls) >= count, TIMEOUT), self.calls
+
+
+@pytest.fixture
+def sock():
+    return FakeSocket()
+
+
+@pytest.fixture
+def make_outbox(sock):
+    made = []
+
+    def make(**kwargs) -> Outbox:
+        kwargs.setdefault("limit", 100)
+        outbox = Outbox(sock.sendall, **kwargs)
+        made.append(outbox)
+        return outbox
+    yield make
+    sock.gate.set()  # never leave a writer blocked
+    for outbox in made:
+        outbox.close(discard=True)
+        assert outbox.wait_closed(TIMEOUT)
+
+
+def stall_on_first(sock: FakeSocket, outbox: Outbox, first: bytes = b"a") -> None:
+    """Leave the writer blocked inside sendall(first), so later puts stay queued."""
+    sock.gate.clear()
+    assert outbox.put(first)
+    sock.wait_calls(1)
+
+
+def test_queued_messages_go_out_in_one_sendall(sock, make_outbox):
+    outbox = make_outbox()
+    stall_on_first(sock, outbox)
+    for data in (b"b", b"c", b"d"):
+        assert outbox.put(data)
+    assert outbox.depth == 3
+    sock.gate.set()
+    sock.wait_calls(2)
+    assert sock.calls == [b"a", b"bcd"]
+    assert outbox.close() and outbox.wait_closed(TIMEOUT)
+    assert (outbox.sent, outbox.dropped, outbox.depth) == (4, 0, 0)
+
+
+def test_order_is_preserved(sock, make_outbox):
+    outbox = make_outbox(limit=1000)
+    messages = [f"<{i}>".encode() for i in range(500)]
+    for data in messages:
+        assert outbox.put(data)
+    outbox.close()
+    assert outbox.wait_closed(TIMEOUT)
+    assert b"".join(sock.calls) == b"".join(messages)
+    assert outbox.sent == 500
+
+
+def test_overflow_discards_queue_and_sends_overflow_frame_last(sock, make_outbox):
+    overflows = []
+    outbox = make_outbox(limit=3, overflow_frame=b"CLOSE", on_overflow=lambda: overflows.append(1))
+    stall_on_first(sock, outbox)
+    assert all(outbox.put(data) for data in (b"b", b"c", b"d"))  # exactly `limit` queued
+    assert overflows == [] and not outbox.overflowed
+    assert not outbox.put(b"e")  # one more than the limit
+    assert overflows == [1]
+    assert outbox.overflowed and outbox.closing and outbox.depth == 0
+    assert not outbox.put(b"f")  # refused from now on, and told only once
+    assert not outbox.close(b"NORMAL-CLOSE")
+    assert overflows == [1]
+    sock.gate.set()
+    assert outbox.wait_closed(TIMEOUT)
+    assert sock.calls == [b"a", b"CLOSE"]
+    assert (outbox.sent, outbox.dropped) == (1, 5)  # b c d discarded, e f refused
+
+
+def test_on_overflow_runs_outside_the_lock(sock, make_outbox):
+    """on_overflow is called without the outbox's lock held, so it may call back into the
+    outbox; were it held, the publishing thread would deadlock."""
+    seen = []
+    outbox = make_outbox(limit=1, overflow_frame=b"X",
+                         on_overflow=lambda: seen.append((outbox.put(b"late"), outbox.depth)))
+    stall_on_first(sock, outbox)
+    assert outbox.put(b"b")
+    worker = threading.Thread(target=outbox.put, args=(b"c",), daemon=True)
+    worker.start()
+    worker.join(TIMEOUT)
+    assert not worker.is_alive(), "put deadlocked calling on_overflow"
+    assert seen == [(False, 0)]
+    sock.gate.set()
+    assert outbox.wait_closed(TIMEOUT)
+    assert sock.calls == [b"a", b"X"]
+
+
+def test_close_flushes_then_sends_final_frame(sock, make_outbox):
+    outbox = make_outbox()
+    stall_on_first(sock, outbox)
+    assert outbox.put(b"b") and outbox.put(b"c")
+    assert outbox.close(final=b"BYE")
+    assert outbox.closing
+    assert not outbox.put(b"d")
+    assert not outbox.close(final=b"AGAIN")
+    sock.gate.set()
+    assert outbox.wait_closed(TIMEOUT)
+    assert sock.calls == [b"a", b"bcBYE"]
+    assert (outbox.sent, outbox.dropped) == (3, 1)
+
+
+def test_close_with_nothing_queued_and_no_final_sends_nothing(sock, make_outbox):
+    outbox = make_outbox()
+    assert outbox.close()
+    assert outbox.wait_closed(TIMEOUT)
+    assert sock.calls == []
+
+
+def test_close_discard_drops_queue_but_sends_final(sock, make_outbox):
+    outbox = make_outbox()
+    stall_on_first(sock, outbox)
+    assert outbox.put(b"b") and outbox.put(b"c")
+    assert outbox.close(final=b"BYE", discard=True)
+    assert outbox.depth == 0
+    sock.gate.set()
+    assert outbox.wait_closed(TIMEOUT)
+    assert sock.calls == [b"a", b"BYE"]
+    assert (outbox.sent, outbox.dropped) == (1, 2)
+
+
+def test_sendall_oserror_stops_writer_and_marks_failed(sock, make_outbox):
+    outbox = make_outbox()
+    stall_on_first(sock, outbox)
+    assert outbox.put(b"b") and outbox.put(b"c")
+    sock.fail = BrokenPipeError("peer gone")
+    sock.gate.set()
+    assert outbox.wait_closed(TIMEOUT)
+    assert outbox.failed and outbox.closing
+    assert sock.calls == [b"a"]
+    assert (outbox.sent, outbox.dropped, outbox.depth) == (0, 2, 0)
+    assert not outbox.put(b"d")
+    assert outbox.dropped == 3
+    assert not outbox.close(final=b"BYE")
+
+
+def test_wait_closed_times_out_while_the_socket_is_stalled(sock, make_outbox):
+    outbox = make_outbox()
+    stall_on_first(sock, outbox)
+    outbox.close(final=b"BYE")
+    assert not outbox.wait_closed(0.05)  # still blocked in sendall
+    sock.gate.set()
+    assert outbox.wait_closed(TIMEOUT)
+    assert sock.calls == [b"a", b"BYE"]
