@@ -3,26 +3,24 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from flask import Flask, request
 
-from . import websocket_events
+from . import migrate, websocket_events
 from .api import errors as api_errors
 from .api.errors import api_error
 from .api import system as system_api
 from .api import websocket_admin
+from .api import workflow as workflow_api
 from .backplane import create_backplane
 from .bus import routes as bus_routes
 from .bus.server import WebSocketServer
 from .config import ConfigError, Settings, load_settings
 from .db import Database, default_url
+from .domain import Domain
 from .limits import AddressRateLimiter
 from .publisher import Publisher
-
-QUEUE_COUNT_KEYS = ("pending_count", "processing_count", "completed_count", "failed_count",
-                    "cancelled_count")
-
 
 @dataclass
 class BridgeState:
@@ -32,12 +30,10 @@ class BridgeState:
     database: Database
     publisher: Publisher
     ws_server: WebSocketServer
-    queue_counts: Callable[[], dict[str, int]]
+    domain: Domain
 
-
-def _empty_queue() -> dict[str, int]:
-    # No job store is attached: every count is genuinely zero.
-    return dict.fromkeys(QUEUE_COUNT_KEYS, 0)
+    def queue_counts(self) -> dict[str, int]:
+        return self.domain.queue_counts()
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -54,20 +50,30 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_BODY_SIZE
     app.json.sort_keys = False
 
-    database = Database(settings.DATABASE_URL or default_url(app.instance_path))
+    database = Database(database_url(settings, app))
+    if database.is_sqlite:  # a local file is brought up to date (and created) on start
+        migrate.upgrade(database.engine)
     publisher = Publisher(create_backplane(settings.REDIS_URL))
     ws_server = WebSocketServer(settings, publisher)
-    app.extensions["local_bridge"] = BridgeState(settings, database, publisher, ws_server,
-                                                 _empty_queue)
+    domain = Domain.build(database.sessions, publisher, settings.PROGRESS_RATE)
+    app.extensions["local_bridge"] = BridgeState(settings, database, publisher, ws_server, domain)
     websocket_events.bind_default(publisher)
 
     api_errors.init_app(app)
     _limit_http_rate(app, settings)
     app.register_blueprint(system_api.bp)
     app.register_blueprint(websocket_admin.bp)
-    bus_routes.init_app(app, ws_server)
+    app.register_blueprint(workflow_api.bp)
+    bus_routes.init_app(app, ws_server, domain.jobs)
     logging.getLogger("local_bridge").setLevel(logging.INFO)
     return app
+
+
+def database_url(settings: Settings, app: Flask | None = None) -> str:
+    """``LOCAL_BRIDGE_DATABASE_URL``, or the SQLite file in the application's instance folder."""
+    if settings.DATABASE_URL:
+        return settings.DATABASE_URL
+    return default_url((app or Flask(__name__)).instance_path)
 
 
 def _limit_http_rate(app: Flask, settings: Settings) -> None:

@@ -38,6 +38,28 @@ def serve(host: str | None, port: int | None, worker_class: str | None, access_l
     BridgeServer(settings, overrides, access_log=access_log).run()
 
 
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command()
+def upgrade() -> None:
+    """Apply schema migrations to LOCAL_BRIDGE_DATABASE_URL (default: the SQLite file in the
+    application's instance folder)."""
+    from . import migrate
+    from .app import database_url
+    from .db import Database
+
+    database = Database(database_url(load_settings()))
+    try:
+        migrate.upgrade(database.engine)
+        click.echo(f"{database.engine.url.render_as_string()}: "
+                   f"revision {migrate.current_revision(database.engine)}")
+    finally:
+        database.close()
+
+
 def _base_url(host: str | None, port: int | None) -> str:
     settings = load_settings({k: v for k, v in {"HOST": host, "PORT": port}.items() if v})
     return f"{settings.HOST}:{settings.PORT}"

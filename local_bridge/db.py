@@ -5,6 +5,7 @@ import os
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import sessionmaker
 
 
 def default_url(instance_path: str) -> str:
@@ -17,13 +18,26 @@ class Database:
 
     def __init__(self, url: str):
         self.url = url
-        self.engine: Engine = create_engine(url, pool_pre_ping=True)
+        options: dict = {"pool_pre_ping": True}
+        if url.startswith("sqlite"):
+            # Writers wait for each other (up to 30 s) instead of failing at once.
+            options["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        self.engine: Engine = create_engine(url, **options)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
 
     def check(self) -> str:
-        """``"ok"`` when a trivial query succeeds, else the error text (for health)."""
+        """``"ok"`` when the database answers with the current schema, else what is wrong."""
+        from .migrate import current_revision, head_revision
+
         try:
             with self.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
+            if current_revision(self.engine) != head_revision():
+                return "schema out of date: run 'local-bridge db upgrade'"
             return "ok"
         except SQLAlchemyError as exc:
             return f"error: {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}"

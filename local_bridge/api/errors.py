@@ -8,6 +8,8 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
+from ..domain.errors import DomainError
+
 log = logging.getLogger(__name__)
 
 #: HTTP status -> error code of API.md "Conventions".
@@ -47,6 +49,12 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         return api_error(exc.status, exc.code, exc.message, exc.fields)
+
+    @app.errorhandler(DomainError)
+    def _domain_error(exc: DomainError):
+        fields = exc.fields if exc.status == 422 else None
+        return api_error(exc.status, exc.code, exc.message,
+                         fields if fields is not None or exc.status != 422 else {})
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

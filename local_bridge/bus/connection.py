@@ -43,26 +43,30 @@ class BusConnection:
     def run(self, ws: Any) -> None:
         """Serve the connection until either side closes it."""
         self.transport.attach(ws)
-        hub = self.server.hub
-        backplane = self.server.publisher.backplane
         try:
-            with backplane.paused():  # `connected` comes first, and its seq is exact
-                self.send(p.reply("connected", client_id=self.client.client_id,
-                                  seq=backplane.last_seq, epoch=backplane.epoch,
-                                  heartbeat_interval=_seconds(self.settings.HEARTBEAT_INTERVAL),
-                                  protocol=p.PROTOCOL_VERSION))
-                hub.add(self.client)
-            if self.server.stopping.is_set():  # shutdown began while we were connecting
-                self.transport.close(p.CloseCode.GOING_AWAY)
-            self._receive_loop(ws)
+            if self.start():
+                if self.server.stopping.is_set():  # shutdown began while we were connecting
+                    self.transport.close(p.CloseCode.GOING_AWAY)
+                self._receive_loop(ws)
         except ConnectionClosed:
             pass
         except Exception:  # a bug must cost one connection, not the worker
-            log.exception("bus connection %s failed", self.client.client_id)
+            log.exception("connection %s failed", self.client.client_id)
             self.transport.close(p.CloseCode.INTERNAL_ERROR)
         finally:
-            hub.remove(self.client)
+            self.server.hub.remove(self.client)
             self.transport.finish(self.settings.SLOW_CLOSE_GRACE)
+
+    def start(self) -> bool:
+        """Greet the client and join the hub; False when the connection is already over."""
+        backplane = self.server.publisher.backplane
+        with backplane.paused():  # `connected` comes first, and its seq is exact
+            self.send(p.reply("connected", client_id=self.client.client_id,
+                              seq=backplane.last_seq, epoch=backplane.epoch,
+                              heartbeat_interval=_seconds(self.settings.HEARTBEAT_INTERVAL),
+                              protocol=p.PROTOCOL_VERSION))
+            self.server.hub.add(self.client)
+        return True
 
     def _receive_loop(self, ws: Any) -> None:
         interval = self.settings.HEARTBEAT_INTERVAL

@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from ..protocol import UNKNOWN_CLIENT_TYPE, BusEvent, utc_timestamp
 
@@ -36,6 +36,11 @@ class Client:
     client_name: str | None = None
     channels: frozenset[str] = frozenset()
     connected_at: float = field(default_factory=time.time)
+    #: False for clients that follow only their own channels (job streams): broadcasts with
+    #: no channel pass them by.
+    broadcasts: bool = True
+    #: Called with each event after its frame was queued for this client.
+    on_event: Callable[[BusEvent], None] | None = None
 
     def describe(self) -> dict[str, Any]:
         """The admin view of the client (API.md ``GET /api/websocket/clients``)."""
@@ -88,7 +93,8 @@ class Hub:
 
     def clients(self) -> list[Client]:
         """Connected clients, oldest connection first."""
-        return list(self._snapshot(_ALL))
+        with self._lock:
+            return list(self._clients.values())
 
     def __len__(self) -> int:
         return len(self._clients)
@@ -138,7 +144,7 @@ class Hub:
         if snapshot is None:
             with self._lock:
                 if key is _ALL:
-                    snapshot = tuple(self._clients.values())
+                    snapshot = tuple(c for c in self._clients.values() if c.broadcasts)
                 else:
                     snapshot = tuple(self._members.get(key, ()))
                 self._snapshots[key] = snapshot
@@ -167,7 +173,13 @@ class Hub:
     def deliver(self, event: BusEvent) -> int:
         """Queue the event's frame for each recipient; return how many accepted it."""
         frame = event.frame
-        return sum(1 for client in self.recipients(event) if client.transport.send(frame))
+        count = 0
+        for client in self.recipients(event):
+            if client.transport.send(frame):
+                count += 1
+                if client.on_event is not None:
+                    client.on_event(event)
+        return count
 
     def send_to(self, client: Client, frame: bytes) -> bool:
         """Queue a frame for one client (replies travel this way)."""

@@ -13,15 +13,17 @@ from flask_sock import Sock
 
 from ..api.errors import api_error
 from ..limits import ConnectRateLimiter
+from ..domain.jobs import ProcessingJobLifecycle
 from .connection import BusConnection
+from .job_stream import JobStreamConnection
 from .server import WebSocketServer
 from .transport import Transport
 
-WEBSOCKET_ENDPOINTS = frozenset({"bus_endpoint"})
+WEBSOCKET_ENDPOINTS = frozenset({"bus_endpoint", "job_stream_endpoint"})
 
 
-def init_app(app: Flask, server: WebSocketServer) -> None:
-    """Register ``/ws`` and its admission checks on ``app``."""
+def init_app(app: Flask, server: WebSocketServer, jobs: ProcessingJobLifecycle) -> None:
+    """Register ``/ws``, ``/ws/jobs/<job_id>`` and their admission checks on ``app``."""
     settings = server.settings
     app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": settings.MAX_MESSAGE_SIZE}
     connect_limiter = ConnectRateLimiter(settings.CONNECT_RATE)
@@ -41,7 +43,11 @@ def init_app(app: Flask, server: WebSocketServer) -> None:
         holder: list[BusConnection] = []
         transport = Transport(request.environ, settings.MAX_QUEUE,
                               on_overflow=lambda: holder[0].on_overflow() if holder else None)
-        connection = BusConnection(server, transport, request.remote_addr)
+        if request.endpoint == "job_stream_endpoint":
+            connection = JobStreamConnection(server, transport, request.remote_addr,
+                                             request.view_args["job_id"], jobs)
+        else:
+            connection = BusConnection(server, transport, request.remote_addr)
         holder.append(connection)
         g.bus_connection = connection
         return None
@@ -56,6 +62,10 @@ def init_app(app: Flask, server: WebSocketServer) -> None:
 
     @sock.route("/ws")
     def bus_endpoint(ws):
+        g.bus_connection.run(ws)
+
+    @sock.route("/ws/jobs/<job_id>")
+    def job_stream_endpoint(ws, job_id):
         g.bus_connection.run(ws)
 
 

@@ -1,0 +1,109 @@
+"""One job's progress stream, ``/ws/jobs/<job_id>`` (PROTOCOL.md section 4).
+
+The client joins the job's sub-channel before its snapshot is read, with a gate in front of
+its outbox: events that arrive meanwhile wait behind the gate and follow the snapshot, so none
+is lost between the read and the subscription. The terminal event closes the stream (1000).
+"""
+from __future__ import annotations
+
+import threading
+
+from .. import catalog
+from .. import protocol as p
+from ..domain.errors import NotFound
+from ..domain.jobs import ProcessingJobLifecycle
+from .connection import BusConnection
+from .server import WebSocketServer
+from .transport import Transport
+
+TERMINAL_TYPES = frozenset({"job_completed", "job_failed", "job_cancelled"})
+
+
+class GatedTransport:
+    """A transport that holds frames until :meth:`open` puts the snapshot in front of them."""
+
+    def __init__(self, inner: Transport):
+        self.inner = inner
+        self._lock = threading.Lock()  # guards _held, _close_after
+        self._held: list[bytes] | None = []
+        self._close_after: int | None = None
+
+    def send(self, frame: bytes) -> bool:
+        with self._lock:
+            if self._held is not None:
+                self._held.append(frame)
+                return True
+        return self.inner.send(frame)
+
+    def close(self, code: int, reason: str = "", discard: bool = False) -> bool:
+        with self._lock:
+            if self._held is not None and not discard:
+                self._close_after = code  # after the held frames, once the gate opens
+                return True
+        return self.inner.close(code, reason, discard)
+
+    def open(self, first: list[bytes]) -> None:
+        """Send ``first``, then what was held, then let frames through."""
+        with self._lock:
+            held, self._held = self._held or [], None
+            for frame in first + held:
+                self.inner.send(frame)
+            close_after = self._close_after
+        if close_after is not None:
+            self.inner.close(close_after)
+
+    def stats(self) -> dict[str, int]:
+        return self.inner.stats()
+
+
+class JobStreamConnection(BusConnection):
+    """Snapshot, then the job's events live, then close (1000) at its end."""
+
+    def __init__(self, server: WebSocketServer, transport: Transport, remote_addr: str | None,
+                 job_id: str, jobs: ProcessingJobLifecycle):
+        super().__init__(server, transport, remote_addr)
+        self.job_id = job_id
+        self.jobs = jobs
+        self.gate = GatedTransport(transport)
+        self.client.transport = self.gate
+        self.client.client_type = "job_stream"
+        self.client.client_name = f"job {job_id}"
+        self.client.broadcasts = False
+        self.client.on_event = self._on_event
+        self._dispatch = {"ping": self._ping, "pong": lambda body: None}
+
+    def start(self) -> bool:
+        hub = self.server.hub
+        channel = f"jobs:{self.job_id}"
+        if p.is_valid_channel(channel):
+            hub.add(self.client)
+            hub.subscribe(self.client, [channel])
+        try:
+            status, terminal = self.jobs.snapshot(self.job_id)
+        except NotFound:
+            hub.remove(self.client)
+            self.gate.open([p.text_frame(p.error_reply(p.ErrorCode.JOB_NOT_FOUND, "Job not found"))])
+            self.transport.close(p.CloseCode.NOT_FOUND)
+            return False
+        snapshot = p.text_frame(p.reply("job_status", **status))
+        if terminal is not None:  # already over: the snapshot, its end, and goodbye
+            hub.remove(self.client)
+            type_, fields = terminal
+            # Rebuilt from the job's row: it carries no seq, being a statement of the end, not
+            # the live event (which the client may never have been connected for).
+            ending = {"type": type_, "timestamp": p.utc_timestamp(), "channel": "jobs",
+                      "seq": None, **catalog.validate_event(type_, fields)}
+            self.gate.open([snapshot, p.text_frame(ending)])
+            self.transport.close(p.CloseCode.NORMAL)
+            return False
+        self.gate.open([snapshot])
+        return True
+
+    def _on_event(self, event: p.BusEvent) -> None:
+        if event.type in TERMINAL_TYPES:
+            self.server.hub.remove(self.client)
+            self.gate.close(p.CloseCode.NORMAL)
+
+    def _custom(self, message: p.ClientMessage) -> None:
+        raise p.ProtocolError(p.ErrorCode.UNKNOWN_TYPE,
+                              f"unknown message type {message.type!r}", message.type)

@@ -1,0 +1,66 @@
+"""One transaction, then its events: the rule that events follow the commit.
+
+Inside :meth:`Workflow.transaction` a service changes rows and queues events; the events are
+validated at once (a bug fails before anything is written) and published, in order, only after
+the commit succeeds. A failed or rolled-back transaction publishes nothing.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from .. import catalog
+from ..publisher import Publisher
+
+
+class Tx:
+    """A database session plus the events to publish once it has committed."""
+
+    def __init__(self, session: Session, publisher: Publisher):
+        self.session = session
+        self._publisher = publisher
+        self._after: list[Callable[[], Any]] = []
+
+    def emit(self, type_: str, channel: str = "", **fields: Any) -> None:
+        """Queue a catalog event; it is published after the commit, in emit order."""
+        validated = catalog.validate_event(type_, fields)
+        self._after.append(lambda: self._publisher.publish(type_, validated, channel=channel))
+
+    def after_commit(self, action: Callable[[], Any]) -> None:
+        """Run ``action`` after the commit, in order with the emitted events."""
+        self._after.append(action)
+
+
+class Workflow:
+    """Transactions on the application's database, publishing through its publisher."""
+
+    def __init__(self, sessions: sessionmaker, publisher: Publisher):
+        self._sessions = sessions
+        self.publisher = publisher
+
+    @contextmanager
+    def transaction(self) -> Iterator[Tx]:
+        session = self._sessions()
+        tx = Tx(session, self.publisher)
+        try:
+            yield tx
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+        for action in tx._after:
+            action()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reading only."""
+        session = self._sessions()
+        try:
+            yield session
+        finally:
+            session.rollback()
+            session.close()
