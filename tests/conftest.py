@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from support import ServerProcess
+import subprocess
+import sys
+
+from pg import FreshDatabase
+from support import ServerProcess, Watcher
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +46,33 @@ def connect(server):
     yield open_client
     for client in clients:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A fresh, migrated PostgreSQL database for one test module."""
+    database = FreshDatabase()
+    env = {"LOCAL_BRIDGE_DATABASE_URL": database.url, "PATH": ""}
+    subprocess.run([sys.executable, "-m", "local_bridge.cli", "db", "upgrade"], env=env,
+                   check=True, capture_output=True, timeout=60)
+    yield database.url
+    database.drop()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def workflow_server(request):
+    """The server on SQLite, then on PostgreSQL: the workflow behaves the same on both."""
+    settings = {"PROGRESS_RATE": 5}
+    if request.param == "postgres":
+        settings["DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    process = ServerProcess(settings).start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def watcher(workflow_server):
+    """A client subscribed to every channel of the workflow server."""
+    client = Watcher(workflow_server)
+    yield client
+    client.close()

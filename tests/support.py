@@ -96,6 +96,9 @@ class ServerProcess:
     def post(self, path: str, **kwargs) -> requests.Response:
         return requests.post(self.http + path, timeout=10, **kwargs)
 
+    def patch(self, path: str, **kwargs) -> requests.Response:
+        return requests.patch(self.http + path, timeout=10, **kwargs)
+
     def publish(self, type_: str, data: dict[str, Any], channel: str | None = None,
                 client_types: list[str] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"type": type_, "data": data}
@@ -264,3 +267,34 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+ALL_CHANNELS = ["jobs", "photos", "sessions", "system", "queue", "approval", "export"]
+
+
+class Watcher:
+    """A bus client subscribed to channels; :meth:`after` returns what one action published."""
+
+    def __init__(self, server: ServerProcess, channels: list[str] | None = None):
+        self.server = server
+        self.client = server.client()
+        self.client.subscribe(*(channels or ALL_CHANNELS))
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Every event up to a fresh marker (the marker itself left out)."""
+        seq = marker(self.server)
+        return [m for m in self.client.until(lambda m: m.get("seq") == seq, timeout=15)
+                if m.get("seq") != seq]
+
+    def after(self, action: Callable[[], Any]) -> tuple[Any, list[dict[str, Any]]]:
+        """Run ``action``; return its result and the events it published, in order."""
+        self.drain()
+        result = action()
+        return result, self.drain()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def types_of(events: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in events]

@@ -1,0 +1,46 @@
+"""A fresh PostgreSQL database per test module, on the server named by the environment."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+POSTGRES_ENV = "LOCAL_BRIDGE_TEST_POSTGRES_URL"
+
+
+def postgres_admin_url() -> str:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{POSTGRES_ENV} is not set; CI must test PostgreSQL")
+        pytest.skip(f"{POSTGRES_ENV} is not set: PostgreSQL tests skipped")
+    return url
+
+
+class FreshDatabase:
+    """CREATE DATABASE on enter, DROP on exit; ``url`` points at it."""
+
+    def __init__(self):
+        from sqlalchemy import create_engine
+        from sqlalchemy.engine import make_url
+
+        admin = make_url(postgres_admin_url())
+        if admin.drivername in ("postgresql", "postgres"):
+            admin = admin.set(drivername="postgresql+psycopg")
+        self.name = "lb_test_" + uuid.uuid4().hex[:12]
+        self._admin = create_engine(admin, isolation_level="AUTOCOMMIT")
+        try:
+            with self._admin.connect() as connection:
+                connection.exec_driver_sql(f'CREATE DATABASE "{self.name}"')
+        except Exception as exc:
+            self._admin.dispose()
+            if os.environ.get("CI") == "true":
+                raise
+            pytest.skip(f"PostgreSQL at {POSTGRES_ENV} is unreachable: {exc.__class__.__name__}")
+        self.url = admin.set(database=self.name).render_as_string(hide_password=False)
+
+    def drop(self) -> None:
+        with self._admin.connect() as connection:
+            connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        self._admin.dispose()
