@@ -20,7 +20,7 @@ from .queue import QUEUE_ORDER, QueueAnnouncer, QueueView, queue_counts
 from .schemas import job_json
 from .unit import Tx, Workflow
 
-CLAIM_ATTEMPTS = 20
+CLAIM_ATTEMPTS = 50
 TERMINAL_EVENT = {"completed": "job_completed", "failed": "job_failed", "cancelled": "job_cancelled"}
 
 
@@ -140,7 +140,10 @@ class ProcessingJobLifecycle:
                     query = select(Job.id).where(Job.status == "queued")
                     if kinds:
                         query = query.where(Job.kind.in_(kinds))
-                    candidate = tx.session.scalar(query.order_by(*QUEUE_ORDER).limit(1))
+                    # PostgreSQL: claimers skip each other's candidates instead of all racing
+                    # for the first one (SQLite serializes writers and ignores this).
+                    candidate = tx.session.scalar(query.order_by(*QUEUE_ORDER).limit(1)
+                                                  .with_for_update(skip_locked=True))
                     if candidate is None:
                         return None
                     if not self._cas(tx, candidate, ("queued",), status="running", worker=worker,
