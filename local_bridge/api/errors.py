@@ -8,6 +8,8 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from ..domain.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,12 @@ def init_app(app: Flask) -> None:
             if allowed:
                 response.headers["Allow"] = ", ".join(allowed)
         return response
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def _database_down(exc: Exception):
+        log.warning("database unavailable: %s", str(exc).splitlines()[0][:200])
+        return api_error(503, "unavailable", "the database is unavailable; retry later")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

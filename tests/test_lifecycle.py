@@ -1,0 +1,110 @@
+"""The job state machine and queue, at the domain level on a real SQLite database."""
+from __future__ import annotations
+
+import pytest
+
+from local_bridge import migrate
+from local_bridge.backplane import MemoryBackplane
+from local_bridge.db import Database
+from local_bridge.domain import Domain
+from local_bridge.domain.errors import Conflict, Invalid, NotFound
+from local_bridge.publisher import Publisher
+
+
+@pytest.fixture
+def world(tmp_path):
+    database = Database(f"sqlite:///{tmp_path}/lifecycle.db")
+    migrate.upgrade(database.engine)
+    events = []
+    backplane = MemoryBackplane()
+    backplane.attach(lambda event: events.append(event) or 0)
+    domain = Domain.build(database.sessions, Publisher(backplane), progress_rate=1000)
+    yield domain, events
+    domain.close()
+    database.close()
+
+
+def _types(events, since=0):
+    return [(e.type, e.channel) for e in events[since:]]
+
+
+LEGAL = {  # from status: the transitions that succeed
+    "queued": {"start", "cancel", "reprioritize"},
+    "running": {"progress", "complete", "fail", "cancel"},
+    "completed": set(), "failed": set(), "cancelled": set(),
+}
+
+
+def _attempt(domain, job_id, action):
+    jobs = domain.jobs
+    return {"start": lambda: jobs.mark_started(job_id, "w"),
+            "progress": lambda: jobs.mark_progress(job_id, 10.0),
+            "complete": lambda: jobs.mark_completed(job_id),
+            "fail": lambda: jobs.mark_failed(job_id, "x"),
+            "cancel": lambda: jobs.cancel(job_id),
+            "reprioritize": lambda: jobs.reprioritize(job_id, 7)}[action]()
+
+
+def _job_in(domain, status):
+    job = domain.jobs.mark_queued("analysis")
+    if status != "queued":
+        domain.jobs.mark_started(job["id"], "w")
+    if status == "completed":
+        domain.jobs.mark_completed(job["id"])
+    elif status == "failed":
+        domain.jobs.mark_failed(job["id"], "boom")
+    elif status == "cancelled":
+        domain.jobs.cancel(job["id"])
+        domain.jobs.cancel(job["id"])
+    return job["id"]
+
+
+@pytest.mark.parametrize("status", list(LEGAL))
+@pytest.mark.parametrize("action", ["start", "progress", "complete", "fail", "cancel", "reprioritize"])
+def test_every_transition_from_every_status(world, status, action):
+    domain, events = world
+    job_id = _job_in(domain, status)
+    before, count = domain.jobs.get(job_id), len(events)
+    if action in LEGAL[status]:
+        _attempt(domain, job_id, action)
+        if (status, action) == ("running", "cancel"):  # only requested: silent until confirmed
+            assert len(events) == count and domain.jobs.get(job_id)["cancel_requested"] is True
+        else:
+            assert len(events) > count
+    else:
+        with pytest.raises(Conflict):
+            _attempt(domain, job_id, action)
+        assert len(events) == count, "a refused transition publishes nothing"
+        assert domain.jobs.get(job_id) == before, "and changes nothing"
+
+
+def test_queue_status_counts_follow_every_change(world):
+    domain, events = world
+    a = domain.jobs.mark_queued("k")
+    b = domain.jobs.mark_queued("k")
+    domain.jobs.claim("w")
+    domain.jobs.mark_failed(a["id"], "x")
+    domain.jobs.cancel(b["id"])
+    counts = [e.message for e in events if e.type == "queue_status"]
+    assert [(c["pending_count"], c["processing_count"], c["failed_count"], c["cancelled_count"])
+            for c in counts] == [(1, 0, 0, 0), (2, 0, 0, 0), (1, 1, 0, 0), (1, 0, 1, 0), (0, 0, 1, 1)]
+
+
+def test_unknown_ids(world):
+    domain, _ = world
+    with pytest.raises(NotFound):
+        domain.jobs.get("12345")
+    with pytest.raises(NotFound):
+        domain.jobs.mark_progress("nope", 1.0)
+    with pytest.raises(Invalid):
+        domain.jobs.mark_queued("k", photo_id="999")
+
+
+def test_position_moves_are_announced_on_sub_channels_after_the_row_events(world):
+    domain, events = world
+    low = domain.jobs.mark_queued("k", priority=1)
+    mark = len(events)
+    domain.jobs.mark_queued("k", priority=99)
+    assert _types(events, mark) == [("job_created", "jobs"), ("job_queued", "jobs"),
+                                    ("queue_status", "queue"), ("job_queued", f"jobs:{low['id']}")]
+    assert events[-1].message["position"] == 2
