@@ -59,8 +59,8 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if requests.get(self.http + "/api/system/health", timeout=1).status_code == 200:
-                    return self
+                if requests.get(self.http + "/api/system/health", timeout=1).status_code in (200, 503):
+                    return self  # answering: up (503 is a degraded dependency, still up)
             except requests.RequestException:
                 pass
             time.sleep(0.05)  # polling for readiness: the server has no other way to tell us

@@ -212,3 +212,16 @@ def test_unknown_path_and_method_answer_json(server):
 def test_plain_http_get_on_ws_endpoint_is_a_json_400(server):
     error = _error(server.get("/ws"), 400, "bad_request")
     assert "WebSocket" in error["message"]
+
+
+def test_database_down_gives_degraded_health_and_503s(make_server):
+    server = make_server(DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:9/nowhere?connect_timeout=2")
+    health = server.get("/api/system/health")
+    assert health.status_code == 503
+    body = health.json()
+    assert body["status"] == "degraded" and body["checks"]["backplane"] == "ok"
+    assert body["checks"]["database"] != "ok"
+    _error(server.post("/api/sessions", json={"name": "x", "import_folder": "/"}), 503, "unavailable")
+    client = server.client()  # the bus itself keeps working
+    assert client.request({"type": "ping"}, "pong")
+    client.close()
