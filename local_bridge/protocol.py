@@ -167,7 +167,9 @@ def entity_channels(channel: str | None, fields: dict[str, Any]) -> tuple[str, .
     targets = [channel]
     for base, key in ENTITY_CHANNELS.items():
         value = fields.get(key)
-        if value is not None and value != "":
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if isinstance(value, str) and ENTITY_ID_PATTERN.match(value):
             targets.append(f"{base}:{value}")
     return tuple(targets)
 

@@ -172,17 +172,34 @@ def test_frame_just_under_the_limit_is_accepted(connect):
     assert client.recv()["type"] == "pong"
 
 
-def test_resume_without_history_is_honest(server, connect):
-    client = connect()
-    seq = marker(server)
-    client.recv()  # the marker itself
-    client.send({"type": "subscribe", "channels": ["jobs"], "since": seq})
+def _resume(client, since, epoch=None):
+    message = {"type": "subscribe", "channels": ["jobs"], "since": since}
+    if epoch is not None:
+        message["epoch"] = epoch
+    client.send(message)
     assert client.recv()["type"] == "subscribed"
     done = client.recv()
-    assert done["type"] == "replay_complete" and done["recovered"] is True and done["to"] == seq
+    assert done["type"] == "replay_complete"
+    return done
+
+
+def test_resume_without_history_is_honest(server, connect):
+    client = connect()
+    epoch = client.connected["epoch"]
+    seq = marker(server)
+    client.recv()  # the marker itself
+    done = _resume(client, seq, epoch)
+    assert (done["since"], done["to"], done["recovered"]) == (seq, seq, True)
+    assert _resume(client, seq)["recovered"] is False, "no epoch: completeness cannot be proven"
+    assert _resume(client, seq, "another-epoch")["recovered"] is False
     later = marker(server)
     client.recv()
-    client.send({"type": "subscribe", "channels": ["jobs"], "since": seq})
-    client.recv()
-    done = client.recv()
+    done = _resume(client, seq, epoch)
     assert (done["since"], done["to"], done["recovered"]) == (seq, later, False)
+    assert _resume(client, later + 100, epoch)["recovered"] is False
+
+
+def test_size_limit_counts_bytes_not_characters(connect):
+    client = connect()
+    client.send(json.dumps({"type": "ping", "pad": "\u00e9" * 40000}, ensure_ascii=False))  # 80 kB
+    assert client.close_code() == 1009

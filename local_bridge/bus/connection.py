@@ -72,20 +72,21 @@ class BusConnection:
         interval = self.settings.HEARTBEAT_INTERVAL
         next_beat = time.monotonic() + interval
         while True:
-            data = ws.receive(timeout=max(0.0, next_beat - time.monotonic()))
+            # Wake for the next heartbeat, or when the peer will have been silent two intervals.
+            wake = min(next_beat, self.transport.last_seen + 2 * interval)
+            data = ws.receive(timeout=max(0.0, wake - time.monotonic()))
             if data is not None:
                 self.handle(data)
-                if time.monotonic() < next_beat:
-                    continue
+                continue
             if not ws.connected:
                 return
             now = time.monotonic()
+            if now - self.transport.last_seen >= 2 * interval:
+                log.info("client %s silent for %.1f s: dropped", self.client.client_id,
+                         now - self.transport.last_seen)
+                self.transport.abort()
+                return
             if now >= next_beat:
-                if now - self.transport.last_seen > 2 * interval:
-                    log.info("client %s silent for %.0f s: dropped", self.client.client_id,
-                             now - self.transport.last_seen)
-                    self.transport.abort()
-                    return
                 self.send(p.reply("heartbeat"))
                 self.transport.send(p.PING_FRAME)  # the peer's pong proves it is alive
                 next_beat = now + interval
@@ -97,6 +98,11 @@ class BusConnection:
 
     def handle(self, data: str | bytes) -> None:
         """Answer one client frame."""
+        # simple-websocket bounds a text message in characters; the limit is in bytes.
+        limit = self.settings.MAX_MESSAGE_SIZE
+        if isinstance(data, str) and len(data) * 4 > limit and len(data.encode()) > limit:
+            self.transport.close(p.CloseCode.MESSAGE_TOO_BIG)
+            return
         verdict = self.limiter.check()
         if verdict != "ok":
             if verdict == "warn":
@@ -145,8 +151,8 @@ class BusConnection:
             self.send(p.reply("subscribed", channels=sorted(current), seq=latest))
             if since is not None:
                 # Without event history nothing missed can be replayed: completeness is proven
-                # only when nothing was published after ``since`` in this epoch.
-                recovered = epoch in (None, backplane.epoch) and since >= latest
+                # only when nothing was published after ``since`` in this very epoch.
+                recovered = since == latest and (epoch == backplane.epoch or latest == 0)
                 self.send(p.reply("replay_complete", since=since, to=latest, recovered=recovered))
 
     def _unsubscribe(self, body: dict[str, Any]) -> None:

@@ -42,10 +42,10 @@ class GatedTransport:
                 return True
         return self.inner.close(code, reason, discard)
 
-    def open(self, first: list[bytes]) -> None:
-        """Send ``first``, then what was held, then let frames through."""
+    def open(self, first: list[bytes], keep_held: bool = True) -> None:
+        """Send ``first``, then what was held (unless not ``keep_held``), then let frames through."""
         with self._lock:
-            held, self._held = self._held or [], None
+            held, self._held = (self._held or []) if keep_held else [], None
             for frame in first + held:
                 self.inner.send(frame)
             close_after = self._close_after
@@ -93,7 +93,8 @@ class JobStreamConnection(BusConnection):
             # the live event (which the client may never have been connected for).
             ending = {"type": type_, "timestamp": p.utc_timestamp(), "channel": "jobs",
                       "seq": None, **catalog.validate_event(type_, fields)}
-            self.gate.open([snapshot, p.text_frame(ending)])
+            # Live events held meanwhile (this very ending, perhaps) would only repeat it.
+            self.gate.open([snapshot, p.text_frame(ending)], keep_held=False)
             self.transport.close(p.CloseCode.NORMAL)
             return False
         self.gate.open([snapshot])
