@@ -53,7 +53,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     database = Database(database_url(settings, app))
     if database.is_sqlite:  # a local file is brought up to date (and created) on start
         migrate.upgrade(database.engine)
-    publisher = Publisher(create_backplane(settings.REDIS_URL))
+    publisher = Publisher(create_backplane(settings))
     ws_server = WebSocketServer(settings, publisher)
     domain = Domain.build(database.sessions, publisher, settings.PROGRESS_RATE)
     app.extensions["local_bridge"] = BridgeState(settings, database, publisher, ws_server, domain)

@@ -42,6 +42,11 @@ class Backplane(abc.ABC):
         ``last_seq`` and joined to the hub as one step (the ``seq`` of ``connected`` and
         ``subscribed``: exactly the point after which it receives everything)."""
 
+    @abc.abstractmethod
+    def history(self, since: int) -> tuple[list[BusEvent], bool]:
+        """Events published after ``since`` that are still held, in seq order, and whether
+        that is all of them (False: some were trimmed or expired)."""
+
     def health(self) -> str:
         """``"ok"`` or a short description of what is wrong."""
         return "ok"

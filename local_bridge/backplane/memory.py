@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import threading
 import uuid
+
 from ..protocol import BusEvent, EventDraft
 from .base import Backplane
+from .history import History
 
 
 class MemoryBackplane(Backplane):
     """Numbers events in this process and delivers them to its own hub."""
 
-    def __init__(self) -> None:
+    def __init__(self, history_size: int = 10000, history_ttl: float = 600.0) -> None:
         super().__init__()
         self._epoch = uuid.uuid4().hex[:16]
+        self._history = History(history_size, history_ttl)
         # _lock guards _seq and makes numbering and delivery one step, so every client
         # receives events in increasing seq order however many threads publish at once.
         self._lock = threading.Lock()
@@ -33,4 +36,8 @@ class MemoryBackplane(Backplane):
         with self._lock:
             self._seq += 1
             event = draft.finish(self._seq)
+            self._history.append(event)
             return event, self._deliver(event)
+
+    def history(self, since: int) -> tuple[list[BusEvent], bool]:
+        return self._history.since(since, self._seq)

@@ -9,6 +9,7 @@ from simple_websocket import ConnectionClosed
 
 from .. import protocol as p
 from ..limits import MessageLimiter
+from .gate import GatedTransport
 from .hub import Client
 from .server import WebSocketServer
 from .transport import Transport
@@ -139,6 +140,7 @@ class BusConnection:
         if unknown:
             self.send(p.error_reply(p.ErrorCode.UNKNOWN_CHANNEL,
                                     f"unknown channel(s): {', '.join(map(str, unknown))}", "subscribe"))
+        gate = None
         with backplane.paused():  # events after `seq` follow `subscribed`; none before it
             try:
                 current = self.server.hub.subscribe(self.client, valid,
@@ -149,11 +151,36 @@ class BusConnection:
                                       "per connection", "subscribe") from None
             latest = backplane.last_seq
             self.send(p.reply("subscribed", channels=sorted(current), seq=latest))
-            if since is not None:
-                # Without event history nothing missed can be replayed: completeness is proven
-                # only when nothing was published after ``since`` in this very epoch.
-                recovered = since == latest and (epoch == backplane.epoch or latest == 0)
-                self.send(p.reply("replay_complete", since=since, to=latest, recovered=recovered))
+            if since is not None:  # live events wait behind a gate while the missed ones go out
+                gate = GatedTransport(self.transport)
+                self.client.transport = gate
+        if gate is not None:
+            try:
+                self._replay(since, epoch, latest)
+            finally:
+                gate.open([])
+                self.client.transport = self.transport
+
+    def _replay(self, since: int, epoch: str | None, latest: int) -> None:
+        """Send what the client missed after ``since`` (up to ``latest``), then
+        ``replay_complete``; ``recovered`` only when the history proves nothing is missing."""
+        backplane = self.server.publisher.backplane
+        # Without the epoch `since` could belong to another numbering (a restarted server).
+        same_epoch = epoch == backplane.epoch or (epoch is None and since == 0)
+        missed, complete = backplane.history(since) if same_epoch else ([], False)
+        outbox = self.transport.outbox
+        for event in missed:
+            if event.seq > latest:
+                break  # published after `subscribed`: already waiting behind the gate
+            if not self.server.hub.would_receive(self.client, event):
+                continue
+            if outbox.depth >= outbox.limit - 1 and \
+                    not outbox.wait_room(outbox.limit // 2, self.settings.SLOW_CLOSE_GRACE):
+                self.transport.close(p.CloseCode.SLOW_CONSUMER, discard=True)
+                return
+            self.transport.send(event.frame)
+        self.send(p.reply("replay_complete", since=since, to=latest,
+                          recovered=same_epoch and complete and since <= latest))
 
     def _unsubscribe(self, body: dict[str, Any]) -> None:
         valid, unknown = p.validate_channel_list(body, "unsubscribe")

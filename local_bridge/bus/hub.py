@@ -170,6 +170,15 @@ class Hub:
             return list(candidates)
         return [c for c in candidates if c.client_type in types]
 
+    @staticmethod
+    def would_receive(client: Client, event: BusEvent) -> bool:
+        """Whether ``client``, as subscribed now, is a recipient of ``event`` (for replays)."""
+        if event.client_types is not None and client.client_type not in event.client_types:
+            return False
+        if event.channel is None:
+            return client.broadcasts
+        return any(target in client.channels for target in event.targets)
+
     def deliver(self, event: BusEvent) -> int:
         """Queue the event's frame for each recipient; return how many accepted it."""
         frame = event.frame

@@ -6,54 +6,16 @@ is lost between the read and the subscription. The terminal event closes the str
 """
 from __future__ import annotations
 
-import threading
-
 from .. import catalog
 from .. import protocol as p
 from ..domain.errors import NotFound
 from ..domain.jobs import ProcessingJobLifecycle
 from .connection import BusConnection
+from .gate import GatedTransport
 from .server import WebSocketServer
 from .transport import Transport
 
 TERMINAL_TYPES = frozenset({"job_completed", "job_failed", "job_cancelled"})
-
-
-class GatedTransport:
-    """A transport that holds frames until :meth:`open` puts the snapshot in front of them."""
-
-    def __init__(self, inner: Transport):
-        self.inner = inner
-        self._lock = threading.Lock()  # guards _held, _close_after
-        self._held: list[bytes] | None = []
-        self._close_after: int | None = None
-
-    def send(self, frame: bytes) -> bool:
-        with self._lock:
-            if self._held is not None:
-                self._held.append(frame)
-                return True
-        return self.inner.send(frame)
-
-    def close(self, code: int, reason: str = "", discard: bool = False) -> bool:
-        with self._lock:
-            if self._held is not None and not discard:
-                self._close_after = code  # after the held frames, once the gate opens
-                return True
-        return self.inner.close(code, reason, discard)
-
-    def open(self, first: list[bytes], keep_held: bool = True) -> None:
-        """Send ``first``, then what was held (unless not ``keep_held``), then let frames through."""
-        with self._lock:
-            held, self._held = (self._held or []) if keep_held else [], None
-            for frame in first + held:
-                self.inner.send(frame)
-            close_after = self._close_after
-        if close_after is not None:
-            self.inner.close(close_after)
-
-    def stats(self) -> dict[str, int]:
-        return self.inner.stats()
 
 
 class JobStreamConnection(BusConnection):

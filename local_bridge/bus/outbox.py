@@ -90,6 +90,12 @@ class Outbox:
             self._cond.notify()
         return True
 
+    def wait_room(self, depth: int, timeout: float) -> bool:
+        """Wait until at most ``depth`` messages are queued; False on timeout or closing."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._items) <= depth or self._finishing,
+                                       timeout) and not self._finishing
+
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the writer has stopped; True if it did within ``timeout``."""
         self._writer.join(timeout)
@@ -119,5 +125,6 @@ class Outbox:
                     return
                 with self._cond:
                     self.sent += len(batch) - (1 if final else 0)
+                    self._cond.notify_all()  # producers waiting for room (replays)
             if last:
                 return
