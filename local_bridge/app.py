@@ -9,6 +9,7 @@ from flask import Flask, request
 
 from . import migrate, websocket_events
 from .api import errors as api_errors
+from .api import events as events_api
 from .api.errors import api_error
 from .api import system as system_api
 from .api import websocket_admin
@@ -64,6 +65,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(system_api.bp)
     app.register_blueprint(websocket_admin.bp)
     app.register_blueprint(workflow_api.bp)
+    app.register_blueprint(events_api.bp)
     bus_routes.init_app(app, ws_server, domain.jobs)
     logging.getLogger("local_bridge").setLevel(logging.INFO)
     return app

@@ -122,6 +122,12 @@ def text_frame(message: dict[str, Any]) -> bytes:
     return encode_frame(dumps(message).encode())
 
 
+def frame_payload(frame: bytes) -> bytes:
+    """The payload of a frame made by :func:`encode_frame` (its header stripped)."""
+    length = frame[1] & 0x7F
+    return frame[2 + (2 if length == 126 else 8 if length == 127 else 0):]
+
+
 PING_FRAME = encode_frame(b"", opcode=0x9)
 PLAIN_PONG_FRAME = encode_frame(b"pong")
 
