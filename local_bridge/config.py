@@ -25,6 +25,7 @@ class Settings:
     PORT: int = 5100
     DATABASE_URL: str | None = None  # None: SQLite file in the instance folder
     REDIS_URL: str | None = None
+    REDIS_PREFIX: str = "local_bridge:"  # key prefix: several buses can share one Redis
     AUTH: str = "none"
     SECRET_KEY: str | None = None
     ALLOWED_ORIGINS: tuple[str, ...] = ()  # empty: same host only

@@ -228,6 +228,10 @@ class EventDraft:
     _middle: str  # '","channel":...,"seq":'
     _tail: str   # ',<fields>}' or '}'
 
+    def parts(self) -> tuple[str, str, str]:
+        """The text around the timestamp and the seq: ``head + ts + middle + seq + tail``."""
+        return self._head, self._middle, self._tail
+
     def finish(self, seq: int, timestamp: str | None = None) -> BusEvent:
         """Number and timestamp the event, and frame it once for all recipients."""
         timestamp = timestamp or utc_timestamp()

@@ -10,6 +10,7 @@ from werkzeug.routing import WebsocketMismatch
 
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from ..backplane.base import BackplaneUnavailable
 from ..domain.errors import DomainError
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,12 @@ def init_app(app: Flask) -> None:
     def _database_down(exc: Exception):
         log.warning("database unavailable: %s", str(exc).splitlines()[0][:200])
         return api_error(503, "unavailable", "the database is unavailable; retry later")
+
+    @app.errorhandler(BackplaneUnavailable)
+    def _backplane_down(exc: BackplaneUnavailable):
+        log.warning("backplane unavailable: %s", exc)
+        return api_error(503, "unavailable", "the event backplane is unavailable; nothing was "
+                         "published, retry later")
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

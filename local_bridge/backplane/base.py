@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import abc
 from contextlib import AbstractContextManager
-from typing import Callable
+from typing import Any, Callable
 
 from ..protocol import BusEvent, EventDraft
 
 DeliverFn = Callable[[BusEvent], int]
+
+
+class BackplaneUnavailable(RuntimeError):
+    """The backplane cannot take events now (Redis unreachable): the publish failed whole."""
 
 
 class Backplane(abc.ABC):
@@ -16,10 +20,19 @@ class Backplane(abc.ABC):
 
     def __init__(self) -> None:
         self._deliver: DeliverFn = lambda event: 0
+        self._serve: Callable[[dict[str, Any]], dict[str, Any]] = lambda request: {}
 
     def attach(self, deliver: DeliverFn) -> None:
         """Set the function that hands an event to this process's hub."""
         self._deliver = deliver
+
+    def serve_requests(self, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Set the function that answers control requests (admin actions) in this process."""
+        self._serve = handler
+
+    def request_all(self, request: dict[str, Any], timeout: float = 2.0) -> list[dict[str, Any]]:
+        """Ask every process sharing the bus (this one included); return their answers."""
+        return [self._serve(request)]
 
     @property
     @abc.abstractmethod
@@ -46,6 +59,11 @@ class Backplane(abc.ABC):
     def history(self, since: int) -> tuple[list[BusEvent], bool]:
         """Events published after ``since`` that are still held, in seq order, and whether
         that is all of them (False: some were trimmed or expired)."""
+
+    @property
+    def available(self) -> bool:
+        """Whether an event published now would be delivered (checked before writes)."""
+        return True
 
     def health(self) -> str:
         """``"ok"`` or a short description of what is wrong."""

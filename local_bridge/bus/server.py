@@ -28,6 +28,7 @@ class WebSocketServer:
         self.publisher = publisher
         self.hub = Hub()
         publisher.backplane.attach(self.hub.deliver)
+        publisher.backplane.serve_requests(self._answer)
         self._handlers: dict[str, MessageHandler] = {}
         self.started_at = time.time()
         self.stopping = threading.Event()
@@ -66,12 +67,23 @@ class WebSocketServer:
     # ------------------------------------------------------------------ clients
 
     def get_connected_clients(self) -> list[dict[str, Any]]:
-        """The admin view of every client connected to this process."""
-        return [client.describe() for client in self.hub.clients()]
+        """The admin view of every client of the bus, in every process sharing it."""
+        answers = self.publisher.backplane.request_all({"op": "clients"})
+        return [client for answer in answers for client in answer.get("clients", [])]
 
     def disconnect(self, client_id: str) -> bool:
-        """Close one client with 4009; False when it is not connected here."""
-        return self.hub.disconnect(client_id, CloseCode.ADMIN_DISCONNECT)
+        """Close one client, wherever it is connected, with 4009; False when it is nowhere."""
+        answers = self.publisher.backplane.request_all({"op": "disconnect", "client_id": client_id})
+        return any(answer.get("disconnected") for answer in answers)
+
+    def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        """This process's part of an admin request made on any process."""
+        if request.get("op") == "clients":
+            return {"clients": [client.describe() for client in self.hub.clients()]}
+        if request.get("op") == "disconnect":
+            return {"disconnected": self.hub.disconnect(str(request.get("client_id")),
+                                                        CloseCode.ADMIN_DISCONNECT)}
+        return {}
 
     def shutdown(self) -> int:
         """Close every connection with 1001 and refuse new ones; return how many were open."""

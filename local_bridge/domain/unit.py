@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator
 from sqlalchemy.orm import Session, sessionmaker
 
 from .. import catalog
+from ..backplane.base import BackplaneUnavailable
 from ..publisher import Publisher
 
 
@@ -42,6 +43,10 @@ class Workflow:
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
+        if not self.publisher.backplane.available:
+            # Refuse before writing: a change whose events could not be published would leave
+            # every client disagreeing with the database.
+            raise BackplaneUnavailable("the event backplane is unavailable")
         session = self._sessions()
         tx = Tx(session, self.publisher)
         try:
