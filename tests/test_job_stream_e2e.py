@@ -136,3 +136,36 @@ def test_progress_is_conflated_but_stage_changes_and_the_last_value_arrive(workf
     assert [m["seq"] for m in progress] == sorted(m["seq"] for m in progress)
     assert _ok(server.get(f"/api/jobs/{job['id']}"))["progress"] == 100
     stream.close()
+
+
+def test_worker_gui_web_and_stream_clients_see_the_same_story(workflow_server):
+    """A worker claims, reports and finishes a job; a GUI on `jobs`, a web client on
+    `jobs:<id>` and a job-stream client see the same events of that job, in the same order."""
+    server = workflow_server
+    job = _claimable(server, "story")
+    gui = server.client()
+    gui.register("gui", "desktop")
+    gui.subscribe("jobs")
+    web = server.client()
+    web.register("web", "browser")
+    web.subscribe(f"jobs:{job['id']}")
+    stream = _stream(server, job["id"])
+    assert stream.recv()["status"] == "queued"
+    worker = server.post("/api/jobs/claim", json={"worker": "gpu-1", "kinds": ["story"]}).json()
+    assert worker["id"] == job["id"]
+    for progress, stage in ((10, "load"), (55, "analyze"), (90, "write")):
+        reply = _ok(server.post(f"/api/jobs/{job['id']}/progress", json={"progress": progress, "stage": stage}))
+        assert reply["cancel_requested"] is False
+    _ok(server.post(f"/api/jobs/{job['id']}/complete", json={"result": {"keep": True}}))
+
+    def story(client):
+        events = client.until(lambda m: m["type"] == "job_completed" and m["job_id"] == job["id"])
+        return [(m["seq"], m["type"]) for m in events if m.get("job_id") == job["id"]]
+
+    seen = [story(gui), story(web), story(stream)]
+    assert seen[0] == seen[1] == seen[2]
+    assert [t for _, t in seen[0]] == ["job_started", "job_progress", "job_progress", "job_progress",
+                                       "job_completed"]
+    for client in (gui, web):
+        client.close()
+    assert stream.close_code() == 1000

@@ -2,6 +2,7 @@
 one process)."""
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -112,3 +113,20 @@ def test_redis_restart_mid_run(tmp_path):
     finally:
         server.stop()
         redis_server.stop()
+
+
+def test_client_closed_1001_by_a_restart_resumes_on_the_other_process(pair):
+    a, b = pair
+    client = a.client()
+    client.subscribe("jobs")
+    epoch = client.connected["epoch"]
+    last = a.publish("job_cancelled", {"job_id": "before"}, channel="jobs")["seq"]
+    assert client.recv()["seq"] == last
+    a.signal(signal.SIGTERM)
+    assert client.close_code(timeout=10) == 1001
+    missed = [b.publish("job_cancelled", {"job_id": f"while-{i}"}, channel="jobs")["seq"] for i in range(3)]
+    back = b.client()
+    back.send({"type": "subscribe", "channels": ["jobs"], "since": last, "epoch": epoch})
+    assert back.recv()["type"] == "subscribed"
+    replayed = back.until(lambda m: m["type"] == "replay_complete")
+    assert [m["seq"] for m in replayed[:-1]] == missed and replayed[-1]["recovered"] is True
