@@ -8,6 +8,11 @@ call per batch rather than one per message, and no two writers ever interleave b
 A client that falls ``limit`` messages behind is a slow consumer: its queued messages are
 discarded, ``on_overflow`` is told (so it leaves the hub at once) and a final frame (the 4008
 close) is sent after whatever the socket already holds.
+
+The writer sleeps on an Event (level-triggered: a wake-up given before it sleeps is not lost)
+rather than a Condition: under gevent the patched Event is a native primitive, and a producer
+only signals when the writer has said it is idle, so a busy writer costs its producers nothing
+but an append.
 """
 from __future__ import annotations
 
@@ -26,11 +31,14 @@ class Outbox:
         self.limit = limit
         self._overflow_frame = overflow_frame
         self._on_overflow = on_overflow
-        # _cond guards _items, _finishing, _final, _overflowed and the counters below.
-        self._cond = threading.Condition(threading.Lock())
+        # _lock guards _items, _idle, _finishing, _final, _overflowed and the counters below.
+        self._lock = threading.Lock()
+        self._wakeup = threading.Event()   # set: the writer has something to do
+        self._progress = threading.Event()  # set by the writer after each batch (for wait_room)
         self._items: list[bytes] = []
-        self._finishing = False          # no more messages accepted
-        self._final: bytes | None = None  # sent after the last batch, then the writer stops
+        self._idle = False                 # the writer is asleep (or about to be)
+        self._finishing = False            # no more messages accepted
+        self._final: bytes | None = None   # sent after the last batch, then the writer stops
         self._overflowed = False
         self.sent = 0       # messages handed to the socket
         self.dropped = 0    # messages refused or discarded
@@ -55,31 +63,36 @@ class Outbox:
 
     def put(self, data: bytes) -> bool:
         """Queue one framed message; False when it was not queued (closing, or overflow)."""
-        with self._cond:
+        with self._lock:
             if self._finishing:
                 self.dropped += 1
                 return False
             if len(self._items) < self.limit:
                 self._items.append(data)
-                if len(self._items) == 1:
-                    self._cond.notify()
-                return True
-            self.dropped += len(self._items) + 1
-            self._items.clear()
-            self._finishing = True
-            self._overflowed = True
-            self._final = self._overflow_frame
-            self._cond.notify()
-        if self._on_overflow is not None:
-            self._on_overflow()
-        return False
+                if not self._idle:
+                    return True
+                self._idle = False
+            else:
+                self.dropped += len(self._items) + 1
+                self._items.clear()
+                self._finishing = True
+                self._overflowed = True
+                self._final = self._overflow_frame
+                self._idle = False
+                data = None  # marks the overflow below
+        self._wakeup.set()
+        if data is None:
+            if self._on_overflow is not None:
+                self._on_overflow()
+            return False
+        return True
 
     def close(self, final: bytes | None = None, discard: bool = False) -> bool:
         """Accept nothing more; send what is queued (unless ``discard``), then ``final``.
 
         Returns False when the outbox was already closing.
         """
-        with self._cond:
+        with self._lock:
             if self._finishing:
                 return False
             self._finishing = True
@@ -87,14 +100,19 @@ class Outbox:
                 self.dropped += len(self._items)
                 self._items.clear()
             self._final = final
-            self._cond.notify()
+            self._idle = False
+        self._wakeup.set()
         return True
 
     def wait_room(self, depth: int, timeout: float) -> bool:
         """Wait until at most ``depth`` messages are queued; False on timeout or closing."""
-        with self._cond:
-            return self._cond.wait_for(lambda: len(self._items) <= depth or self._finishing,
-                                       timeout) and not self._finishing
+        while len(self._items) > depth and not self._finishing:
+            self._progress.clear()
+            if len(self._items) <= depth:
+                break
+            if not self._progress.wait(timeout):
+                return False
+        return not self._finishing
 
     def wait_closed(self, timeout: float | None = None) -> bool:
         """Wait until the writer has stopped; True if it did within ``timeout``."""
@@ -105,26 +123,33 @@ class Outbox:
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while not self._items and not self._finishing:
-                    self._cond.wait()
-                batch, self._items = self._items, []
-                last = self._finishing
-                final, self._final = (self._final, None) if last else (None, None)
+            with self._lock:
+                if not self._items and not self._finishing:
+                    self._idle = True
+                    self._wakeup.clear()
+                    sleep = True
+                else:
+                    sleep = False
+                    batch, self._items = self._items, []
+                    last = self._finishing
+                    final, self._final = (self._final, None) if last else (None, None)
+            if sleep:
+                self._wakeup.wait()
+                continue
             if final:
                 batch.append(final)
             if batch:
                 try:
                     self._sendall(batch[0] if len(batch) == 1 else b"".join(batch))
                 except OSError:
-                    with self._cond:
+                    with self._lock:
                         self.failed = True
                         self._finishing = True
                         self.dropped += len(self._items)
                         self._items.clear()
+                    self._progress.set()
                     return
-                with self._cond:
-                    self.sent += len(batch) - (1 if final else 0)
-                    self._cond.notify_all()  # producers waiting for room (replays)
+                self.sent += len(batch) - (1 if final else 0)  # only the writer counts sent
+                self._progress.set()
             if last:
                 return
