@@ -183,7 +183,12 @@ class Hub:
         """Queue the event's frame for each recipient; return how many accepted it."""
         frame = event.frame
         count = 0
-        for client in self.recipients(event):
+        if event.client_types is None and len(event.targets) <= 1:
+            # The common case, kept lean: one channel (or everyone), no type limit.
+            candidates = self._snapshot(event.targets[0] if event.targets else _ALL)
+        else:
+            candidates = self.recipients(event)
+        for client in candidates:
             if client.transport.send(frame):
                 count += 1
                 if client.on_event is not None:

@@ -67,6 +67,7 @@ class Transport:
                              on_overflow=on_overflow)
         self.proxy = SocketProxy(self.raw, self.outbox)
         environ[key] = self.proxy
+        self.send = self.outbox.put  # the hot path: one call per delivery, no wrapper
         self.ws: Any = None  # the simple-websocket connection, once the handshake is done
         self._close_lock = threading.Lock()  # guards close_code
         self.close_code: int | None = None
@@ -77,9 +78,6 @@ class Transport:
     @property
     def last_seen(self) -> float:
         return self.proxy.last_seen
-
-    def send(self, frame: bytes) -> bool:
-        return self.outbox.put(frame)
 
     def close(self, code: int, reason: str = "", discard: bool = False) -> bool:
         """Send a close frame after what is queued (or instead of it, with ``discard``)."""
