@@ -269,6 +269,21 @@ class RawClient:
         self.sock.close()
 
 
+def ok(response, status: int = 200) -> dict[str, Any]:
+    """The JSON body of a response that must have ``status`` (empty body: ``{}``)."""
+    assert response.status_code == status, response.text
+    return response.json() if response.content else {}
+
+
+def error(response, status: int, code: str) -> dict[str, Any]:
+    """The ``error`` object of a JSON error response with ``status`` and ``code``."""
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()["error"]
+    assert body["code"] == code and body["message"], body
+    return body
+
+
 ALL_CHANNELS = ["jobs", "photos", "sessions", "system", "queue", "approval", "export"]
 
 

@@ -5,15 +5,7 @@ import re
 
 import pytest
 
-from support import expect_only_marker, marker
-
-
-def _error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["Content-Type"].startswith("application/json")
-    body = response.json()
-    assert body["error"]["code"] == code and body["error"]["message"]
-    return body["error"]
+from support import error, expect_only_marker, marker
 
 
 # ------------------------------------------------------------------ clients list
@@ -48,8 +40,8 @@ def test_clients_list_pages(server, connect):
 
 
 def test_clients_list_bad_limit(server):
-    _error(server.get("/api/websocket/clients?limit=abc"), 422, "validation_error")
-    _error(server.get("/api/websocket/clients?limit=0"), 422, "validation_error")
+    error(server.get("/api/websocket/clients?limit=abc"), 422, "validation_error")
+    error(server.get("/api/websocket/clients?limit=0"), 422, "validation_error")
 
 
 # ------------------------------------------------------------------ disconnect
@@ -65,7 +57,7 @@ def test_disconnect_closes_with_4009_and_forgets_the_client(server, connect):
 
 
 def test_disconnect_unknown_client_is_404(server):
-    _error(server.post("/api/websocket/disconnect/" + "0" * 32), 404, "not_found")
+    error(server.post("/api/websocket/disconnect/" + "0" * 32), 404, "not_found")
 
 
 # ------------------------------------------------------------------ broadcast
@@ -102,8 +94,8 @@ def test_broadcast_validates_catalog_fields(server, connect, data, field):
     client.subscribe("jobs")
     response = server.post("/api/websocket/broadcast",
                            json={"type": "job_progress", "channel": "jobs", "data": data})
-    error = _error(response, 422, "validation_error")
-    assert field in error["fields"]
+    refused = error(response, 422, "validation_error")
+    assert field in refused["fields"]
     expect_only_marker(client, marker(server))
 
 
@@ -121,8 +113,8 @@ def test_broadcast_validates_catalog_fields(server, connect, data, field):
 def test_broadcast_refuses_bad_requests(server, connect, body, field):
     client = connect()
     response = server.post("/api/websocket/broadcast", json=body)
-    error = _error(response, 422, "validation_error")
-    assert field in error["fields"], error
+    refused = error(response, 422, "validation_error")
+    assert field in refused["fields"], refused
     expect_only_marker(client, marker(server))
 
 
@@ -135,18 +127,18 @@ def test_broadcast_custom_event_fields_stand_flat(server, connect):
 
 
 def test_broadcast_bad_json_and_content_type(server):
-    _error(server.post("/api/websocket/broadcast", data="{oops",
+    error(server.post("/api/websocket/broadcast", data="{oops",
                        headers={"Content-Type": "application/json"}), 400, "invalid_json")
-    _error(server.post("/api/websocket/broadcast", data="type=x",
+    error(server.post("/api/websocket/broadcast", data="type=x",
                        headers={"Content-Type": "application/x-www-form-urlencoded"}),
            415, "unsupported_media_type")
-    _error(server.post("/api/websocket/broadcast"), 415, "unsupported_media_type")
+    error(server.post("/api/websocket/broadcast"), 415, "unsupported_media_type")
 
 
 def test_body_over_limit_is_413(server):
     response = server.post("/api/websocket/broadcast", data=b"x" * (1048576 + 10),
                            headers={"Content-Type": "application/json"})
-    _error(response, 413, "payload_too_large")
+    error(response, 413, "payload_too_large")
 
 
 # ------------------------------------------------------------------ system
@@ -173,8 +165,8 @@ def test_system_event_published_on_system(server, connect):
 def test_system_event_validation(server, connect, body, field):
     client = connect()
     client.subscribe("system", "jobs")
-    error = _error(server.post("/api/system/events", json=body), 422, "validation_error")
-    assert field in error["fields"]
+    refused = error(server.post("/api/system/events", json=body), 422, "validation_error")
+    assert field in refused["fields"]
     expect_only_marker(client, marker(server))
 
 
@@ -205,13 +197,13 @@ def test_status_counts_connections_by_type(server, connect):
 
 
 def test_unknown_path_and_method_answer_json(server):
-    _error(server.get("/api/nothing-here"), 404, "not_found")
-    _error(server.post("/api/system/health"), 405, "method_not_allowed")
+    error(server.get("/api/nothing-here"), 404, "not_found")
+    error(server.post("/api/system/health"), 405, "method_not_allowed")
 
 
 def test_plain_http_get_on_ws_endpoint_is_a_json_400(server):
-    error = _error(server.get("/ws"), 400, "bad_request")
-    assert "WebSocket" in error["message"]
+    refused = error(server.get("/ws"), 400, "bad_request")
+    assert "WebSocket" in refused["message"]
 
 
 def test_database_down_gives_degraded_health_and_503s(make_server):
@@ -221,7 +213,7 @@ def test_database_down_gives_degraded_health_and_503s(make_server):
     body = health.json()
     assert body["status"] == "degraded" and body["checks"]["backplane"] == "ok"
     assert body["checks"]["database"] != "ok"
-    _error(server.post("/api/sessions", json={"name": "x", "import_folder": "/"}), 503, "unavailable")
+    error(server.post("/api/sessions", json={"name": "x", "import_folder": "/"}), 503, "unavailable")
     client = server.client()  # the bus itself keeps working
     assert client.request({"type": "ping"}, "pong")
     client.close()

@@ -5,12 +5,7 @@ import time
 
 import websocket
 
-from support import BusClient
-
-
-def _ok(response, status: int = 200) -> dict:
-    assert response.status_code == status, response.text
-    return response.json() if response.content else {}
+from support import BusClient, ok
 
 
 def _stream(server, job_id) -> BusClient:
@@ -21,7 +16,7 @@ def _stream(server, job_id) -> BusClient:
 
 
 def _claimable(server, kind: str) -> dict:
-    return _ok(server.post("/api/jobs", json={"kind": kind, "priority": 100}), 201)
+    return ok(server.post("/api/jobs", json={"kind": kind, "priority": 100}), 201)
 
 
 def test_unknown_job_gets_error_and_4004(workflow_server):
@@ -43,10 +38,10 @@ def test_stream_follows_a_job_from_queue_to_completion(workflow_server):
     assert set(snapshot) == {"type", "timestamp", "job_id", "status", "progress", "stage", "message",
                              "counters", "position", "estimated_start_seconds"}
     assert stream.request({"type": "ping"}, "pong")
-    _ok(server.post("/api/jobs/claim", json={"worker": "w1", "kinds": ["stream-a"]}))
-    _ok(server.post(f"/api/jobs/{job['id']}/progress", json={"progress": 50, "stage": "analyzing",
+    ok(server.post("/api/jobs/claim", json={"worker": "w1", "kinds": ["stream-a"]}))
+    ok(server.post(f"/api/jobs/{job['id']}/progress", json={"progress": 50, "stage": "analyzing",
                                                              "counters": {"issues_found": 2}}))
-    _ok(server.post(f"/api/jobs/{job['id']}/complete", json={"result": {"ok": True}}))
+    ok(server.post(f"/api/jobs/{job['id']}/complete", json={"result": {"ok": True}}))
     events = stream.until(lambda m: m["type"] == "job_completed")
     assert [e["type"] for e in events] == ["job_started", "job_progress", "job_completed"]
     assert all(e["channel"] == "jobs" and isinstance(e["seq"], int) for e in events)
@@ -57,8 +52,8 @@ def test_stream_follows_a_job_from_queue_to_completion(workflow_server):
 def test_finished_job_gets_snapshot_terminal_event_and_1000(workflow_server):
     server = workflow_server
     job = _claimable(server, "stream-b")
-    _ok(server.post("/api/jobs/claim", json={"worker": "w", "kinds": ["stream-b"]}))
-    _ok(server.post(f"/api/jobs/{job['id']}/fail", json={"error_message": "boom", "retryable": True}))
+    ok(server.post("/api/jobs/claim", json={"worker": "w", "kinds": ["stream-b"]}))
+    ok(server.post(f"/api/jobs/{job['id']}/fail", json={"error_message": "boom", "retryable": True}))
     stream = _stream(server, job["id"])
     snapshot, ending = stream.recv(), stream.recv()
     assert (snapshot["type"], snapshot["status"], snapshot["position"]) == ("job_status", "failed", None)
@@ -70,23 +65,23 @@ def test_finished_job_gets_snapshot_terminal_event_and_1000(workflow_server):
 def test_many_followers_reconnect_and_leaving_changes_nothing(workflow_server):
     server = workflow_server
     job = _claimable(server, "stream-c")
-    _ok(server.post("/api/jobs/claim", json={"worker": "w", "kinds": ["stream-c"]}))
+    ok(server.post("/api/jobs/claim", json={"worker": "w", "kinds": ["stream-c"]}))
     first, second = _stream(server, job["id"]), _stream(server, job["id"])
     assert first.recv()["status"] == second.recv()["status"] == "running"
-    _ok(server.post(f"/api/jobs/{job['id']}/progress", json={"progress": 20, "stage": "a"}))
+    ok(server.post(f"/api/jobs/{job['id']}/progress", json={"progress": 20, "stage": "a"}))
     assert first.recv()["progress"] == second.recv()["progress"] == 20
     first.close()  # a follower leaving changes nothing for the job or the others
-    _ok(server.post(f"/api/jobs/{job['id']}/progress", json={"progress": 60, "stage": "b"}))
+    ok(server.post(f"/api/jobs/{job['id']}/progress", json={"progress": 60, "stage": "b"}))
     assert second.recv()["progress"] == 60
     again = _stream(server, job["id"])  # reconnecting starts again with a snapshot
     snapshot = again.recv()
     assert (snapshot["type"], snapshot["progress"], snapshot["stage"]) == ("job_status", 60, "b")
-    _ok(server.post(f"/api/jobs/{job['id']}/cancel", json={}), 202)  # requested
-    _ok(server.post(f"/api/jobs/{job['id']}/cancel", json={}))  # the worker confirms
+    ok(server.post(f"/api/jobs/{job['id']}/cancel", json={}), 202)  # requested
+    ok(server.post(f"/api/jobs/{job['id']}/cancel", json={}))  # the worker confirms
     for stream in (second, again):
         assert stream.until(lambda m: m["type"] == "job_cancelled")[-1]["job_id"] == job["id"]
         assert stream.close_code() == 1000
-    assert _ok(server.get(f"/api/jobs/{job['id']}"))["status"] == "cancelled"
+    assert ok(server.get(f"/api/jobs/{job['id']}"))["status"] == "cancelled"
 
 
 def test_stream_sees_its_queue_position_move(workflow_server):
@@ -94,10 +89,10 @@ def test_stream_sees_its_queue_position_move(workflow_server):
     for _ in range(1000):  # an empty queue, so positions are predictable
         if server.post("/api/jobs/claim", json={"worker": "janitor"}).status_code == 204:
             break
-    waiting = _ok(server.post("/api/jobs", json={"kind": "stream-d", "priority": 10}), 201)
+    waiting = ok(server.post("/api/jobs", json={"kind": "stream-d", "priority": 10}), 201)
     stream = _stream(server, waiting["id"])
     assert stream.recv()["position"] == 1
-    _ok(server.post("/api/jobs", json={"kind": "stream-d", "priority": 90}), 201)
+    ok(server.post("/api/jobs", json={"kind": "stream-d", "priority": 90}), 201)
     moved = stream.recv()
     assert (moved["type"], moved["channel"], moved["position"]) == ("job_queued", f"jobs:{waiting['id']}", 2)
     stream.close()
@@ -108,7 +103,7 @@ def test_polling_snapshot_matches_stream_snapshot(workflow_server):
     job = _claimable(server, "stream-e")
     stream = _stream(server, job["id"])
     snapshot = stream.recv()
-    polled = _ok(server.get(f"/api/jobs/{job['id']}"))
+    polled = ok(server.get(f"/api/jobs/{job['id']}"))
     for key in ("status", "progress", "stage", "message", "counters", "position", "estimated_start_seconds"):
         assert polled[key] == snapshot[key], key
     stream.close()
@@ -118,13 +113,13 @@ def test_progress_is_conflated_but_stage_changes_and_the_last_value_arrive(workf
     """PROGRESS_RATE is 5 on this server: a burst of 60 reports reaches clients as a handful."""
     server = workflow_server
     job = _claimable(server, "stream-f")
-    _ok(server.post("/api/jobs/claim", json={"worker": "w", "kinds": ["stream-f"]}))
+    ok(server.post("/api/jobs/claim", json={"worker": "w", "kinds": ["stream-f"]}))
     stream = _stream(server, job["id"])
     assert stream.recv()["type"] == "job_status"
     started = time.monotonic()
     for i in range(1, 61):
         stage = "first" if i <= 30 else "second"
-        _ok(server.post(f"/api/jobs/{job['id']}/progress", json={"progress": i * 100 / 60, "stage": stage}))
+        ok(server.post(f"/api/jobs/{job['id']}/progress", json={"progress": i * 100 / 60, "stage": stage}))
     elapsed = time.monotonic() - started
     received = stream.until(lambda m: m["type"] == "job_progress" and m["progress"] == 100)
     progress = [m for m in received if m["type"] == "job_progress"]
@@ -134,7 +129,7 @@ def test_progress_is_conflated_but_stage_changes_and_the_last_value_arrive(workf
     stages = [m["stage"] for m in progress]
     assert stages.index("second") > 0 and stages[stages.index("second") - 1] == "first"
     assert [m["seq"] for m in progress] == sorted(m["seq"] for m in progress)
-    assert _ok(server.get(f"/api/jobs/{job['id']}"))["progress"] == 100
+    assert ok(server.get(f"/api/jobs/{job['id']}"))["progress"] == 100
     stream.close()
 
 
@@ -154,9 +149,9 @@ def test_worker_gui_web_and_stream_clients_see_the_same_story(workflow_server):
     worker = server.post("/api/jobs/claim", json={"worker": "gpu-1", "kinds": ["story"]}).json()
     assert worker["id"] == job["id"]
     for progress, stage in ((10, "load"), (55, "analyze"), (90, "write")):
-        reply = _ok(server.post(f"/api/jobs/{job['id']}/progress", json={"progress": progress, "stage": stage}))
+        reply = ok(server.post(f"/api/jobs/{job['id']}/progress", json={"progress": progress, "stage": stage}))
         assert reply["cancel_requested"] is False
-    _ok(server.post(f"/api/jobs/{job['id']}/complete", json={"result": {"keep": True}}))
+    ok(server.post(f"/api/jobs/{job['id']}/complete", json={"result": {"keep": True}}))
 
     def story(client):
         events = client.until(lambda m: m["type"] == "job_completed" and m["job_id"] == job["id"])

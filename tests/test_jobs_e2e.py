@@ -3,18 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from support import types_of
-
-
-def _ok(response, status: int = 200) -> dict:
-    assert response.status_code == status, response.text
-    return response.json() if response.content else {}
-
-
-def _error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.json()["error"]["code"] == code
-    return response.json()["error"]
+from support import error, ok, types_of
 
 
 @pytest.fixture
@@ -25,13 +14,13 @@ def drained_queue(workflow_server):
         if job.status_code == 204:
             break
         workflow_server.post(f"/api/jobs/{job.json()['id']}/complete", json={})
-    for job in _ok(workflow_server.get("/api/jobs?status=running&limit=500"))["items"]:
+    for job in ok(workflow_server.get("/api/jobs?status=running&limit=500"))["items"]:
         workflow_server.post(f"/api/jobs/{job['id']}/complete", json={})
     return workflow_server
 
 
 def _create(server, **body) -> dict:
-    return _ok(server.post("/api/jobs", json={"kind": "analysis", **body}), 201)
+    return ok(server.post("/api/jobs", json={"kind": "analysis", **body}), 201)
 
 
 def test_create_claim_progress_complete(drained_queue, watcher):
@@ -43,18 +32,18 @@ def test_create_claim_progress_complete(drained_queue, watcher):
     assert (events[1]["channel"], events[1]["position"]) == ("jobs", 1)
     assert events[2]["pending_count"] == 1 and events[2]["processing_count"] == 0
 
-    claimed, events = watcher.after(lambda: _ok(server.post("/api/jobs/claim", json={"worker": "w1"})))
+    claimed, events = watcher.after(lambda: ok(server.post("/api/jobs/claim", json={"worker": "w1"})))
     assert (claimed["id"], claimed["status"], claimed["worker"]) == (job["id"], "running", "w1")
     assert types_of(events) == ["job_started", "queue_status"]
     assert events[1]["pending_count"] == 0 and events[1]["processing_count"] == 1
 
-    reply, events = watcher.after(lambda: _ok(server.post(f"/api/jobs/{job['id']}/progress", json={
+    reply, events = watcher.after(lambda: ok(server.post(f"/api/jobs/{job['id']}/progress", json={
         "progress": 40, "stage": "scan", "message": "scanning", "counters": {"files_scanned": 12}})))
     assert (reply["progress"], reply["cancel_requested"]) == (40, False)
     assert types_of(events) == ["job_progress"]
     assert (events[0]["stage"], events[0]["counters"]) == ("scan", {"files_scanned": 12})
 
-    done, events = watcher.after(lambda: _ok(server.post(f"/api/jobs/{job['id']}/complete", json={
+    done, events = watcher.after(lambda: ok(server.post(f"/api/jobs/{job['id']}/complete", json={
         "result": {"score": 0.9}, "result_url": "/results/1"})))
     assert (done["status"], done["result"]) == ("completed", {"score": 0.9}) and done["finished_at"]
     assert types_of(events) == ["job_completed", "queue_status"]
@@ -73,8 +62,8 @@ def test_claim_order_is_priority_then_age_and_kinds_filter(drained_queue):
     high_old = _create(server, priority=90)
     high_new = _create(server, priority=90)
     thumb = _create(server, priority=100, kind="thumbnail")
-    assert _ok(server.post("/api/jobs/claim", json={"worker": "w", "kinds": ["analysis"]}))["id"] == high_old["id"]
-    order = [_ok(server.post("/api/jobs/claim", json={"worker": "w"}))["id"] for _ in range(3)]
+    assert ok(server.post("/api/jobs/claim", json={"worker": "w", "kinds": ["analysis"]}))["id"] == high_old["id"]
+    order = [ok(server.post("/api/jobs/claim", json={"worker": "w"}))["id"] for _ in range(3)]
     assert order == [thumb["id"], high_new["id"], low["id"]]
 
 
@@ -90,7 +79,7 @@ def test_new_job_ahead_moves_others_back(drained_queue, watcher):
     for job, position in ((a, 2), (b, 3)):
         moved = [m for m in watchers[job["id"]].until(lambda m: m["type"] == "job_queued")]
         assert (moved[-1]["channel"], moved[-1]["position"]) == (f"jobs:{job['id']}", position)
-        assert _ok(server.get(f"/api/jobs/{job['id']}"))["position"] == position
+        assert ok(server.get(f"/api/jobs/{job['id']}"))["position"] == position
     for client in watchers.values():
         client.close()
 
@@ -102,12 +91,12 @@ def test_claim_moves_everyone_up_and_reprioritize(drained_queue):
     for job in (second, third):
         followers[job["id"]] = server.client()
         followers[job["id"]].subscribe(f"jobs:{job['id']}")
-    _ok(server.post("/api/jobs/claim", json={"worker": "w"}))
+    ok(server.post("/api/jobs/claim", json={"worker": "w"}))
     for job, position in ((second, 1), (third, 2)):
         event = followers[job["id"]].until(lambda m: m["type"] == "job_queued")[-1]
         assert event["position"] == position
 
-    changed = _ok(server.patch(f"/api/jobs/{third['id']}/priority", json={"priority": 80, "reason": "client waiting"}))
+    changed = ok(server.patch(f"/api/jobs/{third['id']}/priority", json={"priority": 80, "reason": "client waiting"}))
     assert (changed["priority"], changed["position"]) == (80, 1)
     third_events = followers[third["id"]].until(lambda m: m["type"] == "job_queued")
     assert [m["type"] for m in third_events] == ["priority_changed", "job_queued"]
@@ -126,24 +115,24 @@ def test_illegal_transitions_are_409_and_change_nothing(drained_queue, watcher):
                        (f"/api/jobs/{job['id']}/complete", {}),
                        (f"/api/jobs/{job['id']}/fail", {"error_message": "x"})):
         response, events = watcher.after(lambda: server.post(path, json=body))
-        _error(response, 409, "conflict")
+        error(response, 409, "conflict")
         assert events == []
-    _ok(server.post("/api/jobs/claim", json={"worker": "w"}))
+    ok(server.post("/api/jobs/claim", json={"worker": "w"}))
     response, events = watcher.after(lambda: server.patch(f"/api/jobs/{job['id']}/priority", json={"priority": 1}))
-    _error(response, 409, "conflict")
-    _ok(server.post(f"/api/jobs/{job['id']}/complete", json={}))
+    error(response, 409, "conflict")
+    ok(server.post(f"/api/jobs/{job['id']}/complete", json={}))
     response, more = watcher.after(lambda: server.post(f"/api/jobs/{job['id']}/cancel", json={}))
-    _error(response, 409, "conflict")
+    error(response, 409, "conflict")
     assert events == [] and more == []
-    assert _ok(server.get(f"/api/jobs/{job['id']}"))["status"] == "completed"
+    assert ok(server.get(f"/api/jobs/{job['id']}"))["status"] == "completed"
 
 
 def test_fail_publishes_job_failed_and_error_occurred(drained_queue, watcher):
     server = drained_queue
     job = _create(server)
-    _ok(server.post("/api/jobs/claim", json={"worker": "w"}))
-    _ok(server.post(f"/api/jobs/{job['id']}/progress", json={"progress": 10, "stage": "decode"}))
-    failed, events = watcher.after(lambda: _ok(server.post(f"/api/jobs/{job['id']}/fail", json={
+    ok(server.post("/api/jobs/claim", json={"worker": "w"}))
+    ok(server.post(f"/api/jobs/{job['id']}/progress", json={"progress": 10, "stage": "decode"}))
+    failed, events = watcher.after(lambda: ok(server.post(f"/api/jobs/{job['id']}/fail", json={
         "error_message": "corrupt file", "error_details": {"offset": 12}, "retryable": True})))
     assert (failed["status"], failed["retryable"]) == ("failed", True)
     assert types_of(events) == ["job_failed", "error_occurred", "queue_status"]
@@ -154,18 +143,18 @@ def test_fail_publishes_job_failed_and_error_occurred(drained_queue, watcher):
 def test_cancel_queued_and_running(drained_queue, watcher):
     server = drained_queue
     queued = _create(server)
-    cancelled, events = watcher.after(lambda: _ok(server.post(f"/api/jobs/{queued['id']}/cancel", json={"reason": "dup"})))
+    cancelled, events = watcher.after(lambda: ok(server.post(f"/api/jobs/{queued['id']}/cancel", json={"reason": "dup"})))
     assert cancelled["status"] == "cancelled"
     assert types_of(events) == ["job_cancelled", "queue_status"] and events[0]["reason"] == "dup"
 
     running = _create(server)
-    _ok(server.post("/api/jobs/claim", json={"worker": "w"}))
+    ok(server.post("/api/jobs/claim", json={"worker": "w"}))
     requested, events = watcher.after(lambda: server.post(f"/api/jobs/{running['id']}/cancel", json={"reason": "user"}))
     assert requested.status_code == 202 and requested.json()["cancel_requested"] is True
     assert events == []
-    reply = _ok(server.post(f"/api/jobs/{running['id']}/progress", json={"progress": 30}))
+    reply = ok(server.post(f"/api/jobs/{running['id']}/progress", json={"progress": 30}))
     assert reply["cancel_requested"] is True
-    ended, events = watcher.after(lambda: _ok(server.post(f"/api/jobs/{running['id']}/cancel", json={"reason": "later"})))
+    ended, events = watcher.after(lambda: ok(server.post(f"/api/jobs/{running['id']}/cancel", json={"reason": "later"})))
     assert ended["status"] == "cancelled"
     assert types_of(events) == ["job_cancelled", "queue_status"]
     assert events[0]["reason"] == "user"  # the first request's reason is kept
@@ -173,31 +162,31 @@ def test_cancel_queued_and_running(drained_queue, watcher):
 
 def test_job_reads_and_bad_input(drained_queue, watcher):
     server = drained_queue
-    _error(server.get("/api/jobs/999999"), 404, "not_found")
-    _error(server.get("/api/jobs?status=bogus"), 422, "validation_error")
+    error(server.get("/api/jobs/999999"), 404, "not_found")
+    error(server.get("/api/jobs?status=bogus"), 422, "validation_error")
     for body, field in (({"kind": "a", "priority": 101}, "priority"), ({"kind": "a", "priority": "5"}, "priority"),
                         ({"priority": 5}, "kind"), ({"kind": "a", "photo_id": "424242"}, "photo_id"),
                         ({"kind": "a", "colour": "red"}, "colour")):
         response, events = watcher.after(lambda: server.post("/api/jobs", json=body))
-        assert field in _error(response, 422, "validation_error")["fields"]
+        assert field in error(response, 422, "validation_error")["fields"]
         assert events == []
     job = _create(server)
-    listed = _ok(server.get("/api/jobs?status=queued"))["items"]
+    listed = ok(server.get("/api/jobs?status=queued"))["items"]
     assert [j["id"] for j in listed] == [job["id"]] and listed[0]["position"] == 1
-    _ok(server.post("/api/jobs/claim", json={"worker": "w"}))
+    ok(server.post("/api/jobs/claim", json={"worker": "w"}))
     for body in ({"progress": 101}, {"progress": "x"}, {"progress": 5, "counters": {"a": 1.5}}, {}):
-        _error(server.post(f"/api/jobs/{job['id']}/progress", json=body), 422, "validation_error")
-    assert _ok(server.get(f"/api/jobs/{job['id']}"))["progress"] == 0
+        error(server.post(f"/api/jobs/{job['id']}/progress", json=body), 422, "validation_error")
+    assert ok(server.get(f"/api/jobs/{job['id']}"))["progress"] == 0
 
 
 def test_estimated_start_uses_recent_durations(drained_queue):
     server = drained_queue
     done = _create(server, kind="estimate")
-    _ok(server.post("/api/jobs/claim", json={"worker": "w", "kinds": ["estimate"]}))
-    _ok(server.post(f"/api/jobs/{done['id']}/complete", json={}))
+    ok(server.post("/api/jobs/claim", json={"worker": "w", "kinds": ["estimate"]}))
+    ok(server.post(f"/api/jobs/{done['id']}/complete", json={}))
     waiting = [_create(server, kind="estimate") for _ in range(2)]
-    first, second = (_ok(server.get(f"/api/jobs/{j['id']}")) for j in waiting)
+    first, second = (ok(server.get(f"/api/jobs/{j['id']}")) for j in waiting)
     assert first["estimated_start_seconds"] is not None and second["estimated_start_seconds"] is not None
     assert second["estimated_start_seconds"] >= first["estimated_start_seconds"]
     unknown = _create(server, kind="never-run")
-    assert _ok(server.get(f"/api/jobs/{unknown['id']}"))["estimated_start_seconds"] is None
+    assert ok(server.get(f"/api/jobs/{unknown['id']}"))["estimated_start_seconds"] is None

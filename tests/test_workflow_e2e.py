@@ -3,35 +3,24 @@ from __future__ import annotations
 
 import pytest
 
-from support import types_of
-
-
-def _ok(response, status: int = 200) -> dict:
-    assert response.status_code == status, response.text
-    return response.json() if response.content else {}
-
-
-def _error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.json()["error"]["code"] == code
-    return response.json()["error"]
+from support import error, ok, types_of
 
 
 @pytest.fixture
 def session(workflow_server):
-    return _ok(workflow_server.post("/api/sessions", json={"name": "Wedding", "import_folder": "/in"}), 201)
+    return ok(workflow_server.post("/api/sessions", json={"name": "Wedding", "import_folder": "/in"}), 201)
 
 
 @pytest.fixture
 def photo(workflow_server, session):
-    return _ok(workflow_server.post(f"/api/sessions/{session['id']}/photos", json={
+    return ok(workflow_server.post(f"/api/sessions/{session['id']}/photos", json={
         "file_name": "a.jpg", "file_path": "/in/a.jpg", "source": "lightroom"}), 201)
 
 
 # ------------------------------------------------------------------ sessions
 
 def test_create_session_publishes_session_created(workflow_server, watcher):
-    created, events = watcher.after(lambda: _ok(workflow_server.post(
+    created, events = watcher.after(lambda: ok(workflow_server.post(
         "/api/sessions", json={"name": "Portraits", "import_folder": "/shoots/p"}), 201))
     assert created["status"] == "active" and created["total_photos"] == 0
     assert set(created) == {"id", "name", "import_folder", "status", "total_photos",
@@ -39,26 +28,26 @@ def test_create_session_publishes_session_created(workflow_server, watcher):
     assert types_of(events) == ["session_created"]
     assert (events[0]["session_id"], events[0]["session_name"], events[0]["import_folder"]) == \
         (created["id"], "Portraits", "/shoots/p")
-    assert _ok(workflow_server.get(f"/api/sessions/{created['id']}")) == created
+    assert ok(workflow_server.get(f"/api/sessions/{created['id']}")) == created
 
 
 @pytest.mark.parametrize("body", [{"name": "x"}, {"name": "", "import_folder": "/a"},
                                   {"name": "x", "import_folder": "/a", "extra": 1}, {"name": 5, "import_folder": "/a"}])
 def test_bad_session_bodies_write_and_publish_nothing(workflow_server, watcher, body):
-    before = _ok(workflow_server.get("/api/sessions?limit=500"))["items"]
+    before = ok(workflow_server.get("/api/sessions?limit=500"))["items"]
     response, events = watcher.after(lambda: workflow_server.post("/api/sessions", json=body))
-    _error(response, 422, "validation_error")
+    error(response, 422, "validation_error")
     assert response.json()["error"]["fields"]
     assert events == []
-    assert _ok(workflow_server.get("/api/sessions?limit=500"))["items"] == before
+    assert ok(workflow_server.get("/api/sessions?limit=500"))["items"] == before
 
 
 def test_session_list_pages(workflow_server):
-    ids = [_ok(workflow_server.post("/api/sessions", json={"name": f"s{i}", "import_folder": "/"}), 201)["id"]
+    ids = [ok(workflow_server.post("/api/sessions", json={"name": f"s{i}", "import_folder": "/"}), 201)["id"]
            for i in range(3)]
     seen, cursor = [], None
     for _ in range(100):
-        body = _ok(workflow_server.get("/api/sessions", params={"limit": 2, **({"cursor": cursor} if cursor else {})}))
+        body = ok(workflow_server.get("/api/sessions", params={"limit": 2, **({"cursor": cursor} if cursor else {})}))
         assert len(body["items"]) <= 2
         seen += [s["id"] for s in body["items"]]
         cursor = body["next_cursor"]
@@ -68,14 +57,14 @@ def test_session_list_pages(workflow_server):
 
 
 def test_patch_session_to_completed(workflow_server, watcher, session, photo):
-    updated, events = watcher.after(lambda: _ok(workflow_server.patch(
+    updated, events = watcher.after(lambda: ok(workflow_server.patch(
         f"/api/sessions/{session['id']}", json={"status": "completed"})))
     assert updated["status"] == "completed" and updated["total_photos"] == 1
     assert types_of(events) == ["session_updated", "session_completed"]
     assert events[0]["status"] == "completed" and events[0]["total_photos"] == 1
     assert (events[1]["session_name"], events[1]["total_photos"], events[1]["approved_photos"]) == \
         ("Wedding", 1, 0)
-    _, again = watcher.after(lambda: _ok(workflow_server.patch(
+    _, again = watcher.after(lambda: ok(workflow_server.patch(
         f"/api/sessions/{session['id']}", json={"name": "Wedding 2"})))
     assert types_of(again) == ["session_updated"]
 
@@ -83,12 +72,12 @@ def test_patch_session_to_completed(workflow_server, watcher, session, photo):
 def test_patch_session_errors(workflow_server, watcher, session):
     response, events = watcher.after(lambda: workflow_server.patch(
         f"/api/sessions/{session['id']}", json={"status": "exploded"}))
-    _error(response, 422, "validation_error")
-    _error(workflow_server.patch("/api/sessions/999999", json={"name": "x"}), 404, "not_found")
-    _error(workflow_server.patch("/api/sessions/abc", json={"name": "x"}), 404, "not_found")
-    _error(workflow_server.patch(f"/api/sessions/{session['id']}", data="{",
+    error(response, 422, "validation_error")
+    error(workflow_server.patch("/api/sessions/999999", json={"name": "x"}), 404, "not_found")
+    error(workflow_server.patch("/api/sessions/abc", json={"name": "x"}), 404, "not_found")
+    error(workflow_server.patch(f"/api/sessions/{session['id']}", data="{",
                                  headers={"Content-Type": "application/json"}), 400, "invalid_json")
-    _error(workflow_server.patch(f"/api/sessions/{session['id']}", data="name=x",
+    error(workflow_server.patch(f"/api/sessions/{session['id']}", data="name=x",
                                  headers={"Content-Type": "text/plain"}), 415, "unsupported_media_type")
     assert events == []
 
@@ -98,7 +87,7 @@ def test_patch_session_errors(workflow_server, watcher, session):
 def test_import_photo_publishes_photo_imported_then_session_updated(workflow_server, session):
     sub = workflow_server.client()
     sub.subscribe(f"sessions:{session['id']}")
-    photo = _ok(workflow_server.post(f"/api/sessions/{session['id']}/photos", json={
+    photo = ok(workflow_server.post(f"/api/sessions/{session['id']}/photos", json={
         "file_name": "b.jpg", "file_path": "/in/b.jpg", "source": "android_app"}), 201)
     first, second = sub.recv(), sub.recv()
     assert (first["type"], first["channel"], first["photo_id"], first["source"]) == \
@@ -106,48 +95,48 @@ def test_import_photo_publishes_photo_imported_then_session_updated(workflow_ser
     assert (second["type"], second["total_photos"], second["processed_photos"], second["progress_percent"]) == \
         ("session_updated", 1, 0, 0.0)
     assert photo["approval_status"] == "none"
-    assert [p["id"] for p in _ok(workflow_server.get(f"/api/sessions/{session['id']}/photos"))["items"]] == [photo["id"]]
+    assert [p["id"] for p in ok(workflow_server.get(f"/api/sessions/{session['id']}/photos"))["items"]] == [photo["id"]]
     sub.close()
 
 
 def test_import_into_unknown_session_is_404(workflow_server, watcher):
     response, events = watcher.after(lambda: workflow_server.post(
         "/api/sessions/424242/photos", json={"file_name": "x.jpg", "file_path": "/x", "source": "web"}))
-    _error(response, 404, "not_found")
+    error(response, 404, "not_found")
     assert events == []
 
 
 def test_analysis_approval_and_rejection(workflow_server, watcher, session, photo):
-    analysed, events = watcher.after(lambda: _ok(workflow_server.post(
+    analysed, events = watcher.after(lambda: ok(workflow_server.post(
         f"/api/photos/{photo['id']}/analysis", json={"ai_score": 0.87, "analysis_results": {"sharpness": 0.9}})))
     assert analysed["approval_status"] == "pending" and analysed["ai_score"] == 0.87
     assert types_of(events) == ["photo_analyzed", "approval_queue_updated", "session_updated"]
     assert events[0]["analysis_results"] == {"sharpness": 0.9} and events[0]["session_id"] == session["id"]
     assert (events[1]["queue_count"], events[1]["session_id"]) == (1, session["id"])
     assert (events[2]["processed_photos"], events[2]["progress_percent"]) == (1, 100.0)
-    queue = _ok(workflow_server.get("/api/approval", params={"session_id": session["id"]}))["items"]
+    queue = ok(workflow_server.get("/api/approval", params={"session_id": session["id"]}))["items"]
     assert [p["id"] for p in queue] == [photo["id"]]
 
-    approved, events = watcher.after(lambda: _ok(workflow_server.post(f"/api/approval/{photo['id']}/approve")))
+    approved, events = watcher.after(lambda: ok(workflow_server.post(f"/api/approval/{photo['id']}/approve")))
     assert approved["approval_status"] == "approved"
     assert types_of(events) == ["photo_approved", "approval_queue_updated", "session_updated"]
     assert events[1]["queue_count"] == 0
-    assert _ok(workflow_server.get(f"/api/sessions/{session['id']}"))["approved_photos"] == 1
+    assert ok(workflow_server.get(f"/api/sessions/{session['id']}"))["approved_photos"] == 1
 
     again, events = watcher.after(lambda: workflow_server.post(f"/api/approval/{photo['id']}/approve"))
-    _error(again, 409, "conflict")
+    error(again, 409, "conflict")
     rejected, more = watcher.after(lambda: workflow_server.post(
         f"/api/approval/{photo['id']}/reject", json={"reason": "late"}))
-    _error(rejected, 409, "conflict")
+    error(rejected, 409, "conflict")
     assert events == [] and more == []
 
 
 def test_reject_needs_a_reason_and_publishes(workflow_server, watcher, photo):
-    _ok(workflow_server.post(f"/api/photos/{photo['id']}/analysis", json={"ai_score": 0.2, "analysis_results": None}))
+    ok(workflow_server.post(f"/api/photos/{photo['id']}/analysis", json={"ai_score": 0.2, "analysis_results": None}))
     response, events = watcher.after(lambda: workflow_server.post(f"/api/approval/{photo['id']}/reject", json={}))
-    assert _error(response, 422, "validation_error")["fields"] == {"reason": ["Missing data for required field."]}
+    assert error(response, 422, "validation_error")["fields"] == {"reason": ["Missing data for required field."]}
     assert events == []
-    rejected, events = watcher.after(lambda: _ok(workflow_server.post(
+    rejected, events = watcher.after(lambda: ok(workflow_server.post(
         f"/api/approval/{photo['id']}/reject", json={"reason": "blurry"})))
     assert (rejected["approval_status"], rejected["rejection_reason"]) == ("rejected", "blurry")
     assert types_of(events) == ["photo_rejected", "approval_queue_updated"]
@@ -156,49 +145,49 @@ def test_reject_needs_a_reason_and_publishes(workflow_server, watcher, photo):
 
 def test_approving_an_unanalysed_photo_is_409(workflow_server, watcher, photo):
     response, events = watcher.after(lambda: workflow_server.post(f"/api/approval/{photo['id']}/approve"))
-    _error(response, 409, "conflict")
+    error(response, 409, "conflict")
     assert events == []
-    _error(workflow_server.post("/api/approval/777777/approve"), 404, "not_found")
+    error(workflow_server.post("/api/approval/777777/approve"), 404, "not_found")
 
 
 def test_selection(workflow_server, watcher, photo):
-    selected, events = watcher.after(lambda: _ok(workflow_server.post(
+    selected, events = watcher.after(lambda: ok(workflow_server.post(
         f"/api/photos/{photo['id']}/selection", json={"context_tag": "portrait", "selected_preset": "Warm"})))
     assert (selected["context_tag"], selected["selected_preset"]) == ("portrait", "Warm")
     assert types_of(events) == ["photo_selected"]
     assert events[0]["selected_preset"] == "Warm"
-    _error(workflow_server.post(f"/api/photos/{photo['id']}/selection", json={"context_tag": "x"}),
+    error(workflow_server.post(f"/api/photos/{photo['id']}/selection", json={"context_tag": "x"}),
            422, "validation_error")
 
 
 # ------------------------------------------------------------------ exports
 
 def test_export_lifecycle(workflow_server, watcher, session, photo):
-    export, events = watcher.after(lambda: _ok(workflow_server.post("/api/exports", json={
+    export, events = watcher.after(lambda: ok(workflow_server.post("/api/exports", json={
         "photo_id": photo["id"], "preset_name": "Web 2048", "destination": "/out"}), 201))
     assert export["status"] == "running"
     assert types_of(events) == ["export_started"]
     assert (events[0]["export_id"], events[0]["session_id"], events[0]["destination"]) == \
         (export["id"], session["id"], "/out")
-    done, events = watcher.after(lambda: _ok(workflow_server.post(
+    done, events = watcher.after(lambda: ok(workflow_server.post(
         f"/api/exports/{export['id']}/complete", json={"output_path": "/out/a.jpg", "file_size": 123456})))
     assert (done["status"], done["file_size"]) == ("completed", 123456) and done["finished_at"]
     assert types_of(events) == ["export_completed"] and events[0]["output_path"] == "/out/a.jpg"
     twice, events = watcher.after(lambda: workflow_server.post(
         f"/api/exports/{export['id']}/fail", json={"error_message": "disk full"}))
-    _error(twice, 409, "conflict")
+    error(twice, 409, "conflict")
     assert events == []
 
 
 def test_export_failure_and_bad_ids(workflow_server, watcher, photo):
-    export = _ok(workflow_server.post("/api/exports", json={
+    export = ok(workflow_server.post("/api/exports", json={
         "photo_id": photo["id"], "preset_name": "Print", "destination": "/out"}), 201)
-    failed, events = watcher.after(lambda: _ok(workflow_server.post(
+    failed, events = watcher.after(lambda: ok(workflow_server.post(
         f"/api/exports/{export['id']}/fail", json={"error_message": "disk full"})))
     assert failed["status"] == "failed" and types_of(events) == ["export_failed"]
     response, events = watcher.after(lambda: workflow_server.post("/api/exports", json={
         "photo_id": "999999", "preset_name": "Print", "destination": "/out"}))
-    assert "photo_id" in _error(response, 422, "validation_error")["fields"]
+    assert "photo_id" in error(response, 422, "validation_error")["fields"]
     assert events == []
-    _error(workflow_server.post("/api/exports/999999/complete", json={"output_path": "/o", "file_size": 1}),
+    error(workflow_server.post("/api/exports/999999/complete", json={"output_path": "/o", "file_size": 1}),
            404, "not_found")
