@@ -1,21 +1,15 @@
 """A fresh PostgreSQL database per test module, on the server named by the environment."""
 from __future__ import annotations
 
-import os
 import uuid
 
-import pytest
+from support import service_url, unreachable
 
 POSTGRES_ENV = "LOCAL_BRIDGE_TEST_POSTGRES_URL"
 
 
 def postgres_admin_url() -> str:
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{POSTGRES_ENV} is not set; CI must test PostgreSQL")
-        pytest.skip(f"{POSTGRES_ENV} is not set: PostgreSQL tests skipped")
-    return url
+    return service_url(POSTGRES_ENV, "PostgreSQL")
 
 
 class FreshDatabase:
@@ -35,9 +29,7 @@ class FreshDatabase:
                 connection.exec_driver_sql(f'CREATE DATABASE "{self.name}"')
         except Exception as exc:
             self._admin.dispose()
-            if os.environ.get("CI") == "true":
-                raise
-            pytest.skip(f"PostgreSQL at {POSTGRES_ENV} is unreachable: {exc.__class__.__name__}")
+            unreachable(POSTGRES_ENV, exc)
         self.url = admin.set(database=self.name).render_as_string(hide_password=False)
 
     def drop(self) -> None:

@@ -9,25 +9,19 @@ import uuid
 
 import pytest
 
-from support import free_port
+from support import free_port, service_url, unreachable
 
 REDIS_ENV = "LOCAL_BRIDGE_TEST_REDIS_URL"
 
 
 def redis_url() -> str:
-    url = os.environ.get(REDIS_ENV)
-    if not url:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{REDIS_ENV} is not set; CI must test Redis")
-        pytest.skip(f"{REDIS_ENV} is not set: Redis tests skipped")
+    url = service_url(REDIS_ENV, "Redis")
     import redis
 
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
     except redis.RedisError as exc:
-        if os.environ.get("CI") == "true":
-            raise
-        pytest.skip(f"Redis at {REDIS_ENV} is unreachable: {exc}")
+        unreachable(REDIS_ENV, exc)
     return url
 
 

@@ -14,11 +14,30 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import pytest
 import requests
 import websocket
 
 STARTUP_TIMEOUT = 20.0
 RECV_TIMEOUT = 5.0
+
+
+def service_url(variable: str, service: str) -> str:
+    """The URL of a test service from the environment; without it the test is skipped, except
+    under CI (``CI=true``), where a missing service is a failure."""
+    url = os.environ.get(variable)
+    if not url:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{variable} is not set; CI must test {service}")
+        pytest.skip(f"{variable} is not set: {service} tests skipped")
+    return url
+
+
+def unreachable(variable: str, exc: Exception) -> None:
+    """A service named by ``variable`` did not answer: skip, or under CI fail."""
+    if os.environ.get("CI") == "true":
+        raise exc
+    pytest.skip(f"the service at {variable} is unreachable: {exc.__class__.__name__}")
 
 
 def free_port() -> int:
