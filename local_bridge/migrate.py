@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine
 
 MIGRATIONS = os.path.join(os.path.dirname(__file__), "migrations")
 
@@ -27,11 +27,6 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
-
-
-def is_empty(engine: Engine) -> bool:
-    """True when the database has no tables at all (a fresh file)."""
-    return not inspect(engine).get_table_names()
 
 
 @lru_cache(maxsize=1)

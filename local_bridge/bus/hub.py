@@ -195,10 +195,6 @@ class Hub:
                     client.on_event(event)
         return count
 
-    def send_to(self, client: Client, frame: bytes) -> bool:
-        """Queue a frame for one client (replies travel this way)."""
-        return client.transport.send(frame)
-
     # ------------------------------------------------------------------ closing
 
     def disconnect(self, client_id: str, code: int, reason: str = "") -> bool:
