@@ -1,6 +1,8 @@
 """Unit tests of local_bridge.bus.outbox.Outbox with a fake, stallable sendall."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -177,3 +179,24 @@ def test_wait_closed_times_out_while_the_socket_is_stalled(sock, make_outbox):
     sock.gate.set()
     assert outbox.wait_closed(TIMEOUT)
     assert sock.calls == [b"a", b"BYE"]
+
+
+def test_under_gevent_the_outbox_takes_the_os_lock():
+    """gevent's patched Lock is Python code on the hot path; the outbox never switches greenlets
+    while holding its lock, so it uses the OS lock gevent replaced."""
+    code = ("from gevent import monkey; monkey.patch_all()\n"
+            "import threading\n"
+            "from local_bridge.bus.outbox import Outbox\n"
+            "box = Outbox(lambda data: None, 10)\n"
+            "print(type(box._lock).__module__, type(box._lock).__name__, type(threading.Lock()).__module__)\n"
+            "box.close()\n"
+            "assert box.wait_closed(10)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lock_module, lock_name, patched_module = out.stdout.split()
+    assert (lock_module, lock_name) == ("_thread", "lock")
+    assert patched_module.startswith("gevent")  # the patch was in force
+
+
+def test_without_gevent_the_outbox_takes_threading_lock(make_outbox):
+    assert isinstance(make_outbox()._lock, type(threading.Lock()))

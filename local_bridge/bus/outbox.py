@@ -16,8 +16,21 @@ but an append.
 """
 from __future__ import annotations
 
+import sys
 import threading
 from typing import Callable
+
+
+def _lock() -> threading.Lock:
+    """The outbox's lock. Under gevent's monkey-patching, the OS lock that ``threading.Lock``
+    replaced: no code holding it can switch greenlets (it guards list operations only, never
+    I/O or waiting), so it is never contended, and it costs a third less per delivery than
+    gevent's lock, whose ``acquire`` is Python code. Keep it that way: a greenlet switch while
+    holding it would deadlock the process."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
+        return monkey.get_original("_thread", "allocate_lock")()
+    return threading.Lock()
 
 
 class Outbox:
@@ -31,8 +44,9 @@ class Outbox:
         self.limit = limit
         self._overflow_frame = overflow_frame
         self._on_overflow = on_overflow
-        # _lock guards _items, _idle, _finishing, _final, _overflowed and the counters below.
-        self._lock = threading.Lock()
+        # _lock guards _items, _idle, _finishing, _final, _overflowed and the counters below;
+        # nothing that blocks or switches greenlets may run while it is held (see _lock()).
+        self._lock = _lock()
         self._wakeup = threading.Event()   # set: the writer has something to do
         self._progress = threading.Event()  # set by the writer after each batch (for wait_room)
         self._items: list[bytes] = []
