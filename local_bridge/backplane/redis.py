@@ -157,7 +157,8 @@ class RedisBackplane(Backplane):
             with self._lock:
                 self._waiters.pop(seq, None)
             return self._placeholder(seq), 0
-        return slot[1], slot[2]
+        with self._lock:  # woken before the delivery: its result is final once the lock is free
+            return slot[1], slot[2]
 
     @staticmethod
     def _placeholder(seq: int) -> BusEvent:
@@ -178,11 +179,16 @@ class RedisBackplane(Backplane):
             if event.seq <= self._last:
                 return  # already delivered (gap fill overlapping the live feed)
             self._last = event.seq
-            count = self._deliver(event)
             slot = self._waiters.pop(event.seq, None)
-        if slot is not None:
-            slot[1], slot[2] = event, count
-            slot[0].set()
+            if slot is not None:
+                # Wake the publisher before the delivery wakes the writers: under gevent it then
+                # answers its request (and its client sends the next event) before the writers
+                # run, so they find several events queued and write them in one call. It reads
+                # the result under this lock, so it still sees the final count.
+                slot[0].set()
+            count = self._deliver(event)
+            if slot is not None:
+                slot[1], slot[2] = event, count
 
     def _listen(self) -> None:
         backoff = 0.1
