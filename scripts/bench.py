@@ -18,6 +18,17 @@ process); read the server's RSS before and after; publish at 20 events/s for a f
 ``--duration`` seconds (saturation: deliveries counted at the clients, CPU from /proc); wait for
 the stragglers; stop everything. A slow-client scenario follows for local_bridge at N=1,000.
 
+The Redis scenario (``--redis-n``, skipped with a note when Redis is unreachable) measures the
+same way, alternating: local_bridge in memory; one process on Redis; two processes on the same
+Redis (subscribers and publishing connections split between them); and the two processes again
+with ``--followers`` extra clients (``loadgen.py followers``) that either stay connected
+(*steady*) or keep dropping their connection and resuming on the other process (*resuming*),
+every follower's stream checked against a witness's. Its ratios: two processes / one, and
+resuming / steady (the cost of resume to live delivery).
+
+``--baseline-tree DIR`` adds the target ``local_bridge-baseline``: the same server run from
+another checkout (``PYTHONPATH``), for before/after comparisons side by side.
+
 The generated part of ``docs/benchmarks.md`` (between ``<!-- bench:start -->`` and
 ``<!-- bench:end -->``) and ``docs/benchmarks.png`` are rewritten; the rest of the file is kept.
 """
@@ -45,6 +56,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis  # a dependency of local_bridge itself, so in the README's .venv
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PEERS = HERE / "peers"
@@ -54,10 +67,16 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 START_MARK = "<!-- bench:start -->"
 END_MARK = "<!-- bench:end -->"
 ALL_TARGETS = ("local_bridge", "websockets", "flask-sock", "flask-socketio")
-EXTRA_TARGETS = ("local_bridge-gthread",)
+EXTRA_TARGETS = ("local_bridge-gthread", "local_bridge-baseline")
+BASELINE = {"tree": ""}  # --baseline-tree: another checkout, for before/after comparisons
+# the Redis scenario: one or two `local-bridge serve` processes sharing one Redis
+REDIS_TARGETS = ("local_bridge-redis", "local_bridge-redis-x2")
 LABELS = {
     "local_bridge": "local_bridge (gevent)",
     "local_bridge-gthread": "local_bridge (gthread)",
+    "local_bridge-baseline": "local_bridge (gevent), baseline tree",
+    "local_bridge-redis": "local_bridge, Redis backplane, 1 process",
+    "local_bridge-redis-x2": "local_bridge, Redis backplane, 2 processes",
     "websockets": "websockets (asyncio)",
     "flask-sock": "flask-sock naive (gthread)",
     "flask-socketio": "Flask-SocketIO (threading)",
@@ -155,10 +174,10 @@ def proc_stat(pid: int) -> list[str] | None:
         return None
 
 
-def server_cpu_split(server, before: tuple[float, float] | None = None) -> tuple[float, float]:
-    """(user, system) CPU seconds of the server's processes (minus ``before``)."""
+def server_cpu_split(servers: list, before: tuple[float, float] | None = None) -> tuple[float, float]:
+    """(user, system) CPU seconds of the servers' processes (minus ``before``)."""
     user = system = 0.0
-    for pid in server.pids():
+    for pid in (pid for server in servers for pid in server.pids()):
         fields = proc_stat(pid)
         if fields:
             user += int(fields[11]) / CLK_TCK
@@ -266,17 +285,19 @@ class Server:
     """One target server process (and, for gunicorn, its worker)."""
 
     def __init__(self, target: str, n: int, workdir: Path, max_queue: int | None = None,
-                 heartbeat: float | None = None):
+                 heartbeat: float | None = None, redis_url: str | None = None,
+                 redis_prefix: str | None = None, index: int = 0):
         self.target = target
         self.n = n
         self.port = free_port()
         self.http_port = self.port
         self.proto = "socketio" if target == "flask-socketio" else "bus"
         self.health = "/api/system/health" if target.startswith("local_bridge") else "/health"
-        self.log_path = workdir / f"{target}-{n}-{os.getpid()}-{int(time.time() * 1000)}.log"
+        self.log_path = workdir / f"{target}-{n}-{os.getpid()}-{int(time.time() * 1000)}-{index}.log"
         self.proc: subprocess.Popen | None = None
         self.max_queue = max_queue
         self.heartbeat = heartbeat
+        self.redis_url, self.redis_prefix = redis_url, redis_prefix
         self._log = None
 
     def command(self) -> tuple[list[str], dict[str, str]]:
@@ -292,6 +313,9 @@ class Server:
         if self.target.startswith("local_bridge"):
             exe = Path(py).with_name("local-bridge")
             cmd = [str(exe), "serve"] if exe.exists() else [py, "-m", "local_bridge.cli", "serve"]
+            if self.target == "local_bridge-baseline":  # the other tree's package comes first
+                env["PYTHONPATH"] = BASELINE["tree"]
+                cmd = [py, "-m", "local_bridge.cli", "serve"]
             env.update({
                 "LOCAL_BRIDGE_HOST": HOST,
                 "LOCAL_BRIDGE_PORT": str(self.port),
@@ -305,6 +329,9 @@ class Server:
                 env["LOCAL_BRIDGE_MAX_QUEUE"] = str(self.max_queue)
             if self.heartbeat is not None:
                 env["LOCAL_BRIDGE_HEARTBEAT_INTERVAL"] = str(self.heartbeat)
+            if self.redis_url:
+                env["LOCAL_BRIDGE_REDIS_URL"] = self.redis_url
+                env["LOCAL_BRIDGE_REDIS_PREFIX"] = self.redis_prefix or "bench:"
             return cmd, env
         if self.target == "websockets":
             self.http_port = free_port()
@@ -407,7 +434,36 @@ class Loadgen:
         terminate(self.proc, grace=2.0)
 
 
-def run_publisher(port: int, conns: int, duration: float, rate: float, deadline: float,
+class Followers:
+    """One ``loadgen.py followers`` process: the Redis scenario's steady or resuming clients."""
+
+    def __init__(self, servers: list[Server], kind: str, opts, deadline: float):
+        self.kind = kind
+        self.proc = spawn([sys.executable, str(LOADGEN), "followers",
+                           "--ports", ",".join(str(s.port) for s in servers),
+                           "--clients", str(opts.followers), "--kind", kind,
+                           "--live", str(opts.follow_live), "--away", str(opts.follow_away),
+                           "--deadline", str(deadline)],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=str(ROOT))
+        self.reader = LineReader(self.proc, f"followers ({kind})")
+        started = self.reader.read(60)
+        if started.get("event") != "started" or started.get("subscribed") != opts.followers:
+            raise RuntimeError(f"followers did not start: {started}")
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def finish(self) -> dict:
+        """Stop them; their counts and their streams checked against the witness's."""
+        self.proc.stdin.write(b"quit\n")
+        self.proc.stdin.flush()
+        return self.reader.read(60)
+
+    def close(self) -> None:
+        terminate(self.proc, grace=2.0)
+
+
+def run_publisher(port: int | str, conns: int, duration: float, rate: float, deadline: float,
                   on_started=None, pad: int = 0) -> dict:
     proc = spawn([sys.executable, str(LOADGEN), "publish", "--port", str(port),
                   "--conns", str(conns), "--duration", str(duration), "--rate", str(rate),
@@ -460,27 +516,42 @@ def drain(lgs: list[Loadgen], expected: int, quiet: float, limit: float,
 
 
 def measure(target: str, n: int, opts, workdir: Path, stall: bool = False,
-            max_queue: int | None = None) -> dict:
-    """One server, N subscribers: connect, RSS, latency at a fixed rate, saturation."""
+            max_queue: int | None = None, followers: str | None = None) -> dict:
+    """One server (two for ``-x2`` targets), N subscribers spread over them: connect, RSS,
+    latency at a fixed rate, saturation. ``followers``: a ``loadgen.py followers`` process of
+    that kind runs through both phases (the Redis scenario)."""
     r: dict[str, Any] = {"target": target, "n": n, "stall": stall, "t": time.time()}
+    if followers:
+        r["followers"] = followers
     slow = max_queue is not None  # the slow-client scenario (both of its runs)
-    server = Server(target, n, workdir, max_queue=max_queue,
-                    heartbeat=opts.slow_heartbeat if slow and opts.slow_heartbeat else None)
+    redis_url = opts.redis_url if target in REDIS_TARGETS else None
+    prefix = f"bench-{os.getpid()}-{int(time.time() * 1000)}:" if redis_url else None
+    servers = [Server(target, n, workdir, max_queue=max_queue,
+                      heartbeat=opts.slow_heartbeat if slow and opts.slow_heartbeat else None,
+                      redis_url=redis_url, redis_prefix=prefix, index=i)
+               for i in range(2 if target.endswith("-x2") else 1)]
+    server = servers[0]
     pad = opts.slow_pad if slow else 0
     lgs: list[Loadgen] = []
-    procs = opts.loadgen_procs or (1 if n <= 1000 else 2)
+    fol: Followers | None = None
+    procs = max(opts.loadgen_procs or (1 if n <= 1000 else 2), len(servers))
     lg_deadline = max(60.0, DEADLINE["t"] - time.monotonic() + 30)
     try:
-        server.start()
-        worker = server.worker_pid()
+        for s in servers:
+            s.start()
+        ports = ",".join(str(s.http_port) for s in servers)  # known once started
+        workers = [s.worker_pid() for s in servers]
+        worker = workers[0]
         # warm up the publish path (no subscriber yet), then the idle baseline
-        for _ in range(3):
-            http_json(server.http_port, "POST", "/api/websocket/broadcast",
-                      {"type": "bench.event", "channel": "jobs", "data": {"t": time.time()}})
+        for s in servers:
+            for _ in range(3):
+                http_json(s.http_port, "POST", "/api/websocket/broadcast",
+                          {"type": "bench.event", "channel": "jobs", "data": {"t": time.time()}})
         time.sleep(0.5)
-        rss0 = rss_kib(worker)
+        rss0 = sum(rss_kib(w) for w in workers)
         threads0 = threads_of(worker)
-        lgs = [Loadgen(server, i, lg_deadline) for i in range(procs)]
+        # client process i talks to server i mod the number of servers
+        lgs = [Loadgen(servers[i % len(servers)], i, lg_deadline) for i in range(procs)]
         shares = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
         sample = max(1, opts.samplers // procs)
         t0 = time.monotonic()
@@ -496,7 +567,7 @@ def measure(target: str, n: int, opts, workdir: Path, stall: bool = False,
                  setup_p50_ms=_ms(pct(setup, 50)), setup_p99_ms=_ms(pct(setup, 99)),
                  connect_rate=ready / r["connect_s"] if r["connect_s"] else None)
         time.sleep(opts.settle)
-        rss1 = rss_kib(worker)
+        rss1 = sum(rss_kib(w) for w in workers)
         r.update(rss_before_kib=rss0, rss_after_kib=rss1,
                  rss_per_conn_kib=(rss1 - rss0) / ready if ready else None,
                  threads_before=threads0, threads_after=threads_of(worker))
@@ -506,12 +577,14 @@ def measure(target: str, n: int, opts, workdir: Path, stall: bool = False,
         if stall:
             lgs[0].call({"cmd": "stall", "index": 0})
         others = ready - (1 if stall else 0)
+        if followers:
+            fol = Followers(servers, followers, opts, lg_deadline)
 
         # ---- latency at a fixed rate
         check_deadline()
         for lg in lgs:
             lg.call({"cmd": "reset", "decode_every": 1})
-        pub = run_publisher(server.http_port, 1, opts.latency_duration, opts.rate,
+        pub = run_publisher(ports, 1, opts.latency_duration, opts.rate,
                             opts.latency_duration + 30, pad=pad)
         expected = pub["ok"] * others
         stats = drain(lgs, expected, quiet=1.5, limit=10, exclude=exclude)
@@ -531,28 +604,31 @@ def measure(target: str, n: int, opts, workdir: Path, stall: bool = False,
 
         def started() -> None:
             window["s0"] = gather(lgs, exclude=exclude)
-            window["c0"] = (server.cpu(), sum(lg.cpu() for lg in lgs))
-            window["c0_split"] = server_cpu_split(server)
+            window["c0"] = (sum(s.cpu() for s in servers), sum(lg.cpu() for lg in lgs))
+            window["c0_split"] = server_cpu_split(servers)
+            window["f0"] = fol.cpu() if fol else 0.0
             if opts.profile:
                 window["spy"] = start_py_spy(worker, opts.duration, workdir / f"{target}-{n}.spy")
 
         duration = opts.slow_duration if slow else opts.duration
         watcher = StallWatcher(server, ready, lgs[0]) if stall else None
         try:
-            pub = run_publisher(server.http_port, opts.publishers, duration, 0,
+            pub = run_publisher(ports, opts.publishers, duration, 0,
                                 duration + 60, pad=pad,
                                 on_started=lambda: (started(), watcher and watcher.start()))
         finally:
             if watcher:
                 watcher.stop()
         s1 = gather(lgs, exclude=exclude)
-        c1 = (server.cpu(), sum(lg.cpu() for lg in lgs))
+        c1 = (sum(s.cpu() for s in servers), sum(lg.cpu() for lg in lgs))
+        if fol:
+            r["cpu_followers_s"] = fol.cpu() - window["f0"]
         window["t_end"] = time.monotonic()
-        if server.worker_pid() != worker:  # the worker died and was replaced: CPU is meaningless
+        if [s.worker_pid() for s in servers] != workers:  # a worker was replaced: CPU is meaningless
             r["worker_restarted"] = True
         r["cpu_clients_user_s"] = sum(b["cpu_user"] - a["cpu_user"] for a, b in zip(window["s0"], s1))
         r["cpu_clients_sys_s"] = sum(b["cpu_sys"] - a["cpu_sys"] for a, b in zip(window["s0"], s1))
-        r["cpu_server_split"] = server_cpu_split(server, window["c0_split"])
+        r["cpu_server_split"] = server_cpu_split(servers, window["c0_split"])
         if window.get("spy"):
             r["profile"] = finish_py_spy(*window["spy"])
         rate = 0.0
@@ -584,19 +660,26 @@ def measure(target: str, n: int, opts, workdir: Path, stall: bool = False,
         if stall:
             r["stalled"] = stalled_client_fate(lgs[0], server, opts)
             r["stalled"]["dropped_after_s"] = watcher.dropped_after
-        r["server_problems"] = server.problems()
+        if fol:
+            r["followers_result"] = fol.finish()
+        r["server_problems"] = [line for s in servers for line in s.problems()]
         return r
     except Deadline:
         raise
     except Exception as exc:  # one failed measurement must not lose the others
         log(f"{target} N={n}: FAILED: {exc!r}")
         r["error"] = repr(exc)
-        r["server_problems"] = server.problems()
+        r["server_problems"] = [line for s in servers for line in s.problems()]
         return r
     finally:
+        if fol:
+            fol.close()
         for lg in lgs:
             lg.close()
-        server.stop()
+        for s in servers:
+            s.stop()
+        if prefix:
+            forget_redis_keys(redis_url, prefix)
 
 
 def start_py_spy(pid: int, duration: float, path: Path):
@@ -813,6 +896,26 @@ def wait_for_quiet(max_load: float, max_wait: float, every: float = 30.0) -> dic
         waited += every
 
 
+def redis_unreachable(url: str) -> str | None:
+    """None when Redis answers PING at ``url``, else why it does not."""
+    try:
+        redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2).ping()
+    except (OSError, ValueError, redis.RedisError) as exc:
+        return repr(exc)
+    return None
+
+
+def forget_redis_keys(url: str, prefix: str) -> None:
+    """Delete one measurement's keys (its sequence, history stream, presence)."""
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    except (OSError, redis.RedisError) as exc:
+        log(f"could not delete the Redis keys {prefix}*: {exc!r}")
+
+
 def machine_info() -> dict:
     model = "?"
     try:
@@ -870,7 +973,7 @@ def summarize(results: list[dict], targets: list[str], ns: list[int]) -> dict:
     for n in ns:
         for t in targets:
             rows = [r for r in results if r["target"] == t and r["n"] == n and not r["stall"]
-                    and not r.get("slow_client_baseline")]
+                    and not r.get("slow_client_baseline") and not r.get("scenario")]
             rs = [r for r in rows if "error" not in r]
             errs = [r for r in rows if "error" in r]
             if not rs:
@@ -1013,6 +1116,7 @@ def render(results: list[dict], targets: list[str], ns: list[int], opts, info: d
             out.append(f"Stalled / no stall: deliveries/s {d:.2f}×, p99 (20 ev/s) {p}, "
                        f"p99 saturated {ps}.")
         out.append("")
+    out.extend(render_redis(results, opts))
     problems = [(r["target"], r["n"], line) for r in results for line in r.get("server_problems") or []]
     errors = [(r["target"], r["n"], r["error"]) for r in results if "error" in r]
     if problems or errors:
@@ -1028,7 +1132,8 @@ def render(results: list[dict], targets: list[str], ns: list[int], opts, info: d
             "threads_after", "p50_ms", "p99_ms", "lat_missing", "deliveries_per_s", "sat_events",
             "sat_publish_rate", "sat_missing", "sat_p99_ms", "sat_http_p99_ms", "cpu_server_s",
             "cpu_clients_s", "cpu_clients_user_s", "cpu_clients_sys_s", "cpu_server_split",
-            "cpu_publisher_s", "closes", "stalled", "error")
+            "cpu_publisher_s", "closes", "stalled", "scenario", "followers", "cpu_followers_s",
+            "followers_result", "error")
     for r in results:
         row = {k: (round(r[k], 2) if isinstance(r.get(k), float) else r[k]) for k in keep if k in r}
         out.append(json.dumps(row, separators=(",", ":")))
@@ -1036,6 +1141,79 @@ def render(results: list[dict], targets: list[str], ns: list[int], opts, info: d
     out.append("")
     out.append("</details>")
     return "\n".join(out)
+
+
+def render_redis(results: list[dict], opts) -> list[str]:
+    """The Redis scenario's table and ratios."""
+    if opts.redis_skipped:
+        return [f"Redis scenario: not run ({opts.redis_skipped}).", ""]
+    rows = [r for r in results if r.get("scenario") == "redis"]
+    if not rows:
+        return []
+    cores = os.cpu_count() or 1
+    out = [f"Redis scenario: `local-bridge serve` processes sharing one Redis ({opts.redis_url}, "
+           "keys under a prefix of their own, deleted afterwards), subscribers split evenly "
+           "between the processes (one client process each), publishing connections alternating "
+           "between them; the in-memory backplane alongside for reference. The follower runs add "
+           f"{opts.followers} followers of `jobs` and a witness in one more client process: "
+           f"*steady* ones stay connected, *resuming* ones drop their connection every "
+           f"{opts.follow_live:g} s, stay away {opts.follow_away:g} s and resume with `since` + "
+           "`epoch` on the other process; each follower's stream is checked against the "
+           f"witness's. {opts.redis_rounds} round(s), cases alternating, medians shown. "
+           f"**Machine CPU** is the CPU all processes of the measurement used during saturation "
+           f"(servers, clients, followers, publisher; Redis not counted) over {cores} cores × "
+           "the window: near 100 % the machine, not the server, is the limit.", ""]
+    out.append("| N | case | deliveries/s | p50 ms | p99 ms | p99 ms saturated | missing | "
+               "CPU s servers | deliveries per server CPU s | CPU s clients | machine CPU | "
+               "followers: resumes / replayed / recovered false / missing / duplicated / out of order |")
+    out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    medians: dict[tuple, dict] = {}
+    for n in opts.redis_ns:
+        for target, followers in REDIS_CASES:
+            rs = [r for r in rows if r["n"] == n and r["target"] == target
+                  and r.get("followers") == followers and "error" not in r]
+            label = LABELS[target] + (f" + {followers} followers" if followers else "")
+            if not rs:
+                out.append(f"| {n:,} | {label} | failed |" + " |" * 9)
+                continue
+            m = {key: med([r.get(key) for r in rs]) for key in
+                 ("deliveries_per_s", "p50_ms", "p99_ms", "sat_p99_ms", "cpu_server_s", "cpu_clients_s")}
+            m["machine"] = med([(r["cpu_server_s"] + r["cpu_clients_s"] + (r.get("cpu_publisher_s") or 0)
+                                 + (r.get("cpu_followers_s") or 0)) / (cores * r["sat_window_s"])
+                                for r in rs if r.get("cpu_server_s") is not None and r.get("sat_window_s")])
+            m["per_cpu"] = med([r["deliveries_per_s"] * r["sat_window_s"] / r["cpu_server_s"]
+                                for r in rs if r.get("cpu_server_s") and r.get("sat_window_s")])
+            medians[(n, target, followers)] = m
+            missing = sum(max(0, r.get("sat_missing") or 0) + max(0, r.get("lat_missing") or 0) for r in rs)
+            fol = ""
+            if followers:
+                fr = [r.get("followers_result") or {} for r in rs]
+                fol = " / ".join(f"{sum(f.get(key, 0) for f in fr):,}" for key in
+                                 ("resumes", "replayed", "unrecovered", "missing", "duplicates",
+                                  "out_of_order"))
+            out.append(f"| {n:,} | {label} | {fmt(m['deliveries_per_s'])} | {fmt(m['p50_ms'], 1)} | "
+                       f"{fmt(m['p99_ms'], 1)} | {fmt(m['sat_p99_ms'])} | {missing:,} | "
+                       f"{fmt(m['cpu_server_s'], 1)} | {fmt(m['per_cpu'])} | {fmt(m['cpu_clients_s'], 1)} | "
+                       f"{fmt(m['machine'] and 100 * m['machine'], 0, ' %')} | {fol} |")
+    out.append("")
+    for n in opts.redis_ns:
+        def get(target, followers, key):
+            return (medians.get((n, target, followers)) or {}).get(key)
+        one = ("local_bridge-redis", None)
+        two = ("local_bridge-redis-x2", None)
+        steady = ("local_bridge-redis-x2", "steady")
+        resuming = ("local_bridge-redis-x2", "resuming")
+        out.append(f"- N = {n:,}: two processes / one process on Redis, deliveries/s "
+                   f"{_ratio(get(*two, 'deliveries_per_s'), get(*one, 'deliveries_per_s'))} (target ≥ 1.5×), "
+                   f"per server CPU second {_ratio(get(*two, 'per_cpu'), get(*one, 'per_cpu'))}; "
+                   f"one process on Redis / in memory "
+                   f"{_ratio(get(*one, 'deliveries_per_s'), get('local_bridge', None, 'deliveries_per_s'))}; "
+                   f"resuming / steady followers: deliveries/s "
+                   f"{_ratio(get(*resuming, 'deliveries_per_s'), get(*steady, 'deliveries_per_s'))}, "
+                   f"p99 {_ratio(get(*resuming, 'p99_ms'), get(*steady, 'p99_ms'))}, "
+                   f"p99 saturated {_ratio(get(*resuming, 'sat_p99_ms'), get(*steady, 'sat_p99_ms'))}.")
+    out.append("")
+    return out
 
 
 def _ratio(a, b) -> str:
@@ -1108,7 +1286,7 @@ def parse_args(argv: list[str]):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", default="100,1000,5000", help="subscriber counts, comma-separated [%(default)s]")
     p.add_argument("--targets", default=",".join(ALL_TARGETS),
-                   help=f"comma-separated, from {', '.join(ALL_TARGETS + EXTRA_TARGETS)} [%(default)s]")
+                   help=f"comma-separated, from {', '.join(ALL_TARGETS + EXTRA_TARGETS + REDIS_TARGETS)} [%(default)s]")
     p.add_argument("--rounds", type=int, default=2, help="rounds per N (targets alternate) [%(default)s]")
     p.add_argument("--duration", type=float, default=6.0, help="saturation seconds [%(default)s]")
     p.add_argument("--latency-duration", type=float, default=3.0,
@@ -1139,6 +1317,23 @@ def parse_args(argv: list[str]):
     p.add_argument("--slow-duration", type=float, default=30.0,
                    help="saturation seconds of the slow-client runs (the stalled client must fall "
                         "MAX_QUEUE events behind) [%(default)s]")
+    p.add_argument("--redis-n", default="1000,5000",
+                   help="subscriber counts of the Redis scenario, comma-separated ('' to skip) "
+                        "[%(default)s]")
+    p.add_argument("--redis-url", default=os.environ.get("LOCAL_BRIDGE_TEST_REDIS_URL")
+                   or "redis://127.0.0.1:6379/0",
+                   help="Redis of the Redis scenario; every key is under a prefix of its own and "
+                        "deleted afterwards [$LOCAL_BRIDGE_TEST_REDIS_URL or %(default)s]")
+    p.add_argument("--redis-rounds", type=int, default=2)
+    p.add_argument("--followers", type=int, default=10,
+                   help="steady or resuming followers in the Redis scenario's resume runs [%(default)s]")
+    p.add_argument("--follow-live", type=float, default=0.5,
+                   help="seconds a resuming follower stays connected per visit [%(default)s]")
+    p.add_argument("--follow-away", type=float, default=0.2,
+                   help="seconds a resuming follower stays away between visits [%(default)s]")
+    p.add_argument("--baseline-tree", default="",
+                   help="a checkout of local_bridge (e.g. made by `git worktree add`) measured as "
+                        "target local_bridge-baseline, beside this tree's local_bridge")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: N=100, 1 round, short phases, slow client at N=100; "
                         "writes to a temporary file unless --output is given")
@@ -1171,18 +1366,29 @@ def parse_args(argv: list[str]):
         opts.duration = min(opts.duration, 3.0)
         opts.latency_duration = min(opts.latency_duration, 2.0)
         opts.slow_client_n = min(opts.slow_client_n, 100) if opts.slow_client_n else 0
+        if "--redis-n" not in given:
+            opts.redis_n = "100"
+        if "--redis-rounds" not in given:
+            opts.redis_rounds = 1
         if "--slow-duration" not in given:
             opts.slow_duration = 10.0
         opts.drain_limit = min(opts.drain_limit, 8.0)
         opts.deadline = min(opts.deadline, 600.0)
     if opts.profile and "--slow-client-n" not in given:
         opts.slow_client_n = 0
+    if opts.profile and "--redis-n" not in given:
+        opts.redis_n = ""
     CASE_WAIT["left"] = opts.case_wait_total
     opts.ns = [int(x.replace("_", "")) for x in opts.n.split(",") if x.strip()]
+    opts.redis_ns = [int(x.replace("_", "")) for x in opts.redis_n.split(",") if x.strip()]
+    opts.redis_skipped = None
     opts.target_list = [t.strip() for t in opts.targets.split(",") if t.strip()]
     for t in opts.target_list:
-        if t not in ALL_TARGETS + EXTRA_TARGETS:
+        if t not in ALL_TARGETS + EXTRA_TARGETS + REDIS_TARGETS:
             p.error(f"unknown target {t!r}")
+    BASELINE["tree"] = str(Path(opts.baseline_tree).resolve()) if opts.baseline_tree else ""
+    if "local_bridge-baseline" in opts.target_list and not BASELINE["tree"]:
+        p.error("target local_bridge-baseline needs --baseline-tree")
     if opts.output is None:
         opts.output = str(Path(tempfile.gettempdir()) / "bench-quick.md") if (opts.quick or opts.profile) \
             else str(ROOT / "docs" / "benchmarks.md")
@@ -1195,12 +1401,13 @@ def main(argv: list[str]) -> int:
     opts = parse_args(argv)
     if opts.plot_only:
         results = json.loads(Path(opts.plot_only).read_text())
-        plot([r for r in results if not r.get("slow_client_baseline")], opts.target_list, opts.ns,
+        plot([r for r in results if not r.get("slow_client_baseline") and not r.get("scenario")],
+             opts.target_list, opts.ns,
              Path(opts.plot))
         log(f"wrote {opts.plot}")
         return 0
     soft, hard = raise_nofile()
-    need = max(opts.ns + [opts.slow_client_n]) + 200
+    need = max(opts.ns + opts.redis_ns + [opts.slow_client_n]) + 200
     if soft < need:
         log(f"RLIMIT_NOFILE is {soft} (hard {hard}): too low for N={need - 200}")
         return 2
@@ -1234,15 +1441,7 @@ def main(argv: list[str]) -> int:
                     if not opts.no_wait:
                         wait_for_others(opts.case_wait)
                     log(f"[{k}/{total}] {target} N={n} round {rnd + 1} (load {os.getloadavg()[0]:.1f})")
-                    r = measure(target, n, opts, workdir)
-                    if "error" in r and opts.retries:
-                        log(f"    retrying once: {r['error']}")
-                        r = measure(target, n, opts, workdir)
-                        r["retried"] = True
-                    r["round"] = rnd + 1
-                    results.append(r)
-                    save_json(opts.json, results)
-                    log("    " + brief(r))
+                    r = run_case(results, opts, rnd, target, n, workdir)
                     if r.get("profile"):
                         print_profile(r)
         if opts.slow_client_n and "local_bridge" in opts.target_list:
@@ -1253,21 +1452,13 @@ def main(argv: list[str]) -> int:
                     if not opts.no_wait:
                         wait_for_others(opts.case_wait)
                     log(f"slow client: local_bridge N={n} {'one client stalled' if stall else 'no stall'}")
-                    r = measure("local_bridge", n, opts, workdir, stall=stall,
-                                max_queue=opts.slow_max_queue)
-                    if "error" in r and opts.retries:
-                        log(f"    retrying once: {r['error']}")
-                        r = measure("local_bridge", n, opts, workdir, stall=stall,
-                                    max_queue=opts.slow_max_queue)
-                        r["retried"] = True
-                    r["round"] = rnd + 1
-                    if not stall:
-                        r["slow_client_baseline"] = True
-                        r["stall"] = False
-                        r["n"] = n
-                    results.append(r)
-                    save_json(opts.json, results)
-                    log("    " + brief(r) + (f" stalled: {r.get('stalled')}" if stall else ""))
+                    marks = {} if stall else {"slow_client_baseline": True}
+                    r = run_case(results, opts, rnd, "local_bridge", n, workdir, marks, stall=stall,
+                                 max_queue=opts.slow_max_queue)
+                    if stall:
+                        log(f"    stalled: {r.get('stalled')}")
+        if opts.redis_ns:
+            run_redis_scenario(results, opts, workdir)
     except (KeyboardInterrupt, Deadline) as exc:
         log(f"stopped: {exc!r}; writing what was measured")
     except Exception as exc:  # a bug of this script must not lose what was measured
@@ -1276,7 +1467,7 @@ def main(argv: list[str]) -> int:
         log(f"stopped by an error: {exc!r}; writing what was measured")
     finally:
         kill_all_children()
-    main_results = [r for r in results if not r.get("slow_client_baseline")]
+    main_results = [r for r in results if not r.get("slow_client_baseline") and not r.get("scenario")]
     elapsed = time.monotonic() - started_at
     save_json(opts.json, results)
     if not results:
@@ -1291,6 +1482,50 @@ def main(argv: list[str]) -> int:
     print(section.split("<details>")[0])
     log(f"wrote {opts.output} and {opts.plot} ({elapsed / 60:.1f} min)")
     return 0 if all("error" not in r for r in results) else 1
+
+
+def run_case(results: list[dict], opts, rnd: int, target: str, n: int, workdir: Path,
+             marks: dict | None = None, **kwargs) -> dict:
+    """One measurement (again once if it failed and --retries allows), recorded and logged."""
+    r = measure(target, n, opts, workdir, **kwargs)
+    if "error" in r and opts.retries:
+        log(f"    retrying once: {r['error']}")
+        r = measure(target, n, opts, workdir, **kwargs)
+        r["retried"] = True
+    r.update(marks or {}, round=rnd + 1)
+    results.append(r)
+    save_json(opts.json, results)
+    log("    " + brief(r))
+    return r
+
+
+# (target, followers) of each Redis-scenario measurement, in the order they alternate
+REDIS_CASES = (("local_bridge", None), ("local_bridge-redis", None), ("local_bridge-redis-x2", None),
+               ("local_bridge-redis-x2", "steady"), ("local_bridge-redis-x2", "resuming"))
+
+
+def run_redis_scenario(results: list[dict], opts, workdir: Path) -> None:
+    """One process on Redis against two, and steady against resuming followers (module doc)."""
+    why = redis_unreachable(opts.redis_url)
+    if why:
+        opts.redis_skipped = f"Redis at {opts.redis_url} unreachable: {why}"
+        log(f"Redis scenario skipped: {opts.redis_skipped}")
+        return
+    total = len(opts.redis_ns) * opts.redis_rounds * len(REDIS_CASES)
+    k = 0
+    for n in opts.redis_ns:
+        for rnd in range(opts.redis_rounds):
+            for target, followers in REDIS_CASES:
+                check_deadline()
+                k += 1
+                if not opts.no_wait:
+                    wait_for_others(opts.case_wait)
+                log(f"[redis {k}/{total}] {target}{' + ' + followers + ' followers' if followers else ''}"
+                    f" N={n} round {rnd + 1}")
+                r = run_case(results, opts, rnd, target, n, workdir, {"scenario": "redis"},
+                             followers=followers)
+                if followers:
+                    log(f"    followers: {r.get('followers_result')}")
 
 
 def print_profile(r: dict) -> None:

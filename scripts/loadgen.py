@@ -26,11 +26,22 @@ Two modes, both on raw sockets and 127.0.0.1 only:
     ``t`` they carry) and the few setup replies. Pings are answered with pongs (Engine.IO
     ``2`` with ``3``), close frames are answered and their codes counted.
 
-``loadgen.py publish --port P --conns 4 --duration 10 [--rate 20]``
+``loadgen.py publish --port P[,P2...] --conns 4 --duration 10 [--rate 20]``
     POSTs ``{"type": "bench.event", "channel": "jobs", "data": {"t": <time.time()>, ...}}`` to
     ``/api/websocket/broadcast`` on ``--conns`` keep-alive connections, one thread each, as fast
-    as answers come (or at ``--rate`` events/s in total), for ``--duration`` seconds. Prints
+    as answers come (or at ``--rate`` events/s in total), for ``--duration`` seconds; with several
+    ports, connection k publishes to port k modulo their number. Prints
     ``{"event": "started"}`` once every connection is open, then one JSON result line.
+
+``loadgen.py followers --ports P1,P2 --clients 10 --kind resuming|steady``
+    A witness and ``--clients`` followers of ``jobs`` on blocking sockets, one thread each, every
+    event decoded. ``steady`` followers stay connected; ``resuming`` ones loop: stay ``--live``
+    seconds, drop the TCP connection, wait ``--away`` seconds, connect to the next port of
+    ``--ports`` and resume with ``since`` + ``epoch``. Prints ``{"event": "started"}`` once all
+    are subscribed; runs until a line (or end) on stdin, then prints one JSON result line:
+    resumes, replayed events, ``recovered: false`` count, and each follower's stream compared
+    with the witness's (a client on the first port that never leaves): missing, duplicated and
+    out-of-order events.
 
 Every loop is bounded by a deadline (``--deadline`` seconds after start, then the process exits).
 """
@@ -611,8 +622,9 @@ def publish(args) -> None:
     counter = [0]
     pad = "x" * max(0, args.pad)
     socks = []
-    for _ in range(args.conns):
-        s = socket.create_connection((HOST, args.port), timeout=args.timeout)
+    ports = [int(x) for x in args.port.split(",")]
+    for k in range(args.conns):
+        s = socket.create_connection((HOST, ports[k % len(ports)]), timeout=args.timeout)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         socks.append(s)
     start_barrier = threading.Event()
@@ -621,6 +633,7 @@ def publish(args) -> None:
 
     def worker(k: int) -> None:
         sock = socks[k]
+        port = ports[k % len(ports)]
         buf = [b""]
         lat = []
         ok = 0
@@ -647,11 +660,11 @@ def publish(args) -> None:
                               separators=(",", ":")).encode()
             t = time.perf_counter()
             try:
-                status, answer = http_post(sock, args.port, args.path, body, buf)
+                status, answer = http_post(sock, port, args.path, body, buf)
             except ConnectionAbortedError as exc:  # answered, then the server closed
                 status, answer = exc.args[0], b""
                 sock.close()
-                sock = socket.create_connection((HOST, args.port), timeout=args.timeout)
+                sock = socket.create_connection((HOST, port), timeout=args.timeout)
                 buf = [b""]
                 with lock:
                     result["reconnects"] += 1
@@ -659,7 +672,7 @@ def publish(args) -> None:
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 try:
                     sock.close()
-                    sock = socket.create_connection((HOST, args.port), timeout=args.timeout)
+                    sock = socket.create_connection((HOST, port), timeout=args.timeout)
                 except OSError:
                     time.sleep(0.05)
                 buf = [b""]
@@ -704,6 +717,213 @@ def publish(args) -> None:
     print(json.dumps(result), flush=True)
 
 
+# ============================================================================ followers
+
+class BlockingClient:
+    """One WebSocket client on a blocking socket: handshake, server frames in, masked frames out."""
+
+    def __init__(self, port: int, timeout: float):
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall((f"GET /ws HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.buf, self.pos = b"", 0
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise ConnectionError(head.split(b"\r\n")[0].decode(errors="replace"))
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(262144)
+        if not chunk:
+            raise ConnectionError("closed by the server")
+        self.buf = self.buf[self.pos:] + chunk
+        self.pos = 0
+
+    def _frame(self) -> tuple[int, bytes] | None:
+        buf, pos = self.buf, self.pos
+        if len(buf) - pos < 2:
+            return None
+        n, head = buf[pos + 1] & 0x7F, 2
+        if n == 126:
+            if len(buf) - pos < 4:
+                return None
+            n, head = struct.unpack_from("!H", buf, pos + 2)[0], 4
+        elif n == 127:
+            if len(buf) - pos < 10:
+                return None
+            n, head = struct.unpack_from("!Q", buf, pos + 2)[0], 10
+        end = pos + head + n
+        if end > len(buf):
+            return None
+        self.pos = end
+        return buf[pos] & 0x0F, buf[pos + head:end]
+
+    def message(self) -> dict | None:
+        """The next text message, decoded; None for a close frame. Pings are answered. Raises
+        ``TimeoutError`` when nothing complete arrives within the socket's timeout."""
+        while True:
+            frame = self._frame()
+            if frame is None:
+                self._fill()
+                continue
+            opcode, payload = frame
+            if opcode == OP_TEXT:
+                return json.loads(payload)
+            if opcode == OP_PING:
+                self.send(payload, OP_PONG)
+            elif opcode == OP_CLOSE:
+                return None
+
+    def send(self, payload: bytes, opcode: int = OP_TEXT) -> None:
+        self.sock.sendall(masked_frame(payload, opcode))
+
+    def send_json(self, doc: dict) -> None:
+        self.send(json.dumps(doc).encode())
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Follower(threading.Thread):
+    """A subscriber of ``jobs`` that records the seq of every event it receives. ``live=None``:
+    stays connected; otherwise drops its connection every ``live`` seconds and resumes."""
+
+    def __init__(self, ports: list[int], index: int, stop: threading.Event, live: float | None,
+                 away: float, timeout: float):
+        super().__init__(daemon=True)
+        self.ports, self.index, self.stop, self.live, self.away = ports, index, stop, live, away
+        self.timeout = timeout
+        self.seqs: list[int] = []
+        self.subscribed = threading.Event()
+        self.resumes = self.replayed = self.unrecovered = 0
+        self.errors: dict[str, int] = {}
+        self.first: int | None = None  # the seq of the first `subscribed`: the stream starts after it
+        self.since: int | None = None  # the newest seq received (or subscribed at)
+        self.epoch: str | None = None
+
+    def run(self) -> None:
+        cycle = 0
+        while not self.stop.is_set():
+            port = self.ports[(self.index + cycle) % len(self.ports)]
+            cycle += 1
+            try:
+                self.visit(port)
+            except (OSError, ValueError) as exc:  # TimeoutError and ConnectionError included
+                name = type(exc).__name__
+                self.errors[name] = self.errors.get(name, 0) + 1
+            if self.stop.wait(self.away):
+                return
+
+    def visit(self, port: int) -> None:
+        """One connection: subscribe (resuming after the last seq seen), follow, leave."""
+        client = BlockingClient(port, self.timeout)
+        try:
+            client.sock.settimeout(0.25)
+            hello = self._next(client, time.monotonic() + self.timeout)
+            request: dict = {"type": "subscribe", "channels": ["jobs"]}
+            replaying = self.since is not None
+            if replaying:
+                request.update(since=self.since, epoch=self.epoch)
+                self.resumes += 1
+            self.epoch = hello.get("epoch", self.epoch)
+            client.send_json(request)
+            leave = float("inf")
+            while not self.stop.is_set() and time.monotonic() < leave:
+                try:
+                    m = client.message()
+                except TimeoutError:
+                    continue
+                if m is None:
+                    break
+                kind = m.get("type")
+                if kind == EVENT_TYPE:
+                    self.seqs.append(m["seq"])
+                    self.since = m["seq"]
+                    self.replayed += replaying
+                elif kind == "subscribed":
+                    if self.since is None:
+                        self.since = self.first = m["seq"]
+                        self.subscribed.set()
+                    if not replaying and self.live is not None:
+                        leave = time.monotonic() + self.live
+                elif kind == "replay_complete":
+                    replaying = False
+                    self.unrecovered += not m["recovered"]
+                    if self.live is not None:
+                        leave = time.monotonic() + self.live
+        finally:
+            client.close()  # an abrupt end, as when a laptop sleeps
+
+    def _next(self, client: BlockingClient, until: float) -> dict:
+        while time.monotonic() < until:
+            try:
+                m = client.message()
+            except TimeoutError:
+                continue
+            if m is None:
+                raise ConnectionError("closed before connected")
+            return m
+        raise TimeoutError("no connected message")
+
+
+def followers(args) -> None:
+    ports = [int(x) for x in args.ports.split(",")]
+    stop, witness_stop = threading.Event(), threading.Event()
+    witness = Follower(ports[:1], 0, witness_stop, None, 0.2, args.timeout)
+    witness.start()
+    if not witness.subscribed.wait(args.timeout):
+        print(json.dumps({"error": "the witness did not subscribe"}), flush=True)
+        return
+    live = args.live if args.kind == "resuming" else None
+    group = [Follower(ports, k, stop, live, args.away, args.timeout) for k in range(args.clients)]
+    for f in group:
+        f.start()
+    end = time.monotonic() + args.timeout
+    for f in group:
+        f.subscribed.wait(max(0.0, end - time.monotonic()))
+    print(json.dumps({"event": "started", "subscribed": sum(f.subscribed.is_set() for f in group)}),
+          flush=True)
+    done = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), done.set()), daemon=True).start()
+    done.wait(args.deadline)
+    stop.set()
+    for f in group:
+        f.join(5)
+    # the witness may be behind the followers of the other port: let it catch up
+    newest = max((f.seqs[-1] for f in group if f.seqs), default=0)
+    until = time.monotonic() + 10
+    while (not witness.seqs or witness.seqs[-1] < newest) and time.monotonic() < until:
+        time.sleep(0.05)
+    witness_stop.set()
+    witness.join(5)
+    reference = witness.seqs
+    result = {"kind": args.kind, "clients": len(group), "witness_events": len(reference),
+              "resumes": 0, "replayed": 0, "unrecovered": 0, "missing": 0, "duplicates": 0,
+              "out_of_order": 0, "events": 0, "errors": {}}
+    for f in group:
+        seqs = f.seqs
+        result["resumes"] += f.resumes
+        result["replayed"] += f.replayed
+        result["unrecovered"] += f.unrecovered
+        result["events"] += len(seqs)
+        for name, count in f.errors.items():
+            result["errors"][name] = result["errors"].get(name, 0) + count
+        if f.first is None or not seqs:
+            continue
+        expected = {s for s in reference if f.first < s <= seqs[-1]}
+        got = set(seqs)
+        result["missing"] += len(expected - got)
+        result["duplicates"] += len(seqs) - len(got)
+        result["out_of_order"] += sum(1 for a, b in zip(seqs, seqs[1:]) if b <= a)
+    print(json.dumps(result), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="load generator for scripts/bench")
     sub = parser.add_subparsers(dest="mode", required=True)
@@ -712,7 +932,7 @@ def main() -> None:
     c.add_argument("--proto", choices=["bus", "socketio"], default="bus")
     c.add_argument("--deadline", type=float, default=1800.0)
     p = sub.add_parser("publish")
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--port", required=True, help="port, or ports separated by commas")
     p.add_argument("--path", default="/api/websocket/broadcast")
     p.add_argument("--conns", type=int, default=4)
     p.add_argument("--duration", type=float, default=10.0)
@@ -720,10 +940,20 @@ def main() -> None:
     p.add_argument("--pad", type=int, default=0, help="extra characters in each event")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP exchange")
     p.add_argument("--deadline", type=float, default=600.0)
+    f = sub.add_parser("followers")
+    f.add_argument("--ports", required=True, help="ports separated by commas")
+    f.add_argument("--clients", type=int, default=10)
+    f.add_argument("--kind", choices=["resuming", "steady"], default="resuming")
+    f.add_argument("--live", type=float, default=0.5, help="seconds connected per visit")
+    f.add_argument("--away", type=float, default=0.2, help="seconds disconnected between visits")
+    f.add_argument("--timeout", type=float, default=10.0)
+    f.add_argument("--deadline", type=float, default=600.0)
     args = parser.parse_args()
     raise_nofile()
     if args.mode == "clients":
         Clients(args.port, args.proto, time.monotonic() + args.deadline).run()
+    elif args.mode == "followers":
+        followers(args)
     else:
         publish(args)
 
