@@ -38,7 +38,6 @@ import argparse
 import atexit
 import ctypes
 import datetime as dt
-import errno
 import http.client
 import json
 import os
@@ -1117,6 +1116,7 @@ def render(results: list[dict], targets: list[str], ns: list[int], opts, info: d
                        f"p99 saturated {ps}.")
         out.append("")
     out.extend(render_redis(results, opts))
+    out.extend(render_targets(table, results, opts))
     problems = [(r["target"], r["n"], line) for r in results for line in r.get("server_problems") or []]
     errors = [(r["target"], r["n"], r["error"]) for r in results if "error" in r]
     if problems or errors:
@@ -1143,6 +1143,91 @@ def render(results: list[dict], targets: list[str], ns: list[int], opts, info: d
     return "\n".join(out)
 
 
+def redis_medians(results: list[dict], opts) -> dict[tuple, dict]:
+    """{(n, target, followers): medians of the Redis scenario's measurements of that case}."""
+    cores = os.cpu_count() or 1
+    medians: dict[tuple, dict] = {}
+    for n in opts.redis_ns:
+        for target, followers in REDIS_CASES:
+            rs = [r for r in results if r.get("scenario") == "redis" and r["n"] == n
+                  and r["target"] == target and r.get("followers") == followers and "error" not in r]
+            if not rs:
+                continue
+            m = {key: med([r.get(key) for r in rs]) for key in
+                 ("deliveries_per_s", "p50_ms", "p99_ms", "sat_p99_ms", "cpu_server_s", "cpu_clients_s")}
+            m["machine"] = med([(r["cpu_server_s"] + r["cpu_clients_s"] + (r.get("cpu_publisher_s") or 0)
+                                 + (r.get("cpu_followers_s") or 0)) / (cores * r["sat_window_s"])
+                                for r in rs if r.get("cpu_server_s") is not None and r.get("sat_window_s")])
+            m["per_cpu"] = med([r["deliveries_per_s"] * r["sat_window_s"] / r["cpu_server_s"]
+                                for r in rs if r.get("cpu_server_s") and r.get("sat_window_s")])
+            medians[(n, target, followers)] = m
+    return medians
+
+
+#: Ratios closer to 1 than this are within what two measurements of one case differ by here.
+NOISE = 0.15
+
+
+def render_targets(table: dict, results: list[dict], opts) -> list[str]:
+    """Each target of the benchmark (N = 1,000 unless said), measured value, met or not."""
+    rows: list[tuple[str, str, bool | None]] = []
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    n = 1000
+    lb = table.get(("local_bridge", n), {})
+    for peer, at_least in (("websockets", 2.0), ("flask-sock", 3.0)):
+        x = ratio(lb.get("deliveries_per_s"), table.get((peer, n), {}).get("deliveries_per_s"))
+        if x is not None:
+            rows.append((f"deliveries/s ≥ {at_least:g}× {LABELS[peer]}", f"{x:.2f}×", x >= at_least))
+    ws = table.get(("websockets", n), {})
+    x = ratio(lb.get("p99_ms"), ws.get("p99_ms"))
+    if x is not None:
+        rows.append(("p99 at 20 events/s no worse than websockets", f"{x:.2f}×", x <= 1.0))
+    x = ratio(lb.get("rss_per_conn_kib"), ws.get("rss_per_conn_kib"))
+    if x is not None:
+        rows.append(("RSS per idle connection ≤ 2× websockets", f"{x:.2f}×", x <= 2.0))
+    base = [r for r in results if r.get("slow_client_baseline") and "error" not in r]
+    stall = [r for r in results if r["stall"] and "error" not in r]
+    if base and stall:
+        d = med([r["deliveries_per_s"] for r in stall]) / med([r["deliveries_per_s"] for r in base])
+        q = med([r["p99_ms"] for r in stall]) / med([r["p99_ms"] for r in base])
+        rows.append(("slow client: the others keep ≥ 90 % of their deliveries/s",
+                     f"{d:.2f}×", d >= 0.9))
+        rows.append(("slow client: the others keep their p99 (at most 1/0.9 = 1.11×)",
+                     f"{q:.2f}×", q <= 1 / 0.9))
+        codes = [(r.get("stalled") or {}).get("close_code") for r in stall]
+        rows.append(("slow client: the stalled one is closed 4008",
+                     ", ".join(str(c) for c in codes), all(c == 4008 for c in codes)))
+    medians = redis_medians(results, opts)
+    for rn in opts.redis_ns:
+        def get(target, followers, key):
+            return (medians.get((rn, target, followers)) or {}).get(key)
+        x = ratio(get("local_bridge-redis-x2", None, "deliveries_per_s"),
+                  get("local_bridge-redis", None, "deliveries_per_s"))
+        if x is not None:
+            cpu = get("local_bridge-redis-x2", None, "machine")
+            rows.append((f"Redis, N = {rn:,}: two processes deliver ≥ 1.5× one",
+                         f"{x:.2f}×" + (f" (machine CPU {100 * cpu:.0f} %)" if cpu else ""), x >= 1.5))
+        d = ratio(get("local_bridge-redis-x2", "resuming", "deliveries_per_s"),
+                  get("local_bridge-redis-x2", "steady", "deliveries_per_s"))
+        q = ratio(get("local_bridge-redis-x2", "resuming", "p99_ms"),
+                  get("local_bridge-redis-x2", "steady", "p99_ms"))
+        if d is not None and q is not None:
+            rows.append((f"Redis, N = {rn:,}: resuming followers cost live delivery nothing "
+                         f"measurable (deliveries/s and p99 within ±{NOISE:.0%})",
+                         f"{d:.2f}×, p99 {q:.2f}×", abs(d - 1) <= NOISE and abs(q - 1) <= NOISE))
+    if not rows:
+        return []
+    out = ["Targets (N = 1,000 unless said; medians of this run):", "",
+           "| target | measured | met |", "|---|---|---|"]
+    for name, value, met in rows:
+        out.append(f"| {name} | {value} | {'yes' if met else '**no**'} |")
+    out += ["", "10,000 connections in one process: `scripts/capacity.py` (docs/worker-choice.md).", ""]
+    return out
+
+
 def render_redis(results: list[dict], opts) -> list[str]:
     """The Redis scenario's table and ratios."""
     if opts.redis_skipped:
@@ -1167,7 +1252,7 @@ def render_redis(results: list[dict], opts) -> list[str]:
                "CPU s servers | deliveries per server CPU s | CPU s clients | machine CPU | "
                "followers: resumes / replayed / recovered false / missing / duplicated / out of order |")
     out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    medians: dict[tuple, dict] = {}
+    medians = redis_medians(results, opts)
     for n in opts.redis_ns:
         for target, followers in REDIS_CASES:
             rs = [r for r in rows if r["n"] == n and r["target"] == target
@@ -1176,14 +1261,7 @@ def render_redis(results: list[dict], opts) -> list[str]:
             if not rs:
                 out.append(f"| {n:,} | {label} | failed |" + " |" * 9)
                 continue
-            m = {key: med([r.get(key) for r in rs]) for key in
-                 ("deliveries_per_s", "p50_ms", "p99_ms", "sat_p99_ms", "cpu_server_s", "cpu_clients_s")}
-            m["machine"] = med([(r["cpu_server_s"] + r["cpu_clients_s"] + (r.get("cpu_publisher_s") or 0)
-                                 + (r.get("cpu_followers_s") or 0)) / (cores * r["sat_window_s"])
-                                for r in rs if r.get("cpu_server_s") is not None and r.get("sat_window_s")])
-            m["per_cpu"] = med([r["deliveries_per_s"] * r["sat_window_s"] / r["cpu_server_s"]
-                                for r in rs if r.get("cpu_server_s") and r.get("sat_window_s")])
-            medians[(n, target, followers)] = m
+            m = medians[(n, target, followers)]
             missing = sum(max(0, r.get("sat_missing") or 0) + max(0, r.get("lat_missing") or 0) for r in rs)
             fol = ""
             if followers:

@@ -1,9 +1,7 @@
 """Heartbeats, liveness, admission limits, rate limits and graceful shutdown, end to end."""
 from __future__ import annotations
 
-import json
 import signal
-import socket
 import time
 
 import pytest
