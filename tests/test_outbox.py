@@ -200,3 +200,82 @@ def test_under_gevent_the_outbox_takes_the_os_lock():
 
 def test_without_gevent_the_outbox_takes_threading_lock(make_outbox):
     assert isinstance(make_outbox()._lock, type(threading.Lock()))
+
+
+class FakeTrySend:
+    """A non-blocking send that takes ``takes[i]`` bytes on call i (None: all; 0: would block)."""
+
+    def __init__(self, *takes: int | None):
+        self.takes = list(takes)
+        self.calls: list[bytes] = []
+        self.written = b""
+
+    def __call__(self, data: bytes) -> int:
+        self.calls.append(bytes(data))
+        take = self.takes.pop(0) if self.takes else None
+        if take == 0:
+            raise BlockingIOError
+        taken = len(data) if take is None else take
+        self.written += bytes(data[:taken])
+        return taken
+
+
+def quiet_outbox(make_outbox, direct: FakeTrySend) -> Outbox:
+    """A fresh outbox whose writer has gone to sleep having written nothing."""
+    outbox = make_outbox(try_send=direct)
+    asleep = threading.Event()
+    original = outbox._wakeup.wait
+
+    def wait(*args):
+        asleep.set()
+        return original(*args)
+    outbox._wakeup.wait = wait  # the writer reaches its wait only once idle
+    if not outbox._idle:
+        assert asleep.wait(TIMEOUT), "the writer never went idle"
+    return outbox
+
+
+def test_a_quiet_socket_is_written_by_the_producer_at_once(sock, make_outbox):
+    direct = FakeTrySend()
+    outbox = quiet_outbox(make_outbox, direct)
+    assert outbox.put(b"one")
+    assert direct.written == b"one"
+    assert sock.calls == []
+    assert outbox.sent == 1
+
+
+def test_what_the_socket_does_not_take_goes_to_the_writer_first(sock, make_outbox):
+    direct = FakeTrySend(2)  # takes b"ab" of b"abcdef"
+    outbox = quiet_outbox(make_outbox, direct)
+    sock.gate.clear()  # hold the writer inside its first sendall
+    assert outbox.put(b"abcdef")
+    sock.wait_calls(1)
+    assert outbox.put(b"gh")  # the writer is busy: queued behind the remainder
+    sock.gate.set()
+    sock.wait_calls(2)
+    assert direct.calls == [b"abcdef"]
+    assert direct.written + b"".join(sock.calls) == b"abcdefgh"
+
+
+def test_a_socket_that_would_block_leaves_everything_to_the_writer(sock, make_outbox):
+    direct = FakeTrySend(0)
+    outbox = quiet_outbox(make_outbox, direct)
+    sock.gate.clear()
+    assert outbox.put(b"a")
+    sock.wait_calls(1)
+    assert outbox.put(b"b") and outbox.put(b"c")
+    sock.gate.set()
+    sock.wait_calls(2)
+    assert direct.calls == [b"a"]  # tried once, while the writer was idle
+    assert sock.calls == [b"a", b"bc"]
+
+
+def test_a_socket_written_just_now_is_left_to_the_writer(sock, make_outbox, monkeypatch):
+    monkeypatch.setattr("local_bridge.bus.outbox.DIRECT_AFTER", 60.0)
+    direct = FakeTrySend()
+    outbox = quiet_outbox(make_outbox, direct)
+    assert outbox.put(b"a")  # quiet until now: written directly
+    assert outbox.put(b"b")  # idle again, but written to just now: the writer batches
+    sock.wait_calls(1)
+    assert direct.calls == [b"a"]
+    assert sock.calls == [b"b"]

