@@ -21,7 +21,7 @@ class FakeTransport:
         self.frames: list[bytes] = []
         self.closes: list[tuple[int, str]] = []
 
-    def send(self, frame: bytes) -> bool:
+    def send(self, frame: bytes, direct: bool = True) -> bool:
         self.frames.append(frame)
         return self.accept
 

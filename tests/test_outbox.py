@@ -220,33 +220,19 @@ class FakeTrySend:
         return taken
 
 
-def quiet_outbox(make_outbox, direct: FakeTrySend) -> Outbox:
-    """A fresh outbox whose writer has gone to sleep having written nothing."""
-    outbox = make_outbox(try_send=direct)
-    asleep = threading.Event()
-    original = outbox._wakeup.wait
-
-    def wait(*args):
-        asleep.set()
-        return original(*args)
-    outbox._wakeup.wait = wait  # the writer reaches its wait only once idle
-    if not outbox._idle:
-        assert asleep.wait(TIMEOUT), "the writer never went idle"
-    return outbox
-
-
-def test_a_quiet_socket_is_written_by_the_producer_at_once(sock, make_outbox):
+def test_a_message_goes_straight_to_an_idle_socket_with_no_writer(sock, make_outbox):
     direct = FakeTrySend()
-    outbox = quiet_outbox(make_outbox, direct)
-    assert outbox.put(b"one")
-    assert direct.written == b"one"
+    outbox = make_outbox(try_send=direct)
+    assert outbox.put(b"one") and outbox.put(b"two")
+    assert direct.written == b"onetwo"
     assert sock.calls == []
-    assert outbox.sent == 1
+    assert outbox.sent == 2
+    assert outbox._writer is None  # an idle connection costs no writer
 
 
 def test_what_the_socket_does_not_take_goes_to_the_writer_first(sock, make_outbox):
     direct = FakeTrySend(2)  # takes b"ab" of b"abcdef"
-    outbox = quiet_outbox(make_outbox, direct)
+    outbox = make_outbox(try_send=direct)
     sock.gate.clear()  # hold the writer inside its first sendall
     assert outbox.put(b"abcdef")
     sock.wait_calls(1)
@@ -259,23 +245,59 @@ def test_what_the_socket_does_not_take_goes_to_the_writer_first(sock, make_outbo
 
 def test_a_socket_that_would_block_leaves_everything_to_the_writer(sock, make_outbox):
     direct = FakeTrySend(0)
-    outbox = quiet_outbox(make_outbox, direct)
+    outbox = make_outbox(try_send=direct)
     sock.gate.clear()
     assert outbox.put(b"a")
     sock.wait_calls(1)
     assert outbox.put(b"b") and outbox.put(b"c")
     sock.gate.set()
     sock.wait_calls(2)
-    assert direct.calls == [b"a"]  # tried once, while the writer was idle
+    assert direct.calls == [b"a"]  # tried once, while no writer was busy
     assert sock.calls == [b"a", b"bc"]
 
 
-def test_a_socket_written_just_now_is_left_to_the_writer(sock, make_outbox, monkeypatch):
-    monkeypatch.setattr("local_bridge.bus.outbox.DIRECT_AFTER", 60.0)
+def test_queued_messages_wait_for_the_writer_and_batch(sock, make_outbox):
     direct = FakeTrySend()
-    outbox = quiet_outbox(make_outbox, direct)
-    assert outbox.put(b"a")  # quiet until now: written directly
-    assert outbox.put(b"b")  # idle again, but written to just now: the writer batches
+    outbox = make_outbox(try_send=direct)
+    sock.gate.clear()
+    assert outbox.put(b"a", direct=False)
     sock.wait_calls(1)
-    assert direct.calls == [b"a"]
-    assert sock.calls == [b"b"]
+    assert outbox.put(b"b") and outbox.put(b"c", direct=False)  # busy writer: both queued
+    sock.gate.set()
+    sock.wait_calls(2)
+    assert direct.calls == []
+    assert sock.calls == [b"a", b"bc"]
+
+
+def test_an_idle_writer_retires_and_a_new_one_starts_for_new_work(sock, make_outbox, monkeypatch):
+    monkeypatch.setattr("local_bridge.bus.outbox.WRITER_IDLE", 0.05)
+    outbox = make_outbox()
+    assert outbox.put(b"a")
+    sock.wait_calls(1)
+    first = outbox._writer
+    assert first is not None and first.join(TIMEOUT)  # nothing more to do: it retires
+    assert outbox._writer is None
+    assert outbox.put(b"b")
+    sock.wait_calls(2)
+    assert sock.calls == [b"a", b"b"]
+    outbox.close(b"BYE")
+    assert outbox.wait_closed(TIMEOUT)
+    assert sock.calls == [b"a", b"b", b"BYE"]
+
+
+def test_under_gevent_a_writer_starts_from_the_event_loop_without_waiting():
+    """The loop reader answers pings from the event loop's own greenlet, where nothing may
+    wait: starting a writer there must not block (threading.Thread.start would)."""
+    code = ("from gevent import monkey; monkey.patch_all()\n"
+            "import gevent\n"
+            "from local_bridge.bus.outbox import Outbox\n"
+            "out = []\n"
+            "box = Outbox(out.append, 10)\n"
+            "gevent.get_hub().loop.run_callback(box.put, b'from the loop')\n"
+            "gevent.sleep(0.1)\n"
+            "box.close(b'bye')\n"
+            "assert box.wait_closed(10)\n"
+            "print(out)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[b'from the loop', b'bye']"

@@ -60,7 +60,7 @@ class RecordingTransport:
     def __init__(self):
         self.frames: list[bytes] = []
 
-    def send(self, frame: bytes) -> bool:
+    def send(self, frame: bytes, direct: bool = True) -> bool:
         self.frames.append(frame)
         return True
 

@@ -81,7 +81,7 @@ class _SseTransport:
         self._lock = threading.Lock()  # guards closed
         self.closed = False
 
-    def send(self, frame: bytes) -> bool:
+    def send(self, frame: bytes, direct: bool = True) -> bool:
         with self._lock:
             if self.closed:
                 return False

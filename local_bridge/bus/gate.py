@@ -28,7 +28,7 @@ class GatedTransport:
         self._held: list[bytes] | None = []
         self._close_after: int | None = None
 
-    def send(self, frame: bytes) -> bool:
+    def send(self, frame: bytes, direct: bool = True) -> bool:
         with self._lock:
             if self._held is not None:
                 if len(self._held) < self._limit:
@@ -41,7 +41,7 @@ class GatedTransport:
         if overflow:
             self.inner.close(CloseCode.SLOW_CONSUMER, discard=True)
             return False
-        return self.inner.send(frame)
+        return self.inner.send(frame, direct)
 
     def close(self, code: int, reason: str = "", discard: bool = False) -> bool:
         with self._lock:

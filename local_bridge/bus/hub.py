@@ -15,12 +15,14 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Protocol
 
 from ..protocol import UNKNOWN_CLIENT_TYPE, BusEvent, utc_timestamp
+from .pacing import FanoutPacer
 
 
 class ClientTransport(Protocol):
     """What the hub needs of a connection."""
 
-    def send(self, frame: bytes) -> bool: ...
+    def send(self, frame: bytes, direct: bool = True) -> bool:
+        """Queue ``frame`` (or write it at once, when ``direct`` allows); False if refused."""
     def close(self, code: int, reason: str = "", discard: bool = False) -> bool: ...
     def stats(self) -> dict[str, int]: ...
 
@@ -67,6 +69,7 @@ class Hub:
         self._clients: dict[str, Client] = {}
         self._members: dict[str, dict[Client, None]] = {}
         self._snapshots: dict[str | None, tuple[Client, ...]] = {}
+        self._pacer = FanoutPacer()
 
     # ------------------------------------------------------------------ registry
 
@@ -180,7 +183,7 @@ class Hub:
         return any(target in client.channels for target in event.targets)
 
     def deliver(self, event: BusEvent) -> int:
-        """Queue the event's frame for each recipient; return how many accepted it."""
+        """Hand the event's frame to each recipient; return how many accepted it."""
         frame = event.frame
         count = 0
         if event.client_types is None and len(event.targets) <= 1:
@@ -188,11 +191,13 @@ class Hub:
             candidates = self._snapshot(event.targets[0] if event.targets else _ALL)
         else:
             candidates = self.recipients(event)
+        started, direct = self._pacer.begin(len(candidates))
         for client in candidates:
-            if client.transport.send(frame):
+            if client.transport.send(frame, direct):
                 count += 1
                 if client.on_event is not None:
                     client.on_event(event)
+        self._pacer.end(started, len(candidates), direct)
         return count
 
     # ------------------------------------------------------------------ closing

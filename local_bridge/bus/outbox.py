@@ -1,53 +1,79 @@
-"""A connection's bounded outbox and the one writer that drains it.
+"""A connection's bounded outbox and the writer that drains it.
 
 Everything written to a client socket passes through its outbox: events, replies, heartbeats,
-and the WebSocket library's own handshake, pong and close frames. The writer takes everything
-queued at once and hands it to the socket in one ``sendall``, so a busy client costs one system
-call per batch rather than one per message, and no two writers ever interleave bytes.
+and the WebSocket library's own handshake, pong and close frames, so no two writers ever
+interleave bytes.
 
-When the writer is idle (nothing queued, nothing in flight) and has written nothing for
-``DIRECT_AFTER`` seconds, the producer hands a message to the socket itself, without blocking,
-if the outbox was given a ``try_send``: at such low rates nothing would batch anyway, and a
-fan-out then costs one system call per client instead of a wake-up, a greenlet switch and a
-system call (at 1,000 subscribers the last client is written to in half the time). Under a
-stream of events the writer keeps the writing, so messages that arrive while it works go out
-together. What the socket does not take at once is queued for the writer, first in line, so
-order holds.
+A message usually goes out at once: when nothing is queued and no writer is busy, the producer
+hands it to the socket itself with a send that can neither block nor yield (``try_send``). Only
+what the socket does not take, or what a caller asks to be queued (``direct=False``: the hub
+does so while fan-outs follow each other too closely for one system call per message), waits in
+the queue. Then a writer takes everything queued at once and writes it in one buffer, so a busy
+client costs one system call per batch rather than one per message; order holds, because the
+producer writes directly only while the queue is empty.
+
+The writer exists only while there is queued work: it is started when a message has to wait and
+retires after ``WRITER_IDLE`` seconds with nothing to do. An idle connection therefore costs no
+thread, greenlet or stack at all for its writing.
 
 A client that falls ``limit`` messages behind is a slow consumer: its queued messages are
 discarded, ``on_overflow`` is told (so it leaves the hub at once) and a final frame (the 4008
 close) is sent after whatever the socket already holds.
-
-The writer sleeps on an Event (level-triggered: a wake-up given before it sleeps is not lost)
-rather than a Condition: under gevent the patched Event is a native primitive, and a producer
-only signals when the writer has said it is idle, so a busy writer costs its producers nothing
-but an append.
 """
 from __future__ import annotations
 
 import sys
 import threading
-import time
 from typing import Callable
 
-#: A writer idle this long lets its producer write directly (see the module doc).
-DIRECT_AFTER = 0.02
+#: A writer with nothing to do for this long retires (a new one starts when work comes).
+WRITER_IDLE = 5.0
+
+
+def _gevent_patched() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and monkey.is_module_patched("threading")
 
 
 def _lock() -> threading.Lock:
     """The outbox's lock. Under gevent's monkey-patching, the OS lock that ``threading.Lock``
-    replaced: no code holding it can switch greenlets (it guards list operations only, never
-    I/O or waiting), so it is never contended, and it costs a third less per delivery than
-    gevent's lock, whose ``acquire`` is Python code. Keep it that way: a greenlet switch while
-    holding it would deadlock the process."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("threading"):
-        return monkey.get_original("_thread", "allocate_lock")()
+    replaced: no code holding it can switch greenlets (it guards list operations and
+    non-blocking sends only, never waiting), so it is never contended, and it costs a third
+    less per delivery than gevent's lock, whose ``acquire`` is Python code. Keep it that way: a
+    greenlet switch while holding it would deadlock the process."""
+    if _gevent_patched():
+        return sys.modules["gevent.monkey"].get_original("_thread", "allocate_lock")()
     return threading.Lock()
 
 
+class _Runner:
+    """A started thread of control: a greenlet under gevent, an OS thread otherwise.
+
+    Under gevent a plain greenlet is used rather than ``threading.Thread``: its ``start`` would
+    wait for the greenlet to run, and a writer may be started from the event loop's own
+    callbacks (the connection's reader), where nothing may wait."""
+
+    def __init__(self, target: Callable[[], None], name: str):
+        if _gevent_patched():
+            import gevent
+            self._greenlet = gevent.spawn(target)
+            self._thread = None
+        else:
+            self._greenlet = None
+            self._thread = threading.Thread(target=target, name=name, daemon=True)
+            self._thread.start()
+
+    def join(self, timeout: float | None) -> bool:
+        """Wait for the end; True if it has ended."""
+        if self._greenlet is not None:
+            self._greenlet.join(timeout)
+            return self._greenlet.dead
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
 class Outbox:
-    """Bounded FIFO of pre-framed bytes with a dedicated writer thread."""
+    """Bounded FIFO of pre-framed bytes, written at once when possible, else by a writer."""
 
     def __init__(self, sendall: Callable[[bytes], None], limit: int,
                  overflow_frame: bytes = b"",
@@ -59,22 +85,21 @@ class Outbox:
         self.limit = limit
         self._overflow_frame = overflow_frame
         self._on_overflow = on_overflow
-        # _lock guards _items, _idle, _finishing, _final, _overflowed and the counters below;
+        self._name = name
+        # _lock guards _items, _busy, _writer, _finishing, _final, _overflowed and the counters;
         # nothing that blocks or switches greenlets may run while it is held (see _lock()).
         self._lock = _lock()
         self._wakeup = threading.Event()   # set: the writer has something to do
-        self._progress = threading.Event()  # set by the writer after each batch (for wait_room)
+        self._progress: threading.Event | None = None  # set after each batch (for wait_room)
         self._items: list[bytes] = []
-        self._idle = False                 # the writer is asleep (or about to be)
+        self._busy = False                 # a writer has work (or is about to); else none writes
+        self._writer: _Runner | None = None
         self._finishing = False            # no more messages accepted
         self._final: bytes | None = None   # sent after the last batch, then the writer stops
         self._overflowed = False
-        self._wrote_at = 0.0                # when the socket was last written to
         self.sent = 0       # messages handed to the socket
         self.dropped = 0    # messages refused or discarded
         self.failed = False  # the socket refused a write
-        self._writer = threading.Thread(target=self._run, name=name, daemon=True)
-        self._writer.start()
 
     # ------------------------------------------------------------------ producer side
 
@@ -91,32 +116,37 @@ class Outbox:
     def overflowed(self) -> bool:
         return self._overflowed
 
-    def put(self, data: bytes) -> bool:
-        """Queue one framed message; False when it was not queued (closing, or overflow)."""
+    def put(self, data: bytes, direct: bool = True) -> bool:
+        """Send one framed message, at once if the socket takes it (and ``direct``), else
+        queue it; False when it was refused (closing, or overflow)."""
         with self._lock:
             if self._finishing:
                 self.dropped += 1
                 return False
-            if len(self._items) < self.limit:
-                if not self._idle:
-                    self._items.append(data)
-                    return True
-                # idle implies nothing queued: a quiet socket may take it right now
-                if self._try_send is not None and time.monotonic() - self._wrote_at > DIRECT_AFTER:
+            if not self._busy:
+                # nothing queued, nobody writing: the socket may take it right now
+                if direct and self._try_send is not None:
                     data = self._write_now(data)
                     if data is None:
                         return True
                 self._items.append(data)
-                self._idle = False
+                self._busy = True
+                start = self._writer is None
+            elif len(self._items) < self.limit:
+                self._items.append(data)
+                return True
             else:
                 self.dropped += len(self._items) + 1
                 self._items.clear()
                 self._finishing = True
                 self._overflowed = True
                 self._final = self._overflow_frame
-                self._idle = False
+                start = self._writer is None
                 data = None  # marks the overflow below
-        self._wakeup.set()
+            if start:
+                self._writer = _Runner(self._run, self._name)
+        if not start:
+            self._wakeup.set()
         if data is None:
             if self._on_overflow is not None:
                 self._on_overflow()
@@ -125,12 +155,11 @@ class Outbox:
 
     def _write_now(self, data: bytes) -> bytes | None:
         """Hand ``data`` to the socket without blocking; return what it did not take (None:
-        all of it). Called with the lock held, only while the writer is idle."""
+        all of it). Called with the lock held, only while no writer is busy."""
         try:
             taken = self._try_send(data)
         except OSError:  # would block; or a broken socket, which the writer will meet again
             return data
-        self._wrote_at = time.monotonic()
         if taken == len(data):
             self.sent += 1
             return None
@@ -149,12 +178,18 @@ class Outbox:
                 self.dropped += len(self._items)
                 self._items.clear()
             self._final = final
-            self._idle = False
-        self._wakeup.set()
+            self._busy = True
+            start = self._writer is None
+            if start:
+                self._writer = _Runner(self._run, self._name)
+        if not start:
+            self._wakeup.set()
         return True
 
     def wait_room(self, depth: int, timeout: float) -> bool:
         """Wait until at most ``depth`` messages are queued; False on timeout or closing."""
+        if self._progress is None:
+            self._progress = threading.Event()
         while len(self._items) > depth and not self._finishing:
             self._progress.clear()
             if len(self._items) <= depth:
@@ -164,9 +199,12 @@ class Outbox:
         return not self._finishing
 
     def wait_closed(self, timeout: float | None = None) -> bool:
-        """Wait until the writer has stopped; True if it did within ``timeout``."""
-        self._writer.join(timeout)
-        return not self._writer.is_alive()
+        """Wait until the outbox is closed and its writer has stopped; True if it did within
+        ``timeout``."""
+        writer = self._writer
+        if writer is None:
+            return self._finishing
+        return writer.join(timeout)
 
     # ------------------------------------------------------------------ writer side
 
@@ -174,7 +212,7 @@ class Outbox:
         while True:
             with self._lock:
                 if not self._items and not self._finishing:
-                    self._idle = True
+                    self._busy = False
                     self._wakeup.clear()
                     sleep = True
                 else:
@@ -183,7 +221,11 @@ class Outbox:
                     last = self._finishing
                     final, self._final = (self._final, None) if last else (None, None)
             if sleep:
-                self._wakeup.wait()
+                if not self._wakeup.wait(WRITER_IDLE):
+                    with self._lock:
+                        if not self._busy:  # still nothing to do: retire
+                            self._writer = None
+                            return
                 continue
             if final:
                 batch.append(final)
@@ -196,10 +238,13 @@ class Outbox:
                         self._finishing = True
                         self.dropped += len(self._items)
                         self._items.clear()
-                    self._progress.set()
+                    self._signal_progress()
                     return
                 self.sent += len(batch) - (1 if final else 0)
-                self._wrote_at = time.monotonic()
-                self._progress.set()
+                self._signal_progress()
             if last:
                 return
+
+    def _signal_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.set()

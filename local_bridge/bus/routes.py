@@ -16,6 +16,7 @@ from ..limits import ConnectRateLimiter
 from ..domain.jobs import ProcessingJobLifecycle
 from .connection import BusConnection
 from .job_stream import JobStreamConnection
+from .reader import reader_class
 from .server import WebSocketServer
 from .transport import Transport
 
@@ -25,7 +26,8 @@ WEBSOCKET_ENDPOINTS = frozenset({"bus_endpoint", "job_stream_endpoint"})
 def init_app(app: Flask, server: WebSocketServer, jobs: ProcessingJobLifecycle) -> None:
     """Register ``/ws``, ``/ws/jobs/<job_id>`` and their admission checks on ``app``."""
     settings = server.settings
-    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": settings.MAX_MESSAGE_SIZE}
+    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": settings.MAX_MESSAGE_SIZE,
+                                         "thread_class": reader_class()}
     connect_limiter = ConnectRateLimiter(settings.CONNECT_RATE)
 
     @app.before_request

@@ -1,7 +1,8 @@
 """The adapter between one WebSocket connection and the hub.
 
-flask-sock hands the raw socket to simple-websocket, which reads frames in a thread of its own
-and writes its handshake, pong and close frames straight to that socket. Before the handshake,
+flask-sock hands the raw socket to simple-websocket, which reads frames (in a thread of its own,
+or under gevent on the event loop: :mod:`.reader`) and writes its handshake, pong and close
+frames straight to that socket. Before the handshake,
 :class:`Transport` puts a :class:`SocketProxy` in the raw socket's place in the WSGI environ, so
 those writes join the connection's :class:`~local_bridge.bus.outbox.Outbox` like every other
 message (one writer, whole buffers, no interleaving), and every read marks the peer as alive.
@@ -39,6 +40,13 @@ class SocketProxy:
         data = self._raw.recv(size)
         self.last_seen = time.monotonic()
         return data
+
+    def seen(self) -> None:
+        """The peer sent something (read past :meth:`recv`, by the loop reader)."""
+        self.last_seen = time.monotonic()
+
+    def raw_socket(self) -> socket.socket:
+        return self._raw
 
     def close(self) -> None:
         """The library is done with the socket: flush what is queued, then stop writing."""
@@ -114,7 +122,8 @@ class Transport:
         reader = getattr(self.ws, "thread", None)
         if reader is not None and not _join(reader, 2.0):
             _shutdown(self.raw, socket.SHUT_RDWR)
-            _join(reader, 1.0)
+            if not _join(reader, 1.0) and hasattr(reader, "stop"):
+                reader.stop()  # a loop reader must not watch a closed descriptor
         else:
             _linger(self.raw)
         try:

@@ -1,0 +1,92 @@
+"""Reading a connection's frames without a thread of its own, under gevent.
+
+simple-websocket reads each connection in a thread that loops over ``recv``; under gevent that
+is a greenlet per connection, with a saved stack and a ``threading.Thread`` around it, for a
+socket that is idle nearly all the time. :class:`LoopReader` takes that thread's place
+(simple-websocket accepts a ``thread_class``): the event loop calls it when the socket is
+readable, it runs the library's own frame handling on what arrived, and between frames a
+connection costs one I/O watcher.
+
+Everything it calls runs on the event loop and must not wait: the socket is read without
+blocking, and what the library writes back (pongs, close answers) goes to the connection's
+outbox, whose ``put`` never waits either.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import threading
+from typing import Any, Callable
+
+from wsproto.utilities import LocalProtocolError
+
+log = logging.getLogger(__name__)
+
+
+def reader_class() -> Callable[..., Any] | None:
+    """simple-websocket's ``thread_class`` for this process: :class:`LoopReader` under gevent,
+    None (the library's own thread) otherwise."""
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("socket"):
+        return LoopReader
+    return None
+
+
+class LoopReader:
+    """Stands in for simple-websocket's reader thread: same loop body, driven by the loop."""
+
+    def __init__(self, target: Callable[[], None]):
+        self._ws = target.__self__  # the simple_websocket.Server whose _thread this replaces
+        self.name = "simple_websocket.LoopReader"
+        self._ended = threading.Event()
+        self._watcher: Any = None
+
+    def start(self) -> None:
+        import gevent
+        ws = self._ws
+        if ws.ping_interval:  # the library's own pings need its thread; this bus never asks
+            raise ValueError("LoopReader does not send pings")
+        raw = ws.sock.raw_socket()
+        self._recv = getattr(raw, "_sock", raw).recv  # the OS socket: never waits, never yields
+        self._watcher = gevent.get_hub().loop.io(raw.fileno(), 1)
+        self._watcher.start(self._readable)
+
+    def _readable(self) -> None:
+        ws = self._ws
+        try:
+            data = self._recv(ws.receive_bytes, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        try:
+            if not data:
+                raise OSError("connection closed by the peer")
+            ws.sock.seen()
+            ws.ws.receive_data(data)
+            ws.connected = ws._handle_events()
+        except (OSError, LocalProtocolError):
+            ws.connected = False
+            ws.event.set()
+        except Exception:  # a bug must end this connection, never the event loop
+            log.exception("reading a WebSocket failed")
+            ws.connected = False
+            ws.event.set()
+        if not ws.connected:
+            self.stop()
+            ws.sock.close()
+
+    def stop(self) -> None:
+        """Stop reading (idempotent); the connection is then over for the library."""
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+            watcher.close()
+        self._ended.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._ended.wait(timeout)
+
+    def is_alive(self) -> bool:
+        return not self._ended.is_set()
