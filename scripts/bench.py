@@ -24,7 +24,14 @@ Redis (subscribers and publishing connections split between them); and the two p
 with ``--followers`` extra clients (``loadgen.py followers``) that either stay connected
 (*steady*) or keep dropping their connection and resuming on the other process (*resuming*),
 every follower's stream checked against a witness's. Its ratios: two processes / one, and
-resuming / steady (the cost of resume to live delivery).
+resuming / steady (the cost of resume to live delivery). Since the client processes share the
+cores with the servers, an uncapped pair is soon bound by the machine, not by the servers: the
+*capped* cases (``--redis-server-cpu C``, default 0.4; 0 skips them) run one and two processes
+again with each server process (gunicorn master and worker) in a cgroup of its own allowed C
+cores (cgroup v1 ``cpu.cfs_quota_us`` or v2 ``cpu.max``; needs a writable cpu controller, i.e.
+root, else they are skipped with a note), so the servers together leave cores to the clients;
+the >= 1.5x target is judged on that pair, and each server's share of its quota is reported.
+The cgroups are made under ``local_bridge_bench-<pid>`` and removed on every way out.
 
 ``--baseline-tree DIR`` adds the target ``local_bridge-baseline``: the same server run from
 another checkout (``PYTHONPATH``), for before/after comparisons side by side.
@@ -110,8 +117,17 @@ def _child_setup() -> None:
         pass
 
 
-def spawn(cmd: list[str], **kwargs) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=_child_setup, **kwargs)
+def spawn(cmd: list[str], cgroup: Path | None = None, **kwargs) -> subprocess.Popen:
+    """Start a child in a session of its own (and, given ``cgroup``, in that cgroup)."""
+    setup = _child_setup
+    if cgroup is not None:
+        procs = str(cgroup / "cgroup.procs")
+
+        def setup() -> None:  # joined before exec, so every process it forks is in it too
+            _child_setup()
+            with open(procs, "w") as f:
+                f.write(str(os.getpid()))
+    proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=setup, **kwargs)
     CHILDREN.append(proc)
     return proc
 
@@ -260,6 +276,148 @@ class LineReader:
         return json.loads(line)
 
 
+# =========================================================================== CPU caps (cgroups)
+
+CFS_PERIOD_US = 100_000
+# this run's cgroups: kind ("v1"/"v2"), the cpu hierarchy's root, our parent group, groups made
+CGROUPS: dict[str, Any] = {"kind": None, "base": None, "parent": None, "made": [], "count": 0}
+CGROUP_PREFIX = "local_bridge_bench-"
+
+
+def cgroup_cpu_base() -> tuple[str, Path] | str:
+    """("v1" or "v2", the root of the hierarchy with the cpu controller), or why there is none."""
+    v1 = Path("/sys/fs/cgroup/cpu")
+    if (v1 / "cpu.cfs_quota_us").exists():
+        return "v1", v1
+    v2 = Path("/sys/fs/cgroup")
+    try:
+        controllers = (v2 / "cgroup.controllers").read_text().split()
+    except OSError:
+        return "no cgroup cpu controller (neither /sys/fs/cgroup/cpu nor a cgroup v2 /sys/fs/cgroup)"
+    if "cpu" not in controllers:
+        return f"the cgroup v2 hierarchy /sys/fs/cgroup offers no cpu controller ({' '.join(controllers)})"
+    return "v2", v2
+
+
+def cgroup_setup() -> str | None:
+    """Make this run's parent cgroup and check that a child really lands in a capped group of
+    it; None when it does, else why not (the capped cases are then skipped)."""
+    found = cgroup_cpu_base()
+    if isinstance(found, str):
+        return found
+    kind, base = found
+    CGROUPS.update(kind=kind, base=base)
+    remove_stale_cgroups(base)
+    try:
+        if kind == "v2" and "cpu" not in (base / "cgroup.subtree_control").read_text().split():
+            (base / "cgroup.subtree_control").write_text("+cpu")  # so our groups get cpu.max
+        parent = base / f"{CGROUP_PREFIX}{os.getpid()}"
+        parent.mkdir()
+        CGROUPS["parent"] = parent
+        if kind == "v2":
+            (parent / "cgroup.subtree_control").write_text("+cpu")
+        probe = cgroup_new(0.1)
+        proc = spawn([sys.executable, "-c", "import time; time.sleep(30)"], cgroup=probe,
+                     stdin=subprocess.DEVNULL)
+        try:
+            where = cgroup_of(proc.pid)
+        finally:
+            terminate(proc, grace=2.0)
+        cgroup_remove(probe)
+    except (OSError, subprocess.SubprocessError) as exc:
+        remove_cgroups()
+        return f"cannot cap a process in {base} (cgroup {kind}): {exc}"
+    if where != cgroup_rel(probe):
+        remove_cgroups()
+        return f"a process put into {probe} ended up in cgroup {where!r}"
+    return None
+
+
+def cgroup_new(cores: float) -> Path:
+    """A new group under this run's parent, allowed ``cores`` CPUs per period."""
+    CGROUPS["count"] += 1
+    path = CGROUPS["parent"] / f"server-{os.getpid()}-{CGROUPS['count']}"
+    path.mkdir()
+    CGROUPS["made"].append(path)
+    quota = max(1000, round(cores * CFS_PERIOD_US))  # the kernel's minimum quota is 1 ms
+    if CGROUPS["kind"] == "v1":
+        (path / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+        (path / "cpu.cfs_quota_us").write_text(str(quota))
+    else:
+        (path / "cpu.max").write_text(f"{quota} {CFS_PERIOD_US}")
+    return path
+
+
+def cgroup_rel(path: Path) -> str:
+    """``path`` as /proc/PID/cgroup names it."""
+    return "/" + str(path.relative_to(CGROUPS["base"]))
+
+
+def cgroup_of(pid: int) -> str | None:
+    """The group of ``pid`` in the hierarchy of the cpu controller."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                _, controllers, path = line.rstrip("\n").split(":", 2)
+                if (CGROUPS["kind"] == "v2" and not controllers) or "cpu" in controllers.split(","):
+                    return path
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def cgroup_throttling(path: Path | None) -> tuple[int, int] | None:
+    """(periods, periods throttled) of a group so far (cpu.stat: same keys in v1 and v2)."""
+    if path is None:
+        return None
+    try:
+        stat = dict(line.split() for line in (path / "cpu.stat").read_text().splitlines())
+        return int(stat["nr_periods"]), int(stat["nr_throttled"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def cgroup_remove(path: Path, wait: float = 5.0) -> None:
+    """rmdir a group once its processes are gone (a killed process leaves it a moment late)."""
+    end = time.monotonic() + wait
+    while True:
+        try:
+            path.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if time.monotonic() < end:
+                time.sleep(0.1)
+                continue
+            log(f"could not remove the cgroup {path}: {exc}")
+            return
+        if path in CGROUPS["made"]:
+            CGROUPS["made"].remove(path)
+        return
+
+
+def remove_cgroups() -> None:
+    """Remove every group this run made, and its parent (after the children are killed)."""
+    for path in list(reversed(CGROUPS["made"])):
+        cgroup_remove(path)
+    if CGROUPS["parent"] is not None:
+        cgroup_remove(CGROUPS["parent"])
+        CGROUPS["parent"] = None
+
+
+def remove_stale_cgroups(base: Path) -> None:
+    """Remove the empty groups of earlier runs that died without cleaning up (SIGKILL)."""
+    for parent in base.glob(CGROUP_PREFIX + "*"):
+        pid = parent.name[len(CGROUP_PREFIX):]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+            continue
+        for path in [*parent.glob("server-*"), parent]:
+            try:
+                path.rmdir()
+            except OSError:
+                pass  # still busy or not ours to remove: leave it
+
+
 # =========================================================================== HTTP helpers
 
 def http_json(port: int, method: str, path: str, body: Any = None, timeout: float = 10.0):
@@ -281,11 +439,12 @@ def http_json(port: int, method: str, path: str, body: Any = None, timeout: floa
 # =========================================================================== servers
 
 class Server:
-    """One target server process (and, for gunicorn, its worker)."""
+    """One target server process (and, for gunicorn, its worker); given ``cpu_cap``, both in
+    a cgroup of their own allowed that many cores."""
 
     def __init__(self, target: str, n: int, workdir: Path, max_queue: int | None = None,
                  heartbeat: float | None = None, redis_url: str | None = None,
-                 redis_prefix: str | None = None, index: int = 0):
+                 redis_prefix: str | None = None, index: int = 0, cpu_cap: float | None = None):
         self.target = target
         self.n = n
         self.port = free_port()
@@ -297,6 +456,8 @@ class Server:
         self.max_queue = max_queue
         self.heartbeat = heartbeat
         self.redis_url, self.redis_prefix = redis_url, redis_prefix
+        self.cpu_cap = cpu_cap
+        self.cgroup: Path | None = None
         self._log = None
 
     def command(self) -> tuple[list[str], dict[str, str]]:
@@ -345,8 +506,13 @@ class Server:
     def start(self, timeout: float = 60.0) -> None:
         cmd, env = self.command()
         self._log = open(self.log_path, "wb")
-        self.proc = spawn(cmd, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-                          stderr=subprocess.STDOUT, cwd=str(ROOT))
+        if self.cpu_cap:
+            self.cgroup = cgroup_new(self.cpu_cap)
+        # `python -m` puts the working directory first on sys.path: the baseline must run
+        # from its own tree, or it would import this one.
+        cwd = BASELINE["tree"] if self.target == "local_bridge-baseline" else str(ROOT)
+        self.proc = spawn(cmd, cgroup=self.cgroup, env=env, stdin=subprocess.DEVNULL,
+                          stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd)
         end = time.monotonic() + timeout
         while True:
             check_deadline()
@@ -356,6 +522,7 @@ class Server:
             try:
                 status, _ = http_json(self.http_port, "GET", self.health, timeout=2)
                 if status == 200 and self.worker_pid():
+                    self.check_cgroup()
                     return
             except OSError:
                 pass
@@ -385,11 +552,23 @@ class Server:
     def cpu(self) -> float:
         return sum(cpu_seconds(pid) for pid in self.pids())
 
+    def check_cgroup(self) -> None:
+        """A capped server's master and worker must both be in its group, or the cap is fake."""
+        if self.cgroup is None:
+            return
+        want = cgroup_rel(self.cgroup)
+        wrong = {pid: cgroup_of(pid) for pid in self.pids() if cgroup_of(pid) != want}
+        if wrong:
+            raise RuntimeError(f"{self.target}: processes outside their cgroup {want}: {wrong}")
+
     def stop(self) -> None:
         terminate(self.proc, grace=12.0)
         if self._log:
             self._log.close()
             self._log = None
+        if self.cgroup is not None:  # its processes are gone now
+            cgroup_remove(self.cgroup)
+            self.cgroup = None
 
     def problems(self) -> list[str]:
         """Error lines in the server's log (tracebacks, worker timeouts, errors)."""
@@ -515,11 +694,15 @@ def drain(lgs: list[Loadgen], expected: int, quiet: float, limit: float,
 
 
 def measure(target: str, n: int, opts, workdir: Path, stall: bool = False,
-            max_queue: int | None = None, followers: str | None = None) -> dict:
+            max_queue: int | None = None, followers: str | None = None,
+            cpu_cap: float | None = None) -> dict:
     """One server (two for ``-x2`` targets), N subscribers spread over them: connect, RSS,
     latency at a fixed rate, saturation. ``followers``: a ``loadgen.py followers`` process of
-    that kind runs through both phases (the Redis scenario)."""
+    that kind runs through both phases (the Redis scenario). ``cpu_cap``: each server process
+    capped at that many cores (its share of the quota used is recorded)."""
     r: dict[str, Any] = {"target": target, "n": n, "stall": stall, "t": time.time()}
+    if cpu_cap:
+        r["server_cpu"] = cpu_cap
     if followers:
         r["followers"] = followers
     slow = max_queue is not None  # the slow-client scenario (both of its runs)
@@ -527,7 +710,7 @@ def measure(target: str, n: int, opts, workdir: Path, stall: bool = False,
     prefix = f"bench-{os.getpid()}-{int(time.time() * 1000)}:" if redis_url else None
     servers = [Server(target, n, workdir, max_queue=max_queue,
                       heartbeat=opts.slow_heartbeat if slow and opts.slow_heartbeat else None,
-                      redis_url=redis_url, redis_prefix=prefix, index=i)
+                      redis_url=redis_url, redis_prefix=prefix, index=i, cpu_cap=cpu_cap)
                for i in range(2 if target.endswith("-x2") else 1)]
     server = servers[0]
     pad = opts.slow_pad if slow else 0
@@ -605,6 +788,10 @@ def measure(target: str, n: int, opts, workdir: Path, stall: bool = False,
             window["s0"] = gather(lgs, exclude=exclude)
             window["c0"] = (sum(s.cpu() for s in servers), sum(lg.cpu() for lg in lgs))
             window["c0_split"] = server_cpu_split(servers)
+            window["c0_each"] = [s.cpu() for s in servers]
+            window["thr0"] = [cgroup_throttling(s.cgroup) for s in servers]
+            window["t0"] = time.monotonic()
+            window["m0"] = cpu_times()  # the whole machine: Redis and foreign load included
             window["f0"] = fol.cpu() if fol else 0.0
             if opts.profile:
                 window["spy"] = start_py_spy(worker, opts.duration, workdir / f"{target}-{n}.spy")
@@ -620,6 +807,12 @@ def measure(target: str, n: int, opts, workdir: Path, stall: bool = False,
                 watcher.stop()
         s1 = gather(lgs, exclude=exclude)
         c1 = (sum(s.cpu() for s in servers), sum(lg.cpu() for lg in lgs))
+        r["cpu_per_server_s"] = [round(s.cpu() - c0, 2) for s, c0 in zip(servers, window["c0_each"])]
+        r["cpu_window_s"] = time.monotonic() - window["t0"]
+        r["machine_busy"] = round(busy_share(window["m0"], cpu_times()), 3)
+        if cpu_cap:
+            r.update(capped_use(cpu_cap, r["cpu_per_server_s"], r["cpu_window_s"], window["thr0"],
+                                [cgroup_throttling(s.cgroup) for s in servers]))
         if fol:
             r["cpu_followers_s"] = fol.cpu() - window["f0"]
         window["t_end"] = time.monotonic()
@@ -656,6 +849,7 @@ def measure(target: str, n: int, opts, workdir: Path, stall: bool = False,
         if r.get("worker_restarted"):
             r["cpu_server_s"] = None
             r["cpu_server_split"] = None
+            r["cpu_per_server_s"] = r["quota_use"] = None
         if stall:
             r["stalled"] = stalled_client_fate(lgs[0], server, opts)
             r["stalled"]["dropped_after_s"] = watcher.dropped_after
@@ -679,6 +873,17 @@ def measure(target: str, n: int, opts, workdir: Path, stall: bool = False,
             s.stop()
         if prefix:
             forget_redis_keys(redis_url, prefix)
+
+
+def capped_use(cap: float, cpu_each: list[float], window: float, before: list, after: list) -> dict:
+    """Each capped server's share of its quota over the saturation window (CPU s / (cap x
+    window): near 1, the cap was the limit) and the share of its periods it was throttled in."""
+    throttled = []
+    for a, b in zip(before, after):
+        periods = b[0] - a[0] if a and b else 0
+        throttled.append(round((b[1] - a[1]) / periods, 3) if periods > 0 else None)
+    return {"quota_use": [round(c / (cap * window), 3) if window > 0 else None for c in cpu_each],
+            "throttled_share": throttled}
 
 
 def start_py_spy(pid: int, duration: float, path: Path):
@@ -858,16 +1063,24 @@ def _ancestor_is(pid: int, ancestor: int) -> bool:
     return False
 
 
+def cpu_times() -> tuple[int, int]:
+    """The machine's (total, idle + iowait) CPU time so far, in ticks (/proc/stat)."""
+    with open("/proc/stat") as f:
+        values = [int(x) for x in f.readline().split()[1:]]
+    return sum(values), values[3] + values[4]
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """Share of the machine's CPU time spent busy between two ``cpu_times()``."""
+    total, idle = after[0] - before[0], after[1] - before[1]
+    return 1.0 - idle / total if total > 0 else 0.0
+
+
 def cpu_busy(seconds: float = 3.0) -> float:
-    """Share of the machine's CPU time spent busy over ``seconds`` (from /proc/stat)."""
-    def read():
-        with open("/proc/stat") as f:
-            values = [int(x) for x in f.readline().split()[1:]]
-        return sum(values), values[3] + values[4]  # total, idle + iowait
-    t0, i0 = read()
+    """Share of the machine's CPU time spent busy over ``seconds``."""
+    before = cpu_times()
     time.sleep(seconds)
-    t1, i1 = read()
-    return 1.0 - (i1 - i0) / (t1 - t0) if t1 > t0 else 0.0
+    return busy_share(before, cpu_times())
 
 
 def wait_for_quiet(max_load: float, max_wait: float, every: float = 30.0) -> dict:
@@ -1133,7 +1346,8 @@ def render(results: list[dict], targets: list[str], ns: list[int], opts, info: d
             "sat_publish_rate", "sat_missing", "sat_p99_ms", "sat_http_p99_ms", "cpu_server_s",
             "cpu_clients_s", "cpu_clients_user_s", "cpu_clients_sys_s", "cpu_server_split",
             "cpu_publisher_s", "closes", "stalled", "scenario", "followers", "cpu_followers_s",
-            "followers_result", "error")
+            "followers_result", "server_cpu", "cpu_per_server_s", "quota_use", "throttled_share",
+            "machine_busy", "error")
     for r in results:
         row = {k: (round(r[k], 2) if isinstance(r.get(k), float) else r[k]) for k in keep if k in r}
         out.append(json.dumps(row, separators=(",", ":")))
@@ -1143,14 +1357,21 @@ def render(results: list[dict], targets: list[str], ns: list[int], opts, info: d
     return "\n".join(out)
 
 
+def case_rows(results: list[dict], n: int, target: str, followers: str | None,
+              cap: float | None) -> list[dict]:
+    """The Redis scenario's measurements of one case (failed ones included)."""
+    return [r for r in results if r.get("scenario") == "redis" and r["n"] == n
+            and r["target"] == target and r.get("followers") == followers
+            and r.get("server_cpu") == cap]
+
+
 def redis_medians(results: list[dict], opts) -> dict[tuple, dict]:
-    """{(n, target, followers): medians of the Redis scenario's measurements of that case}."""
+    """{(n, target, followers, cap): medians of the Redis scenario's measurements of that case}."""
     cores = os.cpu_count() or 1
     medians: dict[tuple, dict] = {}
     for n in opts.redis_ns:
-        for target, followers in REDIS_CASES:
-            rs = [r for r in results if r.get("scenario") == "redis" and r["n"] == n
-                  and r["target"] == target and r.get("followers") == followers and "error" not in r]
+        for target, followers, cap in redis_cases(opts):
+            rs = [r for r in case_rows(results, n, target, followers, cap) if "error" not in r]
             if not rs:
                 continue
             m = {key: med([r.get(key) for r in rs]) for key in
@@ -1160,8 +1381,43 @@ def redis_medians(results: list[dict], opts) -> dict[tuple, dict]:
                                 for r in rs if r.get("cpu_server_s") is not None and r.get("sat_window_s")])
             m["per_cpu"] = med([r["deliveries_per_s"] * r["sat_window_s"] / r["cpu_server_s"]
                                 for r in rs if r.get("cpu_server_s") and r.get("sat_window_s")])
-            medians[(n, target, followers)] = m
+            m["machine_busy"] = med([r.get("machine_busy") for r in rs])
+            if cap:  # per server process, in the order of the servers
+                for key in ("quota_use", "throttled_share"):
+                    m[key] = [med([(r.get(key) or [None] * (i + 1))[i] for r in rs])
+                              for i in range(2 if target.endswith("-x2") else 1)]
+            medians[(n, target, followers, cap)] = m
     return medians
+
+
+#: Quota use at least this: the cap was the limit. Machine CPU at least this: the machine was.
+CAP_BOUND = 0.9
+MACHINE_BOUND = 0.9
+
+
+def quota_text(m: dict | None, key: str = "quota_use") -> str:
+    """'98 %' or '97 % and 96 %': each capped server's median share of its quota (or ``key``)."""
+    uses = (m or {}).get(key) or []
+    return " and ".join(fmt(u if u is None else 100 * u, 0, " %") for u in uses) or "—"
+
+
+def capped_caveats(one: dict, two: dict, short: bool = False) -> str:
+    """What else than the cap may have limited the capped pair (empty when nothing)."""
+    notes = []
+    low = [u for m in (one, two) for u in m.get("quota_use") or []
+           if u is not None and round(100 * u) < 100 * CAP_BOUND]  # as shown, not 89.6 as "90 %"
+    if low:
+        notes.append("quota not used up" if short else
+                     f"a server used less than {CAP_BOUND:.0%} of its quota, so not only the cap "
+                     "limited it")
+    busy = [x for m in (one, two) for x in (m.get("machine"), m.get("machine_busy"))
+            if x is not None and x >= MACHINE_BOUND]
+    if busy:
+        notes.append("machine saturated" if short else
+                     f"the machine was still saturated ({100 * max(busy):.0f} % busy): the clients "
+                     "and the publisher (and whatever else ran) took the cores the cap left, so the "
+                     "machine, not only the cap, limited the servers")
+    return "; ".join(notes)
 
 
 #: Ratios closer to 1 than this are within what two measurements of one case differ by here.
@@ -1201,15 +1457,33 @@ def render_targets(table: dict, results: list[dict], opts) -> list[str]:
         rows.append(("slow client: the stalled one is closed 4008",
                      ", ".join(str(c) for c in codes), all(c == 4008 for c in codes)))
     medians = redis_medians(results, opts)
+    cap = opts.redis_server_cpu
     for rn in opts.redis_ns:
-        def get(target, followers, key):
-            return (medians.get((rn, target, followers)) or {}).get(key)
+        def get(target, followers, key, cap=None):
+            return (medians.get((rn, target, followers, cap)) or {}).get(key)
+        one_c = medians.get((rn, "local_bridge-redis", None, cap)) if cap else None
+        two_c = medians.get((rn, "local_bridge-redis-x2", None, cap)) if cap else None
+        xc = ratio(two_c and two_c.get("deliveries_per_s"), one_c and one_c.get("deliveries_per_s"))
+        if xc is not None:  # the target: servers on a fixed CPU budget, cores left to the clients
+            caveats = capped_caveats(one_c, two_c, short=True)
+            rows.append((f"Redis, N = {rn:,}: two processes deliver ≥ 1.5× one, each capped at "
+                         f"{cap:g} cores",
+                         f"{xc:.2f}× (quota used: one {quota_text(one_c)}, two {quota_text(two_c)}; "
+                         f"machine CPU {fmt(one_c.get('machine') and 100 * one_c['machine'], 0, ' %')} / "
+                         f"{fmt(two_c.get('machine') and 100 * two_c['machine'], 0, ' %')})"
+                         + (f" — {caveats}" if caveats else ""), xc >= 1.5))
         x = ratio(get("local_bridge-redis-x2", None, "deliveries_per_s"),
                   get("local_bridge-redis", None, "deliveries_per_s"))
         if x is not None:
             cpu = get("local_bridge-redis-x2", None, "machine")
-            rows.append((f"Redis, N = {rn:,}: two processes deliver ≥ 1.5× one",
-                         f"{x:.2f}×" + (f" (machine CPU {100 * cpu:.0f} %)" if cpu else ""), x >= 1.5))
+            value = f"{x:.2f}×" + (f" (machine CPU {100 * cpu:.0f} %)" if cpu else "")
+            if xc is not None:  # for reference: uncapped, the pair is bound by the machine
+                rows.append((f"Redis, N = {rn:,}: two uncapped processes / one (reference; "
+                             "they share the cores with the clients)", value, None))
+            else:
+                why = opts.redis_cap_skipped or "capped cases failed"
+                rows.append((f"Redis, N = {rn:,}: two processes deliver ≥ 1.5× one (uncapped: "
+                             f"the capped cases did not run: {why})", value, x >= 1.5))
         d = ratio(get("local_bridge-redis-x2", "resuming", "deliveries_per_s"),
                   get("local_bridge-redis-x2", "steady", "deliveries_per_s"))
         q = ratio(get("local_bridge-redis-x2", "resuming", "p99_ms"),
@@ -1223,7 +1497,7 @@ def render_targets(table: dict, results: list[dict], opts) -> list[str]:
     out = ["Targets (N = 1,000 unless said; medians of this run):", "",
            "| target | measured | met |", "|---|---|---|"]
     for name, value, met in rows:
-        out.append(f"| {name} | {value} | {'yes' if met else '**no**'} |")
+        out.append(f"| {name} | {value} | {'—' if met is None else 'yes' if met else '**no**'} |")
     out += ["", "10,000 connections in one process: `scripts/capacity.py` (docs/worker-choice.md).", ""]
     return out
 
@@ -1236,6 +1510,7 @@ def render_redis(results: list[dict], opts) -> list[str]:
     if not rows:
         return []
     cores = os.cpu_count() or 1
+    cap = opts.redis_server_cpu
     out = [f"Redis scenario: `local-bridge serve` processes sharing one Redis ({opts.redis_url}, "
            "keys under a prefix of their own, deleted afterwards), subscribers split evenly "
            "between the processes (one client process each), publishing connections alternating "
@@ -1247,21 +1522,21 @@ def render_redis(results: list[dict], opts) -> list[str]:
            f"witness's. {opts.redis_rounds} round(s), cases alternating, medians shown. "
            f"**Machine CPU** is the CPU all processes of the measurement used during saturation "
            f"(servers, clients, followers, publisher; Redis not counted) over {cores} cores × "
-           "the window: near 100 % the machine, not the server, is the limit.", ""]
-    out.append("| N | case | deliveries/s | p50 ms | p99 ms | p99 ms saturated | missing | "
-               "CPU s servers | deliveries per server CPU s | CPU s clients | machine CPU | "
-               "followers: resumes / replayed / recovered false / missing / duplicated / out of order |")
-    out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+           "the window: near 100 % the machine, not the server, is the limit."]
+    out[-1] += capped_method(opts, cores)
+    out += ["", "| N | case | deliveries/s | p50 ms | p99 ms | p99 ms saturated | missing | "
+            "CPU s servers | deliveries per server CPU s | CPU s clients | machine CPU | quota used | "
+            "followers: resumes / replayed / recovered false / missing / duplicated / out of order |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     medians = redis_medians(results, opts)
     for n in opts.redis_ns:
-        for target, followers in REDIS_CASES:
-            rs = [r for r in rows if r["n"] == n and r["target"] == target
-                  and r.get("followers") == followers and "error" not in r]
-            label = LABELS[target] + (f" + {followers} followers" if followers else "")
+        for target, followers, c in redis_cases(opts):
+            rs = [r for r in case_rows(rows, n, target, followers, c) if "error" not in r]
+            label = case_label(target, followers, c)
             if not rs:
-                out.append(f"| {n:,} | {label} | failed |" + " |" * 9)
+                out.append(f"| {n:,} | {label} | failed |" + " |" * 10)
                 continue
-            m = medians[(n, target, followers)]
+            m = medians[(n, target, followers, c)]
             missing = sum(max(0, r.get("sat_missing") or 0) + max(0, r.get("lat_missing") or 0) for r in rs)
             fol = ""
             if followers:
@@ -1272,17 +1547,22 @@ def render_redis(results: list[dict], opts) -> list[str]:
             out.append(f"| {n:,} | {label} | {fmt(m['deliveries_per_s'])} | {fmt(m['p50_ms'], 1)} | "
                        f"{fmt(m['p99_ms'], 1)} | {fmt(m['sat_p99_ms'])} | {missing:,} | "
                        f"{fmt(m['cpu_server_s'], 1)} | {fmt(m['per_cpu'])} | {fmt(m['cpu_clients_s'], 1)} | "
-                       f"{fmt(m['machine'] and 100 * m['machine'], 0, ' %')} | {fol} |")
+                       f"{fmt(m['machine'] and 100 * m['machine'], 0, ' %')} | "
+                       f"{quota_text(m) if c else ''} | {fol} |")
     out.append("")
     for n in opts.redis_ns:
-        def get(target, followers, key):
-            return (medians.get((n, target, followers)) or {}).get(key)
+        def get(target, followers, key, cap=None):
+            return (medians.get((n, target, followers, cap)) or {}).get(key)
         one = ("local_bridge-redis", None)
         two = ("local_bridge-redis-x2", None)
         steady = ("local_bridge-redis-x2", "steady")
         resuming = ("local_bridge-redis-x2", "resuming")
+        one_c = medians.get((n, *one, cap)) if cap else None
+        two_c = medians.get((n, *two, cap)) if cap else None
+        judged = ("machine CPU " + fmt(get(*two, "machine") and 100 * get(*two, "machine"), 0, " %")
+                  + "; the target is judged on the capped pair") if one_c and two_c else "target ≥ 1.5×"
         out.append(f"- N = {n:,}: two processes / one process on Redis, deliveries/s "
-                   f"{_ratio(get(*two, 'deliveries_per_s'), get(*one, 'deliveries_per_s'))} (target ≥ 1.5×), "
+                   f"{_ratio(get(*two, 'deliveries_per_s'), get(*one, 'deliveries_per_s'))} ({judged}), "
                    f"per server CPU second {_ratio(get(*two, 'per_cpu'), get(*one, 'per_cpu'))}; "
                    f"one process on Redis / in memory "
                    f"{_ratio(get(*one, 'deliveries_per_s'), get('local_bridge', None, 'deliveries_per_s'))}; "
@@ -1290,8 +1570,43 @@ def render_redis(results: list[dict], opts) -> list[str]:
                    f"{_ratio(get(*resuming, 'deliveries_per_s'), get(*steady, 'deliveries_per_s'))}, "
                    f"p99 {_ratio(get(*resuming, 'p99_ms'), get(*steady, 'p99_ms'))}, "
                    f"p99 saturated {_ratio(get(*resuming, 'sat_p99_ms'), get(*steady, 'sat_p99_ms'))}.")
+        if one_c and two_c:
+            caveats = capped_caveats(one_c, two_c)
+            pair = (one_c, two_c)
+            out.append(f"- N = {n:,}, each process capped at {cap:g} cores: two processes / one, "
+                       f"deliveries/s {_ratio(two_c['deliveries_per_s'], one_c['deliveries_per_s'])} "
+                       f"(target ≥ 1.5×); quota used: one process {quota_text(one_c)} (throttled in "
+                       f"{quota_text(one_c, 'throttled_share')} of the periods), two processes "
+                       f"{quota_text(two_c)} (throttled in {quota_text(two_c, 'throttled_share')}); "
+                       "machine CPU " + " / ".join(fmt(m["machine"] and 100 * m["machine"], 0, " %")
+                                                   for m in pair)
+                       + " (the whole machine, Redis and any other process included: "
+                       + " / ".join(fmt(m.get("machine_busy") and 100 * m["machine_busy"], 0, " %")
+                                    for m in pair) + " busy)"
+                       + (f". **Caveat:** {caveats}." if caveats else
+                          ": each server used (nearly) all its quota with cores to spare, so the "
+                          "cap, not the machine, was the limit."))
     out.append("")
     return out
+
+
+def capped_method(opts, cores: int) -> str:
+    """How the capped cases were run, or why they were not."""
+    cap = opts.redis_server_cpu
+    if opts.redis_cap_skipped:
+        return f" Capped cases: not run ({opts.redis_cap_skipped})."
+    kind = CGROUPS["kind"]
+    knob = "`cpu.cfs_quota_us`" if kind == "v1" else "`cpu.max`"
+    text = (f" *Capped* cases: each server process (gunicorn master and its worker) runs in a "
+            f"cgroup of its own (cgroup {kind}, {knob} = {cap:g} × a {CFS_PERIOD_US // 1000} ms "
+            f"period), so one process gets at most {cap:g} cores and two at most {2 * cap:g} of "
+            f"the {cores}, the rest being left to the clients and the publisher; **quota used** is "
+            f"a server's CPU seconds during saturation over {cap:g} × the window: near 100 % the "
+            "cap, not the machine, is the limit.")
+    if 2 * cap >= cores:
+        text += (f" **With {cap:g} cores each, two capped servers can take the whole machine: "
+                 "lower `--redis-server-cpu`.**")
+    return text
 
 
 def _ratio(a, b) -> str:
@@ -1403,6 +1718,13 @@ def parse_args(argv: list[str]):
                    help="Redis of the Redis scenario; every key is under a prefix of its own and "
                         "deleted afterwards [$LOCAL_BRIDGE_TEST_REDIS_URL or %(default)s]")
     p.add_argument("--redis-rounds", type=int, default=2)
+    p.add_argument("--redis-server-cpu", type=float, default=0.4, metavar="CORES",
+                   help="the Redis scenario's capped cases: one and two processes with each "
+                        "server process (master and worker) in a cgroup of its own allowed this "
+                        "many cores (a CFS quota), so the servers leave cores to the clients; the "
+                        "≥ 1.5× target is judged on them. Needs a writable cgroup cpu controller "
+                        "(v1 or v2, i.e. root), else they are skipped with a note (0: skip) "
+                        "[%(default)s]")
     p.add_argument("--followers", type=int, default=10,
                    help="steady or resuming followers in the Redis scenario's resume runs [%(default)s]")
     p.add_argument("--follow-live", type=float, default=0.5,
@@ -1460,6 +1782,9 @@ def parse_args(argv: list[str]):
     opts.ns = [int(x.replace("_", "")) for x in opts.n.split(",") if x.strip()]
     opts.redis_ns = [int(x.replace("_", "")) for x in opts.redis_n.split(",") if x.strip()]
     opts.redis_skipped = None
+    opts.redis_cap_skipped = None
+    if opts.redis_server_cpu < 0 or 0 < opts.redis_server_cpu < 0.01:
+        p.error("--redis-server-cpu: 0 (no capped cases) or at least 0.01 cores")
     opts.target_list = [t.strip() for t in opts.targets.split(",") if t.strip()]
     for t in opts.target_list:
         if t not in ALL_TARGETS + EXTRA_TARGETS + REDIS_TARGETS:
@@ -1489,6 +1814,7 @@ def main(argv: list[str]) -> int:
     if soft < need:
         log(f"RLIMIT_NOFILE is {soft} (hard {hard}): too low for N={need - 200}")
         return 2
+    atexit.register(remove_cgroups)  # atexit runs last-in first-out: children are killed first
     atexit.register(kill_all_children)
 
     def on_signal(signum, frame):
@@ -1545,6 +1871,7 @@ def main(argv: list[str]) -> int:
         log(f"stopped by an error: {exc!r}; writing what was measured")
     finally:
         kill_all_children()
+        remove_cgroups()  # rmdir needs the groups' processes gone
     main_results = [r for r in results if not r.get("slow_client_baseline") and not r.get("scenario")]
     elapsed = time.monotonic() - started_at
     save_json(opts.json, results)
@@ -1577,31 +1904,54 @@ def run_case(results: list[dict], opts, rnd: int, target: str, n: int, workdir: 
     return r
 
 
-# (target, followers) of each Redis-scenario measurement, in the order they alternate
-REDIS_CASES = (("local_bridge", None), ("local_bridge-redis", None), ("local_bridge-redis-x2", None),
-               ("local_bridge-redis-x2", "steady"), ("local_bridge-redis-x2", "resuming"))
+# (target, followers, capped) of each Redis-scenario measurement, in the order they alternate;
+# capped: each server process in a cgroup of its own allowed --redis-server-cpu cores
+REDIS_CASES = (("local_bridge", None, False), ("local_bridge-redis", None, False),
+               ("local_bridge-redis-x2", None, False), ("local_bridge-redis", None, True),
+               ("local_bridge-redis-x2", None, True), ("local_bridge-redis-x2", "steady", False),
+               ("local_bridge-redis-x2", "resuming", False))
+
+
+def redis_cases(opts) -> list[tuple[str, str | None, float | None]]:
+    """(target, followers, cores per server or None) of the cases this run measures."""
+    cap = None if opts.redis_cap_skipped else opts.redis_server_cpu
+    return [(t, f, cap if capped else None) for t, f, capped in REDIS_CASES if cap or not capped]
+
+
+def case_label(target: str, followers: str | None, cap: float | None) -> str:
+    label = LABELS[target]
+    if cap:
+        label += f", capped at {cap:g} cores" + (" each" if target.endswith("-x2") else "")
+    return label + (f" + {followers} followers" if followers else "")
 
 
 def run_redis_scenario(results: list[dict], opts, workdir: Path) -> None:
-    """One process on Redis against two, and steady against resuming followers (module doc)."""
+    """One process on Redis against two, uncapped and capped, and steady against resuming
+    followers (module doc)."""
     why = redis_unreachable(opts.redis_url)
     if why:
         opts.redis_skipped = f"Redis at {opts.redis_url} unreachable: {why}"
         log(f"Redis scenario skipped: {opts.redis_skipped}")
         return
-    total = len(opts.redis_ns) * opts.redis_rounds * len(REDIS_CASES)
+    if opts.redis_server_cpu <= 0:
+        opts.redis_cap_skipped = "--redis-server-cpu 0"
+    else:
+        opts.redis_cap_skipped = cgroup_setup()
+        if opts.redis_cap_skipped:
+            log(f"capped Redis cases skipped: {opts.redis_cap_skipped}")
+    cases = redis_cases(opts)
+    total = len(opts.redis_ns) * opts.redis_rounds * len(cases)
     k = 0
     for n in opts.redis_ns:
         for rnd in range(opts.redis_rounds):
-            for target, followers in REDIS_CASES:
+            for target, followers, cap in cases:
                 check_deadline()
                 k += 1
                 if not opts.no_wait:
                     wait_for_others(opts.case_wait)
-                log(f"[redis {k}/{total}] {target}{' + ' + followers + ' followers' if followers else ''}"
-                    f" N={n} round {rnd + 1}")
+                log(f"[redis {k}/{total}] {case_label(target, followers, cap)} N={n} round {rnd + 1}")
                 r = run_case(results, opts, rnd, target, n, workdir, {"scenario": "redis"},
-                             followers=followers)
+                             followers=followers, cpu_cap=cap)
                 if followers:
                     log(f"    followers: {r.get('followers_result')}")
 
@@ -1633,6 +1983,11 @@ def brief(r: dict) -> str:
             f"cpu srv {f('cpu_server_s')}s cli {f('cpu_clients_s')}s (usr {f('cpu_clients_user_s')} "
             f"sys {f('cpu_clients_sys_s')}) srv usr/sys {r.get('cpu_server_split')} "
             f"pub {f('cpu_publisher_s')}s closes {r.get('closes')}"
+            + (f" cap {r['server_cpu']:g} cores: quota used "
+               + ", ".join("—" if u is None else f"{u:.0%}" for u in r.get("quota_use") or [])
+               + " throttled in " + ", ".join("—" if t is None else f"{t:.0%}"
+                                              for t in r.get("throttled_share") or [])
+               + " of periods" if r.get("server_cpu") else "")
             + (" WORKER RESTARTED" if r.get("worker_restarted") else ""))
 
 

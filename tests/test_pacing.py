@@ -1,4 +1,4 @@
-"""Unit tests of local_bridge.bus.pacing.FanoutPacer with a controlled clock."""
+"""Unit tests of local_bridge.bus.pacing.FanoutPacer with a controlled clock and CPU."""
 from __future__ import annotations
 
 import pytest
@@ -8,65 +8,96 @@ from local_bridge.bus.pacing import FanoutPacer
 
 
 class Clock:
+    """Wall time, and the process's CPU time, which advances at ``busy`` of wall time."""
+
     def __init__(self):
         self.now = 1000.0
+        self.cpu = 5.0
+        self.busy = 0.2
 
-    def __call__(self) -> float:
+    def monotonic(self) -> float:
         return self.now
+
+    def process_time(self) -> float:
+        return self.cpu
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.cpu += seconds * self.busy
 
 
 @pytest.fixture
 def clock(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr(pacing.time, "monotonic", clock)
+    monkeypatch.setattr(pacing.time, "monotonic", clock.monotonic)
+    monkeypatch.setattr(pacing.time, "process_time", clock.process_time)
     return clock
 
 
-def fan_out(pacer: FanoutPacer, clock: Clock, recipients: int, takes: float) -> bool:
-    started, direct = pacer.begin(recipients)
-    clock.now += takes
-    pacer.end(started, recipients, direct)
-    return direct
-
-
-def test_the_first_fan_out_and_sparse_ones_write_directly(clock):
-    pacer = FanoutPacer()
-    assert fan_out(pacer, clock, 1000, 0.008)
-    for _ in range(5):
-        clock.now += 0.050  # 20 events/s
-        assert fan_out(pacer, clock, 1000, 0.008)
-
-
-def test_fan_outs_in_close_succession_are_left_to_the_writers(clock):
-    pacer = FanoutPacer()
-    fan_out(pacer, clock, 1000, 0.008)  # learns ~8 us per recipient
+def every(pacer, clock, count: int, interval: float, recipients: int, takes: float) -> list[bool]:
+    """``count`` fan-outs beginning ``interval`` seconds apart, each taking ``takes``; their
+    choices."""
     choices = []
-    for _ in range(20):
-        clock.now += 0.002  # the next event 2 ms later: writing 1,000 sockets takes 8
-        choices.append(fan_out(pacer, clock, 1000, 0.0015))
-    assert not any(choices)
+    for _ in range(count):
+        started, direct = pacer.begin(recipients)
+        clock.advance(takes)
+        pacer.end(started, recipients, direct)
+        choices.append(direct)
+        clock.advance(interval - takes)
+    return choices
 
 
-def test_small_fan_outs_write_directly_even_when_frequent(clock):
+def test_with_time_to_spare_events_are_written_directly(clock):
     pacer = FanoutPacer()
-    fan_out(pacer, clock, 1000, 0.008)
-    for _ in range(10):
-        clock.now += 0.001  # 1,000 events/s to a job's two followers
-        assert fan_out(pacer, clock, 2, 0.00002)
+    assert all(every(pacer, clock, 40, 0.050, 1000, 0.007))  # 20 events/s to 1,000
+    clock.busy = 0.85
+    assert all(every(pacer, clock, 40, 0.050, 5000, 0.030))  # 20 events/s to 5,000
+
+
+def test_a_saturated_process_leaves_the_writing_to_the_writers(clock):
+    pacer = FanoutPacer()
+    every(pacer, clock, 5, 0.050, 1000, 0.008)
+    clock.busy = 1.0  # publishing as fast as it can
+    choices = every(pacer, clock, 200, 0.010, 1000, 0.0015)
+    assert not any(choices[50:]), "direct writing at saturation gives up batching"
+    assert not all(choices[:50]), "half a second of saturation is noticed"
+    clock.busy = 0.3  # the stream ends: back to direct writes within a window or so
+    assert every(pacer, clock, 40, 0.050, 1000, 0.008)[-1]
+
+
+def test_a_fan_out_that_would_overrun_the_next_is_queued(clock):
+    pacer = FanoutPacer()
+    started, direct = pacer.begin(5000)
+    assert direct
+    clock.advance(0.040)  # 8 us a recipient
+    pacer.end(started, 5000, direct)
+    assert not pacer.begin(5000)[1]  # due now: 40 ms of writing would not end before it
+
+
+def test_a_stale_cost_is_measured_again_when_there_is_time_to_spare(clock):
+    pacer = FanoutPacer()
+    every(pacer, clock, 1, 0.300, 1000, 0.200)  # a cold start: 200 us a recipient
+    choices = every(pacer, clock, 120, 0.050, 1000, 0.008)  # 20 events/s, 8 us in truth
+    assert not choices[1]  # writing would take longer than the time between events
+    assert all(choices[-20:]), "measured again within seconds, and kept"
+
+
+def test_small_fan_outs_are_written_directly_even_when_frequent(clock):
+    pacer = FanoutPacer()
+    every(pacer, clock, 1, 0.050, 1000, 0.008)
+    assert all(every(pacer, clock, 50, 0.001, 2, 0.00002))  # 1,000 events/s to a job's followers
 
 
 def test_the_cost_per_recipient_is_learned_from_direct_fan_outs(clock):
     pacer = FanoutPacer()
-    for _ in range(30):
-        clock.now += 1.0
-        fan_out(pacer, clock, 1000, 0.040)  # a slow machine: 40 us per direct send
+    every(pacer, clock, 30, 1.0, 1000, 0.040)  # a slow machine: 40 us per direct send
     assert pacer._cost == pytest.approx(40e-6, rel=0.01)
-    clock.now += 0.030  # 70 ms after the last began: less than twice the 40 ms it cost
-    assert not fan_out(pacer, clock, 1000, 0.002)
+    assert pacer.begin(1000)[1]
+    clock.advance(0.030)
+    assert not pacer.begin(1000)[1]  # 30 ms after the last began: 40 ms would overrun it
 
 
 def test_queued_and_tiny_fan_outs_teach_nothing(clock):
     pacer = FanoutPacer()
-    clock.now += 1.0
-    fan_out(pacer, clock, 10, 0.010)  # 1 ms per recipient, but too few to go by
+    every(pacer, clock, 1, 1.0, 10, 0.010)  # 1 ms per recipient, but too few to go by
     assert pacer._cost == pacing.INITIAL_COST
