@@ -40,6 +40,16 @@ def unreachable(variable: str, exc: Exception) -> None:
     pytest.skip(f"the service at {variable} is unreachable: {exc.__class__.__name__}")
 
 
+def run_under_gevent(code: str, timeout: float = 60) -> str:
+    """Run ``code`` in a fresh interpreter after gevent's ``patch_all()``; its standard output.
+    Fails the test with the program's standard error when it exits non-zero."""
+    program = "from gevent import monkey; monkey.patch_all()\n" + code
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                         timeout=timeout)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

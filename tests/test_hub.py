@@ -19,10 +19,12 @@ class FakeTransport:
     def __init__(self, accept: bool = True):
         self.accept = accept
         self.frames: list[bytes] = []
+        self.directs: list[bool] = []
         self.closes: list[tuple[int, str]] = []
 
     def send(self, frame: bytes, direct: bool = True) -> bool:
         self.frames.append(frame)
+        self.directs.append(direct)
         return self.accept
 
     def close(self, code: int, reason: str = "", discard: bool = False) -> bool:
@@ -124,6 +126,14 @@ def test_channel_none_reaches_every_connected_client(hub, add_client):
     assert ids(hub.recipients(e)) == ids(clients)
     assert hub.deliver(e) == 3
     assert gone.transport.frames == []
+
+
+def test_deliver_hands_every_recipient_the_pacers_choice(hub, add_client, monkeypatch):
+    clients = [add_client("jobs") for _ in range(3)]
+    hub.deliver(event("jobs"))  # an idle process: written directly
+    monkeypatch.setattr(hub._pacer, "begin", lambda recipients: (0.0, False))
+    hub.deliver(event("jobs"))  # the pacer says queue: every recipient is told so
+    assert [c.transport.directs for c in clients] == [[True, False]] * 3
 
 
 def test_deliver_counts_only_accepting_transports(hub, add_client):

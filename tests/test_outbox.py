@@ -1,13 +1,12 @@
 """Unit tests of local_bridge.bus.outbox.Outbox with a fake, stallable sendall."""
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 
 import pytest
 
 from local_bridge.bus.outbox import Outbox
+from support import run_under_gevent
 
 TIMEOUT = 10.0
 
@@ -184,16 +183,14 @@ def test_wait_closed_times_out_while_the_socket_is_stalled(sock, make_outbox):
 def test_under_gevent_the_outbox_takes_the_os_lock():
     """gevent's patched Lock is Python code on the hot path; the outbox never switches greenlets
     while holding its lock, so it uses the OS lock gevent replaced."""
-    code = ("from gevent import monkey; monkey.patch_all()\n"
-            "import threading\n"
-            "from local_bridge.bus.outbox import Outbox\n"
-            "box = Outbox(lambda data: None, 10)\n"
-            "print(type(box._lock).__module__, type(box._lock).__name__, type(threading.Lock()).__module__)\n"
-            "box.close()\n"
-            "assert box.wait_closed(10)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    lock_module, lock_name, patched_module = out.stdout.split()
+    out = run_under_gevent(
+        "import threading\n"
+        "from local_bridge.bus.outbox import Outbox\n"
+        "box = Outbox(lambda data: None, 10)\n"
+        "print(type(box._lock).__module__, type(box._lock).__name__, type(threading.Lock()).__module__)\n"
+        "box.close()\n"
+        "assert box.wait_closed(10)\n")
+    lock_module, lock_name, patched_module = out.split()
     assert (lock_module, lock_name) == ("_thread", "lock")
     assert patched_module.startswith("gevent")  # the patch was in force
 
@@ -288,16 +285,14 @@ def test_an_idle_writer_retires_and_a_new_one_starts_for_new_work(sock, make_out
 def test_under_gevent_a_writer_starts_from_the_event_loop_without_waiting():
     """The loop reader answers pings from the event loop's own greenlet, where nothing may
     wait: starting a writer there must not block (threading.Thread.start would)."""
-    code = ("from gevent import monkey; monkey.patch_all()\n"
-            "import gevent\n"
-            "from local_bridge.bus.outbox import Outbox\n"
-            "out = []\n"
-            "box = Outbox(out.append, 10)\n"
-            "gevent.get_hub().loop.run_callback(box.put, b'from the loop')\n"
-            "gevent.sleep(0.1)\n"
-            "box.close(b'bye')\n"
-            "assert box.wait_closed(10)\n"
-            "print(out)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[b'from the loop', b'bye']"
+    out = run_under_gevent(
+        "import gevent\n"
+        "from local_bridge.bus.outbox import Outbox\n"
+        "out = []\n"
+        "box = Outbox(out.append, 10)\n"
+        "gevent.get_hub().loop.run_callback(box.put, b'from the loop')\n"
+        "gevent.sleep(0.1)\n"
+        "box.close(b'bye')\n"
+        "assert box.wait_closed(10)\n"
+        "print(out)\n")
+    assert out.strip() == "[b'from the loop', b'bye']"

@@ -6,12 +6,11 @@ client on the other end, speaking real frames.
 """
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
+from support import run_under_gevent
+
 PRELUDE = textwrap.dedent("""
-    from gevent import monkey; monkey.patch_all()
     import socket, threading
     import gevent, simple_websocket
     from wsproto import ConnectionType, WSConnection
@@ -48,10 +47,7 @@ PRELUDE = textwrap.dedent("""
 
 
 def run(body: str) -> str:
-    code = PRELUDE + textwrap.dedent(body)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    return run_under_gevent(PRELUDE + textwrap.dedent(body))
 
 
 def test_messages_arrive_without_a_reader_thread():
@@ -115,3 +111,13 @@ def test_a_vanished_peer_ends_reading():
         print("ok")
     """)
     assert out.strip() == "ok"
+
+
+def test_the_server_hands_the_loop_reader_to_simple_websocket_under_gevent(tmp_path):
+    """What makes an idle connection cheap in the real server: its routes pass LoopReader."""
+    out = run_under_gevent(
+        "from local_bridge import create_app\n"
+        "from local_bridge.bus.reader import LoopReader\n"
+        f"app = create_app({{'DATABASE_URL': 'sqlite:///{tmp_path}/bus.db'}})\n"
+        "print(app.config['SOCK_SERVER_OPTIONS']['thread_class'] is LoopReader)\n")
+    assert out.strip() == "True"

@@ -191,13 +191,14 @@ class Hub:
             candidates = self._snapshot(event.targets[0] if event.targets else _ALL)
         else:
             candidates = self.recipients(event)
-        started, direct = self._pacer.begin(len(candidates))
+        recipients = len(candidates)
+        started, direct = self._pacer.begin(recipients)
         for client in candidates:
             if client.transport.send(frame, direct):
                 count += 1
                 if client.on_event is not None:
                     client.on_event(event)
-        self._pacer.end(started, len(candidates), direct)
+        self._pacer.end(started, recipients, direct)
         return count
 
     # ------------------------------------------------------------------ closing

@@ -26,13 +26,10 @@ import sys
 import threading
 from typing import Callable
 
+from .green import gevent_patched
+
 #: A writer with nothing to do for this long retires (a new one starts when work comes).
 WRITER_IDLE = 5.0
-
-
-def _gevent_patched() -> bool:
-    monkey = sys.modules.get("gevent.monkey")
-    return monkey is not None and monkey.is_module_patched("threading")
 
 
 def _lock() -> threading.Lock:
@@ -41,7 +38,7 @@ def _lock() -> threading.Lock:
     non-blocking sends only, never waiting), so it is never contended, and it costs a third
     less per delivery than gevent's lock, whose ``acquire`` is Python code. Keep it that way: a
     greenlet switch while holding it would deadlock the process."""
-    if _gevent_patched():
+    if gevent_patched():
         return sys.modules["gevent.monkey"].get_original("_thread", "allocate_lock")()
     return threading.Lock()
 
@@ -54,7 +51,7 @@ class _Runner:
     callbacks (the connection's reader), where nothing may wait."""
 
     def __init__(self, target: Callable[[], None], name: str):
-        if _gevent_patched():
+        if gevent_patched():
             import gevent
             self._greenlet = gevent.spawn(target)
             self._thread = None

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import logging
 import socket
-import sys
 import threading
 from typing import Any, Callable
 
 from wsproto.utilities import LocalProtocolError
+
+from .green import gevent_patched
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,7 @@ log = logging.getLogger(__name__)
 def reader_class() -> Callable[..., Any] | None:
     """simple-websocket's ``thread_class`` for this process: :class:`LoopReader` under gevent,
     None (the library's own thread) otherwise."""
-    monkey = sys.modules.get("gevent.monkey")
-    if monkey is not None and monkey.is_module_patched("socket"):
-        return LoopReader
-    return None
+    return LoopReader if gevent_patched("socket") else None
 
 
 class LoopReader:
