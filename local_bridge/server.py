@@ -8,6 +8,7 @@ the worker drains and exits.
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 from typing import Any
 
@@ -24,6 +25,21 @@ def _close_bus(worker: Any) -> None:
     state = getattr(app, "extensions", {}).get("local_bridge") if app is not None else None
     if state is not None:
         state.ws_server.shutdown()
+
+
+def _release_logging(arbiter: Any, worker: Any) -> None:
+    """gunicorn's ``worker_exit`` hook: the worker's last step before its interpreter ends.
+
+    Flushes and closes every logging handler, then drops logging's weak references to them.
+    Otherwise a handler that lives until interpreter teardown (Flask's ``default_handler``, a
+    module global) runs logging's weakref callback when it is finally freed; the callback takes
+    logging's module lock, which gevent replaced with a green lock, and by then gevent's modules
+    are gone: every gevent worker exit printed "Exception ignored in: _removeHandlerRef ...
+    TypeError". The handlers stay attached, so a late record is still written (and flushed)."""
+    logging.shutdown()
+    # logging keeps no public way to forget its handlers; this list holds only the weak
+    # references whose callbacks are the problem, and logging's own exit hook reads it.
+    logging._handlerList.clear()  # type: ignore[attr-defined]
 
 
 def _gevent_worker_class():
@@ -102,6 +118,7 @@ class BridgeServer(BaseApplication):
             "errorlog": "-",
             "loglevel": "info",
             "proc_name": "local-bridge",
+            "worker_exit": _release_logging,
         }
         if s.WORKER_CLASS == "gevent":
             options["worker_class"] = _gevent_worker_class()

@@ -108,6 +108,14 @@ def test_shutdown_closes_every_websocket_with_1001_and_exits_0(make_server, work
     assert time.monotonic() - started < 10.5
     with pytest.raises(requests.ConnectionError):
         requests.get(server.http + "/api/system/health", timeout=2)
+    assert_quiet_exit(server.log())
+
+
+def assert_quiet_exit(log: str) -> None:
+    """A clean stop logs nothing alarming: no traceback, nothing Python had to ignore."""
+    for alarm in ("Traceback", "Exception ignored", "ERROR", "CRITICAL"):
+        assert alarm not in log, log
+    assert "Worker exiting" in log and "Shutting down: Master" in log, log
 
 
 def test_gthread_worker_serves_the_bus(make_server):
