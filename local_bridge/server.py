@@ -3,11 +3,13 @@
 One worker process holds every WebSocket of the in-memory bus. Its class is gevent by default
 (a greenlet per connection; see docs/deployment.md for the measurement behind the choice) or
 gthread. Both are subclassed so that SIGTERM and SIGINT close every WebSocket with 1001 before
-the worker drains and exits.
+the worker drains and exits, and so that the errors gunicorn answers itself, before the
+application sees a request, use the JSON error envelope of API.md like every other error.
 """
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import threading
 from typing import Any
@@ -42,12 +44,52 @@ def _release_logging(arbiter: Any, worker: Any) -> None:
     logging._handlerList.clear()  # type: ignore[attr-defined]
 
 
+#: Longest message of an error gunicorn answers itself (some quote the whole request line).
+MAX_ERROR_MESSAGE = 200
+
+
+def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """Stands in for ``gunicorn.util.write_error``: the same answer, as a JSON envelope.
+
+    gunicorn's ``Worker.handle_error`` answers what it refuses before the application runs (a
+    request line over 4 KiB: 414; a malformed request line or header: 400; too many or too large
+    headers: 431; an application crash outside Flask: 500) with an HTML page of its own."""
+    from gunicorn import util
+
+    from .api.errors import STATUS_CODES  # in the worker: after gevent's patching
+
+    if status_int == 400:
+        code = "bad_request"  # invalid_json is for request bodies only
+    else:
+        code = STATUS_CODES.get(status_int, "bad_request" if status_int < 500 else "internal_error")
+    message = mesg or reason
+    if len(message) > MAX_ERROR_MESSAGE:
+        message = message[:MAX_ERROR_MESSAGE - 3] + "..."
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+def _answer_errors_in_json() -> None:
+    """Make gunicorn write its own error answers as JSON, in this (worker) process.
+
+    ``handle_error`` classifies the error, logs it and writes the access log line, then calls
+    ``util.write_error`` for the body: replacing that one function keeps all the rest."""
+    from gunicorn import util
+    util.write_error = _write_json_error
+
+
 def _gevent_worker_class():
     import gevent
     from gunicorn.workers.ggevent import GeventWorker
 
     class BusGeventWorker(GeventWorker):
         """gevent worker that says goodbye (1001) to every WebSocket before draining."""
+
+        def init_process(self):
+            _answer_errors_in_json()
+            super().init_process()
 
         def handle_exit(self, sig, frame):
             super().handle_exit(sig, frame)
@@ -64,6 +106,10 @@ def _gthread_worker_class():
 
     class BusThreadWorker(ThreadWorker):
         """Threaded worker that says goodbye (1001) to every WebSocket before draining."""
+
+        def init_process(self):
+            _answer_errors_in_json()
+            super().init_process()
 
         def handle_exit(self, sig, frame):
             super().handle_exit(sig, frame)
