@@ -1,4 +1,5 @@
-"""A small Python client for the bus, on simple-websocket's client.
+"""A small Python client for the bus: a socket, wsproto for the WebSocket protocol, and one
+daemon thread that reads, so the server's pings are answered while the caller does other work.
 
     with BusClient("ws://127.0.0.1:5100/ws") as bus:
         bus.register("gui", "My desktop")
@@ -9,11 +10,26 @@
 from __future__ import annotations
 
 import json
+import queue
+import socket
+import ssl
+import threading
+import time
 from typing import Any, Iterator
+from urllib.parse import urlsplit
 
-import simple_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (AcceptConnection, CloseConnection, Event, Ping, RejectConnection,
+                            RejectData, Request, TextMessage)
+from wsproto.utilities import ProtocolError, RemoteProtocolError
 
 from . import protocol as p
+
+RECEIVE_BYTES = 65536
+CLOSE_WAIT = 2.0  # how long close() waits for the server to answer its close frame
+NO_CLOSE_FRAME = 1006  # the connection ended without a close frame (RFC 6455 section 7.1.5)
+_END = object()  # queued by the reader when the connection is over
 
 
 class BusError(RuntimeError):
@@ -24,17 +40,61 @@ class BusError(RuntimeError):
         self.reply = reply
 
 
+class HandshakeError(ConnectionError):
+    """The server answered the WebSocket upgrade with an HTTP error (``status``)."""
+
+    def __init__(self, status: int, body: bytes):
+        detail = body.decode(errors="replace").strip()[:200]
+        try:
+            error = json.loads(body)["error"]
+            detail = f"{error['code']}: {error['message']}"
+        except (ValueError, KeyError, TypeError):
+            pass
+        super().__init__(f"WebSocket upgrade refused: HTTP {status}"
+                         + (f" {detail}" if detail else ""))
+        self.status = status
+
+
+class ConnectionClosed(ConnectionError):
+    """The connection is over; ``code`` is the server's close code (1006: none was sent)."""
+
+    def __init__(self, code: int | None):
+        super().__init__(f"connection closed ({code})")
+        self.code = code
+
+
 class BusClient:
-    """One connection to ``/ws``: register, subscribe, then iterate over events."""
+    """One connection to ``/ws``: register, subscribe, then iterate over events.
+
+    The constructor connects and waits for the server's ``connected`` message (``hello``), all
+    within ``timeout`` seconds; replies to requests are awaited as long. On any failure it
+    raises with the socket closed and no thread left running.
+    """
 
     def __init__(self, url: str, timeout: float = 10.0):
         self.timeout = timeout
-        self._ws = simple_websocket.Client.connect(url)
-        self.hello = self._next(timeout)
-        if self.hello.get("type") != "connected":
-            raise BusError(self.hello)
+        self._close_code: int | None = None
+        self._messages: queue.Queue[Any] = queue.Queue()  # str messages, then _END
+        self._pending: list[dict[str, Any]] = []  # events that arrived while awaiting a reply
+        self._fragments: list[str] = []
+        self._lock = threading.Lock()  # one writer at a time on the socket and on wsproto
+        self._ws = WSConnection(ConnectionType.CLIENT)
+        self._reader: threading.Thread | None = None
+        deadline = time.monotonic() + timeout
+        self._sock = _open_socket(url, timeout)
+        try:
+            self._handshake(url, deadline)
+            self._sock.settimeout(None)  # from here on the reader blocks; callers time out
+            self._reader = threading.Thread(target=self._read_forever, daemon=True,
+                                            name=f"BusClient reader {url}")
+            self._reader.start()
+            self.hello = self._next(max(0.0, deadline - time.monotonic()))
+            if self.hello.get("type") != "connected":
+                raise BusError(self.hello)
+        except BaseException:
+            self._abort()
+            raise
         self.client_id: str = self.hello["client_id"]
-        self._pending: list[dict[str, Any]] = []
 
     def __enter__(self) -> "BusClient":
         return self
@@ -42,18 +102,116 @@ class BusClient:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    # ------------------------------------------------------------------ the connection
+
+    def _handshake(self, url: str, deadline: float) -> None:
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._send(Request(host=parts.netloc.rpartition("@")[2], target=target))
+        accepted, rejected, body = False, None, b""
+        while not accepted:
+            self._sock.settimeout(max(0.001, deadline - time.monotonic()))
+            try:
+                data = self._sock.recv(RECEIVE_BYTES)
+            except TimeoutError:
+                raise TimeoutError(f"no answer to the WebSocket upgrade within "
+                                   f"{self.timeout:g} s") from None
+            if not data and rejected is None:
+                raise ConnectionError("the server closed the connection during the handshake")
+            try:
+                self._ws.receive_data(data or None)
+            except RemoteProtocolError as exc:
+                raise ConnectionError(f"not a WebSocket server ({exc})") from None
+            # Frames that came in the same read as the 101 are handled now: they may be all
+            # the server sends for a while.
+            for event in self._ws.events():
+                if isinstance(event, AcceptConnection):
+                    accepted = True
+                elif isinstance(event, RejectConnection):
+                    rejected = event
+                elif isinstance(event, RejectData):
+                    body += event.data
+                else:
+                    self._handle(event)
+            if rejected is not None and (not rejected.has_body or not data
+                                         or self._ws.state is ConnectionState.CLOSED):
+                raise HandshakeError(rejected.status_code, body)
+
+    def _read_forever(self) -> None:
+        """The reader thread: feed wsproto until the connection ends; then close the socket."""
+        try:
+            while self._close_code is None:
+                data = self._sock.recv(RECEIVE_BYTES)
+                with self._lock:
+                    self._ws.receive_data(data or None)
+                    for event in self._ws.events():
+                        self._handle(event)
+                if not data:
+                    break
+        except (OSError, ProtocolError):
+            pass
+        finally:
+            with self._lock:
+                if self._close_code is None:
+                    self._close_code = NO_CLOSE_FRAME
+                self._sock.close()
+            self._messages.put(_END)
+
+    def _handle(self, event: Event) -> None:
+        """One wsproto event (the lock is held, or no other thread runs yet)."""
+        if isinstance(event, TextMessage):
+            self._fragments.append(event.data)
+            if event.message_finished:
+                self._messages.put("".join(self._fragments))
+                self._fragments.clear()
+        elif isinstance(event, Ping):
+            self._sock.sendall(self._ws.send(event.response()))
+        elif isinstance(event, CloseConnection):
+            self._close_code = event.code
+            if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                self._sock.sendall(self._ws.send(event.response()))
+        # Pongs and binary messages: nothing to do (the server sends no binary messages).
+
+    def _send(self, event: Event) -> None:
+        with self._lock:
+            if self._close_code is not None or self._ws.state in (
+                    ConnectionState.LOCAL_CLOSING, ConnectionState.CLOSED):
+                raise ConnectionClosed(self._close_code)
+            self._sock.sendall(self._ws.send(event))
+
     def _next(self, timeout: float | None) -> dict[str, Any]:
+        """The next message from the server (plain-text pongs skipped)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            data = self._ws.receive(timeout=timeout)
-            if data is None:
-                raise TimeoutError("no message from the server")
-            if data == "pong":  # answer to a plain-text ping
-                continue
-            return json.loads(data)
+            try:
+                data = self._messages.get(
+                    timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"no message from the server within {timeout:g} s") from None
+            if data is _END:
+                self._messages.put(_END)  # every later call sees the end too
+                raise ConnectionClosed(self._close_code)
+            if data != "pong":  # answer to a plain-text ping
+                return json.loads(data)
+
+    def _abort(self) -> None:
+        """Drop the connection at once and wait for the reader to finish."""
+        with self._lock:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes a reader blocked in recv
+            except OSError:
+                pass
+            if self._reader is None:
+                self._sock.close()
+        if self._reader is not None:
+            self._reader.join(CLOSE_WAIT)
+            self._sock.close()  # no-op when the reader closed it
+
+    # ------------------------------------------------------------------ the API
 
     def request(self, message: dict[str, Any], expect: str) -> dict[str, Any]:
         """Send ``message``; return the reply of type ``expect`` (events meanwhile are kept)."""
-        self._ws.send(p.dumps(message))
+        self._send(TextMessage(p.dumps(message)))
         while True:
             reply = self._next(self.timeout)
             if reply.get("type") == expect:
@@ -77,17 +235,37 @@ class BusClient:
             else:
                 try:
                     message = self._next(None)
-                except simple_websocket.ConnectionClosed:
+                except ConnectionClosed:
                     return
             if include_heartbeats or message.get("type") != "heartbeat":
                 yield message
 
     @property
     def close_code(self) -> int | None:
-        return getattr(self._ws, "close_reason", None)
+        """None while open; then the close code the server sent, or 1006 when it sent none."""
+        return self._close_code
 
-    def close(self) -> None:
+    def close(self, code: int = 1000) -> None:
+        """Close the connection (waiting briefly for the server's answer); harmless twice."""
         try:
-            self._ws.close()
-        except simple_websocket.ConnectionClosed:
+            self._send(CloseConnection(code))
+        except (ConnectionClosed, OSError, ProtocolError):
             pass
+        self._reader.join(CLOSE_WAIT)  # the server answers the close frame and hangs up
+        self._abort()
+
+
+def _open_socket(url: str, timeout: float) -> socket.socket:
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
+    secure = parts.scheme == "wss"
+    sock = socket.create_connection((parts.hostname, parts.port or (443 if secure else 80)),
+                                    timeout=timeout)
+    if secure:
+        try:
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)
+        except BaseException:
+            sock.close()
+            raise
+    return sock
