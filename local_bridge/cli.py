@@ -60,9 +60,38 @@ def upgrade() -> None:
         database.close()
 
 
-def _base_url(host: str | None, port: int | None) -> str:
-    settings = load_settings({k: v for k, v in {"HOST": host, "PORT": port}.items() if v})
-    return f"{settings.HOST}:{settings.PORT}"
+def _server_address(host: str | None, port: int | None) -> str:
+    """``host:port`` of the server to talk to, an IPv6 address in brackets."""
+    try:
+        settings = load_settings({k: v for k, v in {"HOST": host, "PORT": port}.items() if v})
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    host = settings.HOST.strip("[]")
+    return f"[{host}]:{settings.PORT}" if ":" in host else f"{host}:{settings.PORT}"
+
+
+def _unreachable(url: str, exc: OSError) -> click.ClickException:
+    """``cannot reach local_bridge at URL: connection refused`` (or timed out, unknown host ...)."""
+    reason = exc.strerror or str(exc) or exc.__class__.__name__
+    return click.ClickException(f"cannot reach local_bridge at {url}: "
+                                f"{reason[:1].lower()}{reason[1:]}")
+
+
+def _http_error(exc: "urllib.error.HTTPError") -> click.ClickException:
+    """The server's error envelope as ``HTTP 422 validation_error: message``, one line per field."""
+    try:
+        error = json.loads(exc.read())["error"]
+        lines = [f"HTTP {exc.code} {error['code']}: {error['message']}"]
+        for name, problems in (error.get("fields") or {}).items():
+            problems = problems if isinstance(problems, list) else [problems]
+            lines.append(f"  {name}: {'; '.join(map(str, problems))}")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not the JSON envelope
+        lines = [f"HTTP {exc.code} {exc.reason}"]
+    return click.ClickException("\n".join(lines))
+
+
+_HOST_HELP = f"server address [{ENV_PREFIX}HOST, default 127.0.0.1]"
+_PORT_HELP = f"server port [{ENV_PREFIX}PORT, default 5100]"
 
 
 @main.command()
@@ -70,30 +99,39 @@ def _base_url(host: str | None, port: int | None) -> str:
               help="channel to follow (repeatable)")
 @click.option("--client-type", default="gui", show_default=True)
 @click.option("--client-name", default="local-bridge listen", show_default=True)
-@click.option("--host")
-@click.option("--port", type=int)
+@click.option("--host", help=_HOST_HELP)
+@click.option("--port", type=int, help=_PORT_HELP)
 def listen(channels: tuple[str, ...], client_type: str, client_name: str, host: str | None,
            port: int | None) -> None:
     """Connect to the bus and print events live, one JSON line each."""
-    from .client import BusClient, BusError
+    from .client import NO_CLOSE_FRAME, BusClient, BusError
 
+    url = f"ws://{_server_address(host, port)}/ws"
     try:
-        with BusClient(f"ws://{_base_url(host, port)}/ws") as bus:
+        bus = BusClient(url)
+    except OSError as exc:  # refused, timed out, upgrade refused (HTTP status)
+        raise _unreachable(url, exc) from None
+    except (BusError, ValueError) as exc:  # something else than local_bridge answered
+        raise click.ClickException(f"{url}: not a local_bridge bus ({exc})") from None
+    with bus:
+        try:
             bus.register(client_type, client_name)
             bus.subscribe(list(channels))
-            for event in bus.events():
-                click.echo(json.dumps(event, ensure_ascii=False))
-            raise click.ClickException(f"connection closed ({bus.close_code})")
-    except (BusError, OSError, TimeoutError) as exc:
-        raise click.ClickException(str(exc)) from None
+        except (BusError, OSError) as exc:
+            raise click.ClickException(str(exc)) from None
+        for event in bus.events():
+            click.echo(json.dumps(event, ensure_ascii=False))
+        if bus.close_code == NO_CLOSE_FRAME:
+            raise click.ClickException("the connection to local_bridge was lost")
+        raise click.ClickException(f"local_bridge closed the connection (code {bus.close_code})")
 
 
 @main.command()
 @click.argument("event_type")
 @click.argument("fields", nargs=-1)
 @click.option("--channel", help="channel or sub-channel (default: the type's own; everyone for custom types)")
-@click.option("--host")
-@click.option("--port", type=int)
+@click.option("--host", help=_HOST_HELP)
+@click.option("--port", type=int, help=_PORT_HELP)
 def publish(event_type: str, fields: tuple[str, ...], channel: str | None, host: str | None,
             port: int | None) -> None:
     """Publish an event: FIELDS are key=value (values parsed as JSON when they can be)."""
@@ -114,16 +152,20 @@ def publish(event_type: str, fields: tuple[str, ...], channel: str | None, host:
         body["channel"] = channel
     elif event_type in CATALOG:
         body["channel"] = CATALOG[event_type][0]
-    request = urllib.request.Request(f"http://{_base_url(host, port)}/api/websocket/broadcast",
+    base = f"http://{_server_address(host, port)}"
+    request = urllib.request.Request(f"{base}/api/websocket/broadcast",
                                      data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            click.echo(response.read().decode())
+            click.echo(response.read().decode().rstrip("\n"))  # the body ends in a newline
     except urllib.error.HTTPError as exc:
-        raise click.ClickException(exc.read().decode()) from None
-    except OSError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise _http_error(exc) from None
+    except urllib.error.URLError as exc:  # the reason is the OSError of the connection
+        reason = exc.reason if isinstance(exc.reason, OSError) else OSError(str(exc.reason))
+        raise _unreachable(base, reason) from None
+    except OSError as exc:  # the answer timed out, or the connection was reset
+        raise _unreachable(base, exc) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
 import time
 
-from support import ServerProcess
+import pytest
+
+from support import ServerProcess, free_port
 
 
 def _cli(*args: str) -> list[str]:
@@ -21,10 +25,11 @@ def _lines(process: subprocess.Popen) -> "queue.Queue[str]":
     return lines
 
 
-def test_listen_prints_what_publish_sends(server: ServerProcess):
-    listener = subprocess.Popen(_cli("listen", "--port", str(server.port), "--channel", "jobs",
+def _listen_and_publish(server: ServerProcess, *address: str) -> None:
+    """``listen`` follows jobs; ``publish`` sends one job_progress; the listener prints it."""
+    listener = subprocess.Popen(_cli("listen", *address, "--channel", "jobs",
                                      "--client-type", "web", "--client-name", "cli-test"),
-                                stdout=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # A fresh interpreter importing the package and connecting: slow on a loaded machine.
         deadline = time.monotonic() + 30
@@ -32,13 +37,15 @@ def test_listen_prints_what_publish_sends(server: ServerProcess):
             clients = server.get("/api/websocket/clients?limit=500").json()["items"]
             if any(c["client_name"] == "cli-test" and c["channels"] == ["jobs"] for c in clients):
                 break
-            assert listener.poll() is None, f"the listener exited with {listener.returncode}"
+            assert listener.poll() is None, \
+                f"the listener exited with {listener.returncode}: {listener.stderr.read()}"
             assert time.monotonic() < deadline, f"the listener never subscribed: {clients}"
             time.sleep(0.05)
         published = subprocess.run(_cli("publish", "job_progress", "job_id=cli-1", "progress=50",
-                                         "stage=analyzing", "--port", str(server.port)),
+                                         "stage=analyzing", *address),
                                     capture_output=True, text=True, timeout=20)
         assert published.returncode == 0, published.stderr
+        assert published.stdout.count("\n") == 1, f"not one line: {published.stdout!r}"
         seq = json.loads(published.stdout)["seq"]
         event = json.loads(_lines(listener).get(timeout=10))
         assert (event["type"], event["seq"], event["job_id"], event["progress"], event["stage"]) == \
@@ -48,11 +55,62 @@ def test_listen_prints_what_publish_sends(server: ServerProcess):
         listener.wait(10)
 
 
+def test_listen_prints_what_publish_sends(server: ServerProcess):
+    _listen_and_publish(server, "--port", str(server.port))
+
+
+class IPv6Server(ServerProcess):
+    """The server bound to ``::1``."""
+
+    @property
+    def http(self) -> str:
+        return f"http://[::1]:{self.port}"
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+def test_listen_and_publish_over_ipv6():
+    server = IPv6Server({"HOST": "::1"}).start()
+    try:
+        _listen_and_publish(server, "--host", "::1", "--port", str(server.port))
+    finally:
+        server.stop()
+
+
 def test_publish_reports_validation_errors(server: ServerProcess):
     result = subprocess.run(_cli("publish", "job_progress", "job_id=j", "progress=500",
                                  "--port", str(server.port)), capture_output=True, text=True, timeout=20)
-    assert result.returncode != 0
-    assert "data.progress" in result.stderr
+    assert result.returncode == 1
+    assert "HTTP 422 validation_error" in result.stderr and "  data.progress: " in result.stderr
+    assert '{"error"' not in result.stderr
+
+
+@pytest.mark.parametrize("command, url", [
+    (("publish", "job_progress", "job_id=j"), "http://127.0.0.1:{port}"),
+    (("listen",), "ws://127.0.0.1:{port}/ws"),
+])
+def test_an_unreachable_server_is_one_plain_line(command, url):
+    port = free_port()  # nothing listens there
+    result = subprocess.run(_cli(*command, "--port", str(port)), capture_output=True, text=True,
+                            timeout=20)
+    assert result.returncode == 1
+    assert result.stderr == \
+        f"Error: cannot reach local_bridge at {url.format(port=port)}: connection refused\n"
+
+
+def test_a_bad_setting_is_a_usage_error():
+    result = subprocess.run(_cli("publish", "job_progress", "job_id=j"), capture_output=True,
+                            text=True, timeout=20, env={**os.environ, "LOCAL_BRIDGE_PORT": "http"})
+    assert result.returncode == 2
+    assert "LOCAL_BRIDGE_PORT" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_serve_refuses_a_public_bind_without_auth():
