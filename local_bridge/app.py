@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from flask import Flask, request
 
 from . import migrate, websocket_events
+from .api import body as api_body
 from .api import errors as api_errors
 from .api import events as events_api
 from .api.errors import api_error
@@ -62,6 +63,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     api_errors.init_app(app)
     _limit_http_rate(app, settings)
+    api_body.init_app(app)
     app.register_blueprint(system_api.bp)
     app.register_blueprint(websocket_admin.bp)
     app.register_blueprint(workflow_api.bp)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate
 
-from .protocol import ENTITY_ID_PATTERN, ENVELOPE_FIELDS
+from .protocol import ENTITY_ID_PATTERN, ENVELOPE_FIELDS, MAX_INT64, MIN_INT64
 
 CUSTOM_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_.]{0,63}\Z")
 
@@ -28,10 +29,10 @@ class EventValidationError(ValueError):
 # ------------------------------------------------------------------ strict field types
 
 class Id(fields.Field):
-    """An entity id: a non-empty string (integers are accepted and turned into strings)."""
+    """An entity id: a non-empty string (64-bit integers are accepted and turned into strings)."""
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, int) and not isinstance(value, bool) and MIN_INT64 <= value <= MAX_INT64:
             value = str(value)
         if not isinstance(value, str) or not ENTITY_ID_PATTERN.match(value):
             raise ValidationError("Not a valid id (1-64 letters, digits, '_', '.', '-').")
@@ -39,20 +40,35 @@ class Id(fields.Field):
 
 
 class Number(fields.Field):
-    """A finite JSON number (not a string, not a boolean), optionally within a range."""
+    """A JSON number that fits a finite double (not a string, not a boolean), optionally within
+    a range: an integer too large for a float column is refused like infinity."""
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-                (isinstance(value, float) and not math.isfinite(value)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValidationError("Not a valid number.")
+        if isinstance(value, int) and abs(value) > _MAX_FLOAT_INT or \
+                isinstance(value, float) and not math.isfinite(value):
+            raise ValidationError("Number out of range (must fit a finite double).")
         return value
 
 
-class Count(fields.Integer):
-    """A non-negative integer that must really be one in the JSON."""
+#: The largest integer a finite double can hold (near 1.8e308).
+_MAX_FLOAT_INT = int(sys.float_info.max)
+
+
+class Integer(fields.Integer):
+    """A JSON integer (not a float, string or boolean) within ``minimum``..``maximum``, which
+    default to the signed 64-bit range every integer of the protocol and the database shares."""
+
+    def __init__(self, minimum: int = MIN_INT64, maximum: int = MAX_INT64, **kwargs):
+        super().__init__(strict=True, validate=validate.Range(min=minimum, max=maximum), **kwargs)
+
+
+class Count(Integer):
+    """A non-negative 64-bit integer that must really be one in the JSON."""
 
     def __init__(self, **kwargs):
-        super().__init__(strict=True, validate=validate.Range(min=0), **kwargs)
+        super().__init__(minimum=0, **kwargs)
 
 
 class StrictBool(fields.Field):
@@ -84,7 +100,7 @@ def _percent() -> fields.Field:
 
 
 def _priority() -> fields.Field:
-    return fields.Integer(strict=True, validate=validate.Range(min=0, max=100))
+    return Integer(minimum=0, maximum=100)
 
 
 # ------------------------------------------------------------------ the catalog
@@ -100,7 +116,7 @@ CATALOG: dict[str, tuple[str, type[Schema]]] = {
     "job_created": ("jobs", _schema("JobCreated", job_id=_R(Id()), photo_id=_N(Id()),
                                     priority=_R(_priority()), kind=_R(_text()))),
     "job_queued": ("jobs", _schema("JobQueued", job_id=_R(Id()),
-                                   position=_R(fields.Integer(strict=True, validate=validate.Range(min=1))),
+                                   position=_R(Integer(minimum=1)),
                                    estimated_start_seconds=_N(Number(validate=validate.Range(min=0))))),
     "job_started": ("jobs", _schema("JobStarted", job_id=_R(Id()), photo_id=_N(Id()), worker=_N(_text()))),
     "job_progress": ("jobs", _schema("JobProgress", job_id=_R(Id()), stage=_N(_text()),

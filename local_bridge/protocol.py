@@ -6,6 +6,7 @@ and the error and close codes. Nothing here touches a socket, a thread or Flask.
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from dataclasses import dataclass
@@ -25,6 +26,10 @@ CLIENT_TYPE_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}\Z")
 MAX_CHANNELS_PER_REQUEST = 64
 MAX_CLIENT_NAME = 128
 UNKNOWN_CLIENT_TYPE = "unknown"
+#: Every integer a client sends (ids, seqs, counters, sizes) is a signed 64-bit integer: the
+#: one bound shared by the wire, the event catalog and the REST API.
+MIN_INT64 = -(2**63)
+MAX_INT64 = 2**63 - 1
 
 
 class CloseCode(IntEnum):
@@ -100,6 +105,48 @@ _encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=s
 def dumps(message: dict[str, Any]) -> str:
     """Compact JSON text of one message."""
     return _encoder.encode(message)
+
+
+class JsonSyntaxError(ValueError):
+    """Text that is not JSON; the message is written for the sender, free of parser internals."""
+
+
+class _NotJsonValue(ValueError):
+    """A token Python's parser reads but JSON does not have."""
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's parser accepts NaN and Infinity, which are not JSON and which no client can read.
+    raise _NotJsonValue(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: beyond a double, Python would read it as infinity
+        raise _NotJsonValue("a number is too large")
+    return value
+
+
+def parse_json(text: str | bytes) -> Any:
+    """Parse JSON text strictly: NaN, Infinity and numbers beyond a double are refused.
+
+    Raises :class:`JsonSyntaxError` whose message says what is wrong and, for a syntax error,
+    where (``Expecting value (line 1, column 5)``).
+    """
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as exc:
+        raise JsonSyntaxError(f"{exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    except UnicodeDecodeError:
+        raise JsonSyntaxError("the text is not valid UTF-8") from None
+    except _NotJsonValue as exc:
+        raise JsonSyntaxError(str(exc)) from None
+    except ValueError as exc:
+        # The only other ValueError of the parser: an integer past int_max_str_digits.
+        raise JsonSyntaxError("a number has too many digits" if "digits" in str(exc)
+                              else "not valid JSON") from None
+    except RecursionError:
+        raise JsonSyntaxError("nested too deeply") from None
 
 
 # --------------------------------------------------------------------------- frames
@@ -283,11 +330,9 @@ def parse_client_frame(data: str | bytes) -> ClientMessage | object:
     if data.strip() == "ping":
         return PLAIN_PING
     try:
-        body = json.loads(data)
-    except ValueError as exc:
+        body = parse_json(data)
+    except JsonSyntaxError as exc:
         raise ProtocolError(ErrorCode.INVALID_JSON, f"invalid JSON: {exc}") from None
-    except RecursionError:
-        raise ProtocolError(ErrorCode.INVALID_JSON, "invalid JSON: nested too deeply") from None
     if not isinstance(body, dict):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a message must be a JSON object")
     type_ = body.get("type")
@@ -335,9 +380,10 @@ def validate_resume(body: dict[str, Any]) -> tuple[int | None, str | None]:
     """The optional ``since`` and ``epoch`` of a ``subscribe`` message."""
     since = body.get("since")
     epoch = body.get("epoch")
-    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int)
+                              or not 0 <= since <= MAX_INT64):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE,
-                            "field 'since' must be a non-negative integer", "subscribe")
+                            f"field 'since' must be an integer from 0 to {MAX_INT64}", "subscribe")
     if epoch is not None and not isinstance(epoch, str):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field 'epoch' must be a string", "subscribe")
     return since, epoch

@@ -126,6 +126,12 @@ def test_missing_or_null_required_field_is_refused(type_, field):
     ("priority_changed", "new_priority", 200),
     ("approval_queue_updated", "queue_count", "3"),
     ("export_completed", "file_size", -5),
+    # one bound for every integer (signed 64-bit) and every number (a finite double)
+    ("export_completed", "file_size", 2**63), ("job_progress", "counters", {"files": 10**30}),
+    ("queue_status", "pending_count", 2**63), ("job_queued", "position", 2**63),
+    ("job_created", "job_id", 2**63), ("job_created", "job_id", -(2**63) - 1),
+    ("photo_analyzed", "ai_score", 10**400), ("resource_warning", "threshold", -(10**400)),
+    ("job_queued", "estimated_start_seconds", 10**309),
 ])
 def test_mistyped_value_is_refused_naming_the_field(type_, field, value):
     assert field in _fails(type_, {**MINIMAL[type_], field: value})
@@ -145,6 +151,9 @@ def test_unknown_field_and_non_object_are_refused():
                     "error_details": {"trace": [1, 2]}}),
     ("photo_analyzed", {"photo_id": "p1", "ai_score": -3, "analysis_results": [1, "a"]}),
     ("export_completed", {"export_id": "e1", "file_size": 0}),
+    ("export_completed", {"export_id": "e1", "file_size": 2**63 - 1}),
+    ("job_progress", {"job_id": "j1", "progress": 1, "counters": {"files": 2**63 - 1}}),
+    ("photo_analyzed", {"photo_id": "p1", "ai_score": 10**308}),
 ])
 def test_boundary_values_are_accepted_unchanged(type_, data):
     result = catalog.validate_event(type_, data)
@@ -154,6 +163,8 @@ def test_boundary_values_are_accepted_unchanged(type_, data):
 def test_integer_ids_become_strings():
     result = catalog.validate_event("photo_imported", {"photo_id": 7, "session_id": 12, "file_name": "a"})
     assert (result["photo_id"], result["session_id"]) == ("7", "12")
+    largest = catalog.validate_event("job_cancelled", {"job_id": 2**63 - 1})
+    assert largest["job_id"] == "9223372036854775807"
 
 
 # --------------------------------------------------------------------------- custom events

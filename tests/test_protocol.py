@@ -171,6 +171,23 @@ def test_parse_deeply_nested_json_is_invalid_json():
     assert _protocol_error("[" * 50000).code == p.ErrorCode.INVALID_JSON
 
 
+@pytest.mark.parametrize("data, says", [
+    ('{"type": "ping", "n": ' + "1" * 5000 + "}", "a number has too many digits"),
+    ('{"type": "ping", "n": 1e400}', "a number is too large"),
+    ('{"type": "ping", "n": -1e400}', "a number is too large"),
+    ('{"type": "ping", "n": NaN}', "NaN is not a JSON value"),
+    ('{"type": "ping", "n": Infinity}', "Infinity is not a JSON value"),
+    ('{"type": "ping",}', "(line 1, column 17)"),
+    ('{\n  "type": oops}', "Expecting value (line 2, column 11)"),
+])
+def test_invalid_json_messages_are_plain(data, says):
+    error = _protocol_error(data)
+    assert error.code == p.ErrorCode.INVALID_JSON and error.request_type is None
+    assert says in error.message, error.message
+    for internal in ("sys.", "int_max_str_digits", "Exceeds the limit", "char "):
+        assert internal not in error.message
+
+
 # --------------------------------------------------------------------------- validators
 
 def test_validate_register_accepts_boundaries():
@@ -222,7 +239,7 @@ def test_validate_channel_list_refuses_malformed_whole(channels):
 
 @pytest.mark.parametrize("body, expected", [
     ({}, (None, None)), ({"since": 0}, (0, None)), ({"since": 17, "epoch": "e1"}, (17, "e1")),
-    ({"since": None, "epoch": None}, (None, None)),
+    ({"since": None, "epoch": None}, (None, None)), ({"since": 2**63 - 1}, (2**63 - 1, None)),
 ])
 def test_validate_resume_valid(body, expected):
     assert p.validate_resume(body) == expected
@@ -231,6 +248,7 @@ def test_validate_resume_valid(body, expected):
 @pytest.mark.parametrize("body, field", [
     ({"since": -1}, "since"), ({"since": True}, "since"), ({"since": 1.0}, "since"),
     ({"since": "5"}, "since"), ({"since": 1, "epoch": 5}, "epoch"), ({"epoch": ["e"]}, "epoch"),
+    ({"since": 2**63}, "since"), ({"since": 10**4000}, "since"),
 ])
 def test_validate_resume_invalid(body, field):
     with pytest.raises(p.ProtocolError) as info:

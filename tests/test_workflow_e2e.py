@@ -117,13 +117,13 @@ def test_analysis_approval_and_rejection(workflow_server, watcher, session, phot
     queue = ok(workflow_server.get("/api/approval", params={"session_id": session["id"]}))["items"]
     assert [p["id"] for p in queue] == [photo["id"]]
 
-    approved, events = watcher.after(lambda: ok(workflow_server.post(f"/api/approval/{photo['id']}/approve")))
+    approved, events = watcher.after(lambda: ok(workflow_server.post(f"/api/approval/{photo['id']}/approve", json={})))
     assert approved["approval_status"] == "approved"
     assert types_of(events) == ["photo_approved", "approval_queue_updated", "session_updated"]
     assert events[1]["queue_count"] == 0
     assert ok(workflow_server.get(f"/api/sessions/{session['id']}"))["approved_photos"] == 1
 
-    again, events = watcher.after(lambda: workflow_server.post(f"/api/approval/{photo['id']}/approve"))
+    again, events = watcher.after(lambda: workflow_server.post(f"/api/approval/{photo['id']}/approve", json={}))
     error(again, 409, "conflict")
     rejected, more = watcher.after(lambda: workflow_server.post(
         f"/api/approval/{photo['id']}/reject", json={"reason": "late"}))
@@ -144,10 +144,10 @@ def test_reject_needs_a_reason_and_publishes(workflow_server, watcher, photo):
 
 
 def test_approving_an_unanalysed_photo_is_409(workflow_server, watcher, photo):
-    response, events = watcher.after(lambda: workflow_server.post(f"/api/approval/{photo['id']}/approve"))
+    response, events = watcher.after(lambda: workflow_server.post(f"/api/approval/{photo['id']}/approve", json={}))
     error(response, 409, "conflict")
     assert events == []
-    error(workflow_server.post("/api/approval/777777/approve"), 404, "not_found")
+    error(workflow_server.post("/api/approval/777777/approve", json={}), 404, "not_found")
 
 
 def test_selection(workflow_server, watcher, photo):

@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, jsonify
 
 from .. import catalog
 from ..version import __version__
-from .body import load_object
+from .body import flat_fields, load_object
 from .errors import validation_error
 
 bp = Blueprint("system", __name__, url_prefix="/api/system")
@@ -53,5 +53,5 @@ def publish_system_event():
     try:
         published = _state().publisher.publish(type_, body)
     except catalog.EventValidationError as exc:
-        raise validation_error(exc.messages) from None
+        raise validation_error(flat_fields(exc.messages)) from None
     return jsonify({"seq": published.seq, "recipients": published.recipients}), 202

@@ -84,7 +84,7 @@ def approval_queue():
 
 @bp.post("/approval/<photo_id>/approve")
 def approve(photo_id: str):
-    load(schemas.Empty(), required=False)
+    load(schemas.Empty())
     return jsonify(_domain().photos.approve(photo_id))
 
 
@@ -127,7 +127,7 @@ def report_progress(job_id: str):
 
 @bp.post("/jobs/<job_id>/complete")
 def complete_job(job_id: str):
-    body = load(schemas.JobComplete(), required=False)
+    body = load(schemas.JobComplete())
     return jsonify(_domain().jobs.mark_completed(job_id, body["result"], body["result_url"]))
 
 
@@ -140,7 +140,7 @@ def fail_job(job_id: str):
 
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str):
-    body = load(schemas.JobCancel(), required=False)
+    body = load(schemas.JobCancel())
     job, ended = _domain().jobs.cancel(job_id, body["reason"])
     return jsonify(job), 200 if ended else 202
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, fields, validate
 
-from ..catalog import Number, StrictBool
+from ..catalog import Count, Integer, Number, StrictBool
 from .models import Export, ImportSession, Job, Photo
 
 _name = validate.Length(min=1, max=200)
@@ -34,7 +34,7 @@ class SessionUpdate(_Body):
 class PhotoImport(_Body):
     file_name = fields.String(required=True, validate=validate.Length(min=1, max=500))
     file_path = fields.String(required=True, validate=validate.Length(min=1, max=4096))
-    source = fields.String(allow_none=True, load_default=None, validate=validate.Length(min=1, max=64))
+    source = fields.String(required=True, validate=validate.Length(min=1, max=64))
 
 
 class AnalysisRecord(_Body):
@@ -54,7 +54,7 @@ class Rejection(_Body):
 class JobCreate(_Body):
     kind = fields.String(required=True, validate=validate.Length(min=1, max=64))
     photo_id = fields.String(allow_none=True, load_default=None)
-    priority = fields.Integer(strict=True, load_default=50, validate=validate.Range(0, 100))
+    priority = Integer(0, 100, load_default=50)
     params = fields.Dict(allow_none=True, load_default=None)
 
 
@@ -68,7 +68,7 @@ class JobProgress(_Body):
     progress = Number(required=True, validate=validate.Range(0, 100))
     stage = fields.String(allow_none=True, validate=validate.Length(max=200))
     message = fields.String(allow_none=True, validate=validate.Length(max=2000))
-    counters = fields.Dict(keys=fields.String(), values=fields.Integer(strict=True), allow_none=True)
+    counters = fields.Dict(keys=fields.String(), values=Count(), allow_none=True)
 
 
 class JobComplete(_Body):
@@ -87,7 +87,7 @@ class JobCancel(_Body):
 
 
 class JobPriority(_Body):
-    priority = fields.Integer(strict=True, required=True, validate=validate.Range(0, 100))
+    priority = Integer(0, 100, required=True)
     reason = fields.String(allow_none=True, load_default=None, validate=validate.Length(max=2000))
 
 
@@ -99,7 +99,7 @@ class ExportCreate(_Body):
 
 class ExportComplete(_Body):
     output_path = fields.String(required=True, validate=validate.Length(min=1, max=4096))
-    file_size = fields.Integer(strict=True, required=True, validate=validate.Range(min=0))
+    file_size = Count(required=True)
 
 
 class ExportFail(_Body):

@@ -23,7 +23,10 @@ def session_counts(db: Session, session_id: int) -> dict[str, int]:
 
 
 def emit_session_updated(tx: Tx, session: ImportSession) -> dict[str, int]:
-    """Publish the session's counters (the last event of any request that changes them)."""
+    """Publish the session's counters (the last event of any request that changes them) and
+    bump its ``updated_at``: every change to a session or to its counters comes through here."""
+    session.updated_at = utcnow()
+    tx.session.flush()
     counts = session_counts(tx.session, session.id)
     total, processed = counts["total_photos"], counts["processed_photos"]
     tx.emit("session_updated", session_id=session.id, total_photos=total,
@@ -73,8 +76,6 @@ class Sessions:
             became_completed = changes.get("status") == "completed" and session.status != "completed"
             for key, value in changes.items():
                 setattr(session, key, value)
-            session.updated_at = utcnow()
-            tx.session.flush()
             counts = emit_session_updated(tx, session)
             if became_completed:
                 tx.emit("session_completed", session_id=session.id, session_name=session.name,
@@ -87,7 +88,6 @@ class Sessions:
             session = load_session(tx.session, session_id)
             photo = Photo(session_id=session.id, approval_status="none", **data)
             tx.session.add(photo)
-            session.updated_at = utcnow()
             tx.session.flush()
             tx.emit("photo_imported", photo_id=photo.id, session_id=session.id,
                      file_name=photo.file_name, file_path=photo.file_path, source=photo.source)
