@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 import queue
 import signal
+import socket
 import threading
 
+import pytest
 import requests
 
-from support import marker
+from support import error, marker
 
 
 class SseClient:
@@ -47,6 +49,12 @@ class SseClient:
                 return item
 
     def close(self) -> None:
+        # Closing the response waits for the reader thread's read to end (the buffered
+        # reader's lock): shut the socket down first so that it ends at once.
+        try:
+            self.response.raw._fp.fp.raw._sock.shutdown(socket.SHUT_RDWR)
+        except (AttributeError, OSError):
+            pass
         self.response.close()
 
 
@@ -118,3 +126,77 @@ def test_sse_heartbeat_comments_and_shutdown_ends_the_stream(make_server):
     server.signal(signal.SIGTERM)
     assert sse.next() == ("end", None)
     assert server.wait(timeout=12) == 0
+
+
+def sse_clients(server) -> list[dict]:
+    items = server.get("/api/websocket/clients").json()["items"]
+    return [c for c in items if c["client_name"] == "sse"]
+
+
+def test_head_on_the_stream_leaves_no_subscriber(make_server):
+    server = make_server(MAX_CONNECTIONS=5)
+    for _ in range(6):
+        response = requests.head(server.http + "/api/events/stream", timeout=10)
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+    assert server.get("/api/websocket/clients").json()["items"] == []
+    client = server.client()  # not refused with 503: the HEADs hold no connection
+    seq = marker(server)
+    assert client.recv()["seq"] == seq
+    client.close()
+
+
+def test_sse_clients_list_counts_what_the_stream_sent(make_server):
+    server = make_server()
+    since = marker(server)
+    missed = [server.publish("job_cancelled", {"job_id": f"m{i}"}, channel="jobs")["seq"]
+              for i in range(2)]
+    sse = SseClient(server.http + "/api/events/stream", params={"channels": "jobs"},
+                    headers={"Last-Event-ID": str(since)})
+    assert [int(sse.next()[0]) for _ in range(2)] == missed
+    assert sse.next()[1]["type"] == "replay_complete"
+    live = server.publish("job_cancelled", {"job_id": "live"}, channel="jobs")["seq"]
+    assert int(sse.next()[0]) == live
+    [listed] = sse_clients(server)
+    assert (listed["sent"], listed["dropped"], listed["queue_depth"]) == (4, 0, 0)
+    assert listed["channels"] == ["jobs"]
+    sse.close()
+
+
+def test_a_stalled_sse_stream_shows_its_queue_then_leaves_the_list(make_server):
+    server = make_server(MAX_QUEUE=4)
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and it never reads on
+    reader.settimeout(10)
+    reader.connect(("127.0.0.1", server.port))
+    reader.sendall(b"GET /api/events/stream?channels=jobs HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:  # the response has begun: the subscriber is in the hub
+        head += reader.recv(1)
+    assert head.startswith(b"HTTP/1.1 200")
+    blob = "x" * 200_000
+    depths = []
+    for i in range(200):  # ~40 MB at most; the kernel's buffers fill long before
+        server.publish("test.big", {"blob": blob, "i": i}, channel="jobs")
+        listed = sse_clients(server)
+        if not listed:
+            break
+        depths.append(listed[0]["queue_depth"])
+        assert listed[0]["dropped"] == 0
+    else:
+        pytest.fail("the stalled stream never left the clients list")
+    assert max(depths) >= 3  # events waiting behind the full socket, as listed
+    reader.close()
+
+
+@pytest.mark.parametrize("headers, params, field", [
+    ({"Last-Event-ID": "9" * 4001}, {}, "Last-Event-ID"),
+    ({"Last-Event-ID": str(2**63)}, {}, "Last-Event-ID"),
+    ({}, {"since": "9" * 4001}, "since"),
+    ({}, {"since": "\u00b2"}, "since"),
+])
+def test_sse_since_out_of_range_is_refused_without_echo(server, headers, params, field):
+    response = requests.get(server.http + "/api/events/stream", headers=headers, params=params,
+                            timeout=10)
+    body = error(response, 422, "validation_error")
+    assert field in body["fields"] and len(response.content) < 300

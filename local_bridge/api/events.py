@@ -1,20 +1,28 @@
-"""The same events over plain HTTP: polling (``GET /api/events``) and Server-Sent Events
-(``GET /api/events/stream``), both served from the bus history (PROTOCOL.md section 1)."""
+"""The same events over plain HTTP: polling (``GET /api/events``, long polling with ``wait``)
+and Server-Sent Events (``GET /api/events/stream``), both served from the bus history
+(PROTOCOL.md section 1)."""
 from __future__ import annotations
 
-import queue
+import re
 import threading
-from typing import Any, Iterator
+import time
+from collections import deque
+from itertools import islice
+from typing import Any, Callable, Iterator
 
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import protocol as p
+from ..backplane.base import Backplane
 from ..bus.hub import Client, Hub
 from .errors import api_error, validation_error
 from .pagination import page_params
 
 bp = Blueprint("events", __name__, url_prefix="/api/events")
 SSE_RETRY_MS = 3000
+MAX_SEQ = 2**63 - 1
+MAX_WAIT = 30  # seconds a long poll may be held
+_WAIT = re.compile(r"[0-9]{1,2}(\.[0-9]{1,6})?")
 
 
 def _state():
@@ -40,13 +48,24 @@ def _client_type() -> str:
     return value
 
 
-def _int_arg(name: str, default: int) -> int:
-    raw = request.args.get(name)
+def _seq(raw: str, field: str) -> int:
+    """A seq given by a client: ASCII digits, 0 to 2^63-1. The message never repeats the
+    value, which may be thousands of digits long."""
+    if not (raw.isascii() and raw.isdigit()):
+        raise validation_error({field: ["must be a non-negative integer"]})
+    digits = raw.lstrip("0") or "0"
+    if len(digits) > len(str(MAX_SEQ)) or int(digits) > MAX_SEQ:
+        raise validation_error({field: [f"must be at most {MAX_SEQ}"]})
+    return int(digits)
+
+
+def _wait() -> float:
+    raw = request.args.get("wait")
     if raw is None or raw == "":
-        return default
-    if not raw.isdigit():
-        raise validation_error({name: ["must be a non-negative integer"]})
-    return int(raw)
+        return 0.0
+    if not _WAIT.fullmatch(raw) or float(raw) > MAX_WAIT:
+        raise validation_error({"wait": [f"must be a number of seconds from 0 to {MAX_WAIT}"]})
+    return float(raw)
 
 
 def _listener(channels: list[str] | None, client_type: str, transport: Any) -> Client:
@@ -57,51 +76,134 @@ def _listener(channels: list[str] | None, client_type: str, transport: Any) -> C
     return client
 
 
+# --------------------------------------------------------------------------- polling
+
+def _answer(backplane: Backplane, probe: Client, since: int, epoch: str | None,
+            limit: int) -> dict[str, Any]:
+    """The reply to a poll, from the history as it stands now (API.md ``GET /api/events``)."""
+    with backplane.paused():  # one numbering: the seq and the epoch it belongs to
+        current, current_epoch = backplane.last_seq, backplane.epoch
+    if (epoch is not None and epoch != current_epoch) or since > current:
+        items: list[dict[str, Any]] = []
+        recovered = False  # another numbering (a restart): nothing after `since` is known
+    else:
+        missed, recovered = backplane.history(since)
+        # `current` bounds the items: an event numbered meanwhile is in the next answer.
+        items = list(islice((event.message for event in missed
+                             if event.seq <= current and Hub.would_receive(probe, event)), limit))
+    if recovered:
+        next_since = items[-1]["seq"] if items else since
+    else:
+        next_since = current  # the poller reloads over REST and misses nothing after this
+    return {"items": items, "next_since": next_since, "recovered": recovered,
+            "seq": current, "epoch": current_epoch}
+
+
+class _Waiter:
+    """Wakes a long poll when an event it would return is delivered, or at shutdown. It is a
+    hub watcher, not a client: not listed, not counted against ``MAX_CONNECTIONS``."""
+
+    def __init__(self, probe: Client, since: int):
+        self.probe, self.since = probe, since
+        self.woken = threading.Event()
+
+    def __call__(self, event: p.BusEvent | None) -> None:
+        if event is None or (event.seq > self.since and Hub.would_receive(self.probe, event)):
+            self.woken.set()
+
+
 @bp.get("")
 def poll():
-    """Events after ``since`` that are still held, in seq order."""
-    since = _int_arg("since", 0)
+    """Events after ``since`` that are still held, in seq order; with ``wait``, held until
+    there is one (or ``wait`` seconds pass, or the server shuts down)."""
+    since = _seq(request.args.get("since") or "0", "since")
+    wait = _wait()
     limit, _ = page_params()
-    backplane = _state().publisher.backplane
-    epoch = request.args.get("epoch")
-    same_epoch = epoch is None or epoch == backplane.epoch
     probe = _listener(_channels(), _client_type(), transport=None)
-    missed, complete = backplane.history(since) if same_epoch else ([], False)
-    items = [event.message for event in missed if Hub.would_receive(probe, event)][:limit]
-    return jsonify({"items": items, "next_since": items[-1]["seq"] if items else since,
-                    "recovered": same_epoch and complete and since <= backplane.last_seq})
+    epoch = request.args.get("epoch") or None
+    state = _state()
+    bus, backplane = state.ws_server, state.publisher.backplane
+    if wait <= 0 or bus.stopping.is_set():
+        return jsonify(_answer(backplane, probe, since, epoch, limit))
+    deadline = time.monotonic() + wait
+    waiter = _Waiter(probe, since)
+    # Watching before reading: an event is either in the history read below or delivered
+    # after this point, which wakes the waiter, so none is missed between the two.
+    bus.hub.watch(waiter)
+    try:
+        while True:
+            answer = _answer(backplane, probe, since, epoch, limit)
+            remaining = deadline - time.monotonic()
+            if answer["items"] or not answer["recovered"] or remaining <= 0 \
+                    or bus.stopping.is_set():
+                return jsonify(answer)
+            waiter.woken.wait(remaining)
+            waiter.woken.clear()  # before reading again: a later delivery sets it anew
+    finally:
+        # Always reached, even when the greenlet or thread is stopped: the request ends
+        # within `wait` seconds whether or not its client is still there.
+        bus.hub.unwatch(waiter)
+
+
+# --------------------------------------------------------------------------- SSE
+
+_IDLE = object()  # next_frame's answer when nothing came within the heartbeat interval
 
 
 class _SseTransport:
-    """Queues event payloads for one SSE response; too far behind, the stream ends."""
+    """Frames the hub sends one SSE response, queued until its generator writes them. Too far
+    behind (``limit`` queued), the queue is dropped and the stream ends (the client resumes
+    with ``Last-Event-ID``)."""
 
     def __init__(self, limit: int):
-        self.queue: queue.Queue[bytes | None] = queue.Queue()
         self._limit = limit
-        self._lock = threading.Lock()  # guards closed
+        self.on_overflow: Callable[[], Any] = lambda: None  # called once the stream is too slow
+        self._ready = threading.Condition()  # guards _frames, closed and dropped
+        self._frames: deque[bytes] = deque()
         self.closed = False
+        self.sent = 0  # messages handed to the server for writing (counted by the generator)
+        self.dropped = 0  # messages refused or discarded
 
     def send(self, frame: bytes, direct: bool = True) -> bool:
-        with self._lock:
+        with self._ready:
             if self.closed:
+                self.dropped += 1
                 return False
-            if self.queue.qsize() >= self._limit:  # slow consumer: it reconnects and resumes
-                self.closed = True
-                self.queue.put(None)
-                return False
-        self.queue.put(p.frame_payload(frame))
-        return True
+            if len(self._frames) < self._limit:
+                self._frames.append(frame)
+                self._ready.notify()
+                return True
+            self.dropped += len(self._frames) + 1  # slow consumer
+            self._frames.clear()
+            self.closed = True
+            self._ready.notify()
+        self.on_overflow()
+        return False
 
     def close(self, code: int, reason: str = "", discard: bool = False) -> bool:
-        with self._lock:
+        with self._ready:
             if self.closed:
                 return False
             self.closed = True
-        self.queue.put(None)
+            if discard:
+                self.dropped += len(self._frames)
+                self._frames.clear()
+            self._ready.notify()
         return True
 
+    def next_frame(self, timeout: float) -> bytes | object | None:
+        """The next queued frame; None once closed and drained; ``_IDLE`` after ``timeout``
+        seconds without one."""
+        with self._ready:
+            if not self._frames and not self.closed:
+                self._ready.wait(timeout)
+            if self._frames:
+                return self._frames.popleft()
+            return None if self.closed else _IDLE
+
     def stats(self) -> dict[str, int]:
-        return {"sent": 0, "dropped": 0, "queue_depth": self.queue.qsize()}
+        with self._ready:
+            return {"sent": self.sent, "dropped": self.dropped, "queue_depth": len(self._frames)}
 
 
 def _sse(payload: bytes, seq: int | None) -> str:
@@ -115,46 +217,54 @@ def stream():
     state = _state()
     bus, backplane = state.ws_server, state.publisher.backplane
     channels, client_type = _channels(), _client_type()
-    last_id = request.headers.get("Last-Event-ID") or request.args.get("since")
-    if last_id is not None and not str(last_id).isdigit():
-        raise validation_error({"Last-Event-ID": ["must be an event id (a seq)"]})
+    header = request.headers.get("Last-Event-ID")
+    raw_since = header or request.args.get("since")
+    since = _seq(raw_since, "Last-Event-ID" if header else "since") if raw_since else None
     if bus.stopping.is_set():
         return api_error(503, "unavailable", "the server is shutting down")
     transport = _SseTransport(state.settings.MAX_QUEUE)
     client = Client(transport, remote_addr=request.remote_addr, client_type=client_type,
                     client_name="sse")
-    with backplane.paused():  # live events queue up after this point; history covers before
-        bus.hub.add(client)
-        bus.hub.subscribe(client, channels if channels is not None else sorted(p.CHANNELS))
-        latest = backplane.last_seq
+    transport.on_overflow = lambda: bus.hub.remove(client)  # it leaves the clients list at once
     interval = state.settings.HEARTBEAT_INTERVAL
 
     def events() -> Iterator[str]:
+        # The subscriber joins the hub only once the response is being written, and leaves
+        # it when the generator ends or is closed: a response that is never iterated (HEAD,
+        # a client gone first, an error) leaves nothing behind.
         try:
+            with backplane.paused():  # live events queue up after this; history covers before
+                bus.hub.add(client)
+                bus.hub.subscribe(client, channels if channels is not None else sorted(p.CHANNELS))
+                latest = backplane.last_seq
+            if bus.stopping.is_set():  # shutdown closed every client before this one joined
+                return
             yield f"retry: {SSE_RETRY_MS}\n\n"
-            if last_id is not None:
-                since = int(last_id)
-                missed, complete = backplane.history(since)
+            if since is not None:
+                missed, complete = backplane.history(since) if since <= latest else ([], False)
                 for event in missed:
                     if event.seq <= latest and Hub.would_receive(client, event):
+                        transport.sent += 1
                         yield _sse(p.frame_payload(event.frame), event.seq)
                 done = p.reply("replay_complete", since=since, to=latest,
                                recovered=complete and since <= latest)
+                transport.sent += 1
                 yield _sse(p.dumps(done).encode(), None)
             while True:
-                try:
-                    payload = transport.queue.get(timeout=interval)
-                except queue.Empty:
+                frame = transport.next_frame(interval)
+                if frame is None:
+                    return
+                if frame is _IDLE:
                     yield ": heartbeat\n\n"
                     continue
-                if payload is None:
-                    return
+                payload = p.frame_payload(frame)  # type: ignore[arg-type]
+                transport.sent += 1
                 yield _sse(payload, _seq_of(payload))
         finally:
             bus.hub.remove(client)
             transport.close(p.CloseCode.NORMAL)
 
-    response = Response(stream_with_context(events()), mimetype="text/event-stream")
+    response = Response(events(), mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # proxies must not buffer the stream
     return response

@@ -58,6 +58,8 @@ class Client:
 
 
 _ALL = None  # snapshot key of "every connected client"
+#: Called with every delivered event, and with None when the hub closes every client.
+Watcher = Callable[[BusEvent | None], None]
 
 
 class Hub:
@@ -70,6 +72,8 @@ class Hub:
         self._members: dict[str, dict[Client, None]] = {}
         self._snapshots: dict[str | None, tuple[Client, ...]] = {}
         self._pacer = FanoutPacer()
+        # Copy-on-write, like the snapshots: delivery reads it without the lock.
+        self._watchers: tuple[Watcher, ...] = ()
 
     # ------------------------------------------------------------------ registry
 
@@ -153,6 +157,18 @@ class Hub:
                 self._snapshots[key] = snapshot
         return snapshot
 
+    # ------------------------------------------------------------------ watchers
+
+    def watch(self, watcher: Watcher) -> None:
+        """Call ``watcher`` after each delivery from now on (long polls waiting for an event);
+        a watcher is not a client: it is not listed, counted or sent anything."""
+        with self._lock:
+            self._watchers = self._watchers + (watcher,)
+
+    def unwatch(self, watcher: Watcher) -> None:
+        with self._lock:
+            self._watchers = tuple(w for w in self._watchers if w is not watcher)
+
     # ------------------------------------------------------------------ delivery
 
     def recipients(self, event: BusEvent) -> list[Client]:
@@ -199,6 +215,8 @@ class Hub:
                 if client.on_event is not None:
                     client.on_event(event)
         self._pacer.end(started, recipients, direct)
+        for watcher in self._watchers:
+            watcher(event)
         return count
 
     # ------------------------------------------------------------------ closing
@@ -218,4 +236,6 @@ class Hub:
         for client in clients:
             self.remove(client)
             client.transport.close(code, reason)
+        for watcher in self._watchers:
+            watcher(None)
         return len(clients)
