@@ -47,17 +47,31 @@ def db() -> None:
 def upgrade() -> None:
     """Apply schema migrations to LOCAL_BRIDGE_DATABASE_URL (default: the SQLite file in the
     application's instance folder)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from . import migrate
     from .app import database_url
     from .db import Database
 
-    database = Database(database_url(load_settings()))
+    def one_line(exc: Exception) -> str:
+        lines = str(exc).strip().splitlines()
+        return lines[0][:300] if lines else exc.__class__.__name__
+
     try:
-        migrate.upgrade(database.engine)
-        click.echo(f"{database.engine.url.render_as_string()}: "
-                   f"revision {migrate.current_revision(database.engine)}")
+        database = Database(database_url(load_settings()))
+    except (ConfigError, SQLAlchemyError) as exc:
+        raise click.ClickException(f"cannot migrate: {one_line(exc)}") from None
+    except ImportError as exc:  # the URL names a driver that is not installed
+        raise click.ClickException("cannot migrate: the database driver is not installed: "
+                                   f"{one_line(exc)}") from None
+    where = database.engine.url.render_as_string()
+    try:
+        revision = migrate.upgrade(database.engine)
+    except (migrate.MigrationError, SQLAlchemyError) as exc:
+        raise click.ClickException(f"cannot migrate {where}: {one_line(exc)}") from None
     finally:
         database.close()
+    click.echo(f"{where}: revision {revision}")
 
 
 def _server_address(host: str | None, port: int | None) -> str:

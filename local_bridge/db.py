@@ -30,15 +30,17 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     def check(self) -> str:
-        """``"ok"`` when the database answers with the current schema, else what is wrong."""
-        from .migrate import current_revision, head_revision
+        """``"ok"`` when the database answers with this version's schema, else what is wrong.
+
+        A database without tables, one behind (or ahead of) the shipped migrations, and an
+        installation that ships no migration at all are never ``"ok"``.
+        """
+        from .migrate import schema_problem
 
         try:
             with self.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
-            if current_revision(self.engine) != head_revision():
-                return "schema out of date: run 'local-bridge db upgrade'"
-            return "ok"
+            return schema_problem(self.engine) or "ok"
         except SQLAlchemyError as exc:
             return f"error: {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]}"
 

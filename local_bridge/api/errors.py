@@ -8,10 +8,12 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import (DBAPIError, InterfaceError, OperationalError, ProgrammingError,
+                            SQLAlchemyError)
 
 from ..backplane.base import BackplaneUnavailable
 from ..domain.errors import DomainError
+from ..migrate import schema_problem
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +79,17 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
-    def _database_down(exc: Exception):
-        log.warning("database unavailable: %s", str(exc).splitlines()[0][:200])
+    @app.errorhandler(ProgrammingError)
+    def _database_error(exc: DBAPIError):
+        first_line = str(exc).splitlines()[0][:200]
+        problem = _schema_problem(app, exc)
+        if problem is not None:
+            log.warning("database schema not ready (%s): %s", problem, first_line)
+            return api_error(503, "unavailable", "the database schema is not ready: run "
+                             "'local-bridge db upgrade' on this database, then retry")
+        if _statement_fault(exc):  # the schema is current: a fault of this program
+            return _unexpected(exc)
+        log.warning("database unavailable: %s", first_line)
         return api_error(503, "unavailable", "the database is unavailable; retry later")
 
     @app.errorhandler(BackplaneUnavailable)
@@ -91,3 +102,33 @@ def init_app(app: Flask) -> None:
     def _unexpected(exc: Exception):
         log.exception("unhandled error")
         return api_error(500, "internal_error", "internal server error")
+
+
+#: SQLSTATEs of a statement naming a table or column the database does not have (PostgreSQL).
+_UNDEFINED_OBJECT_STATES = {"42P01", "42703"}
+_SQLITE_MISSING_OBJECT = ("no such table", "no such column")
+
+
+def _schema_problem(app: Flask, exc: DBAPIError) -> str | None:
+    """Why the schema is not ready when ``exc`` comes from it (None: the schema is fine, or
+    the database does not answer at all)."""
+    original = exc.orig
+    state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    missing_object = state in _UNDEFINED_OBJECT_STATES or any(
+        phrase in str(original) for phrase in _SQLITE_MISSING_OBJECT)
+    if not missing_object and not _statement_fault(exc):
+        return None  # connection trouble: asking the database again would only wait again
+    try:
+        problem = schema_problem(app.extensions["local_bridge"].database.engine)
+    except (SQLAlchemyError, KeyError):
+        problem = None
+    if problem is None and missing_object:
+        problem = "a table or column is missing"
+    return problem
+
+
+def _statement_fault(exc: DBAPIError) -> bool:
+    """The statement failed, not the connection: a ProgrammingError, or SQLite's generic SQL
+    error (syntax, unknown table), which sqlite3 raises as an OperationalError."""
+    return (isinstance(exc, ProgrammingError)
+            or getattr(exc.orig, "sqlite_errorname", None) == "SQLITE_ERROR")
