@@ -230,8 +230,8 @@ def stream():
 
     def events() -> Iterator[str]:
         # The subscriber joins the hub only once the response is being written, and leaves
-        # it when the generator ends or is closed: a response that is never iterated (HEAD,
-        # a client gone first, an error) leaves nothing behind.
+        # it when the generator ends or is closed (the server closes it when a write fails):
+        # a response that is never iterated (HEAD, an error before the body) joins nothing.
         try:
             with backplane.paused():  # live events queue up after this; history covers before
                 bus.hub.add(client)
