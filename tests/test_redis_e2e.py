@@ -2,10 +2,14 @@
 one process)."""
 from __future__ import annotations
 
+import json
 import signal
+import struct
+import threading
 import time
 
 import pytest
+import websocket
 
 from redis_support import PrivateRedis, drop_prefix, fresh_prefix, redis_url
 from support import ServerProcess, marker
@@ -71,15 +75,16 @@ def test_admin_lists_and_disconnects_clients_of_every_process(pair):
     listed = {c["client_id"]: c for c in b.get("/api/websocket/clients?limit=500").json()["items"]}
     assert {on_a.client_id, on_b.client_id} <= set(listed)
     assert listed[on_a.client_id]["client_name"] == "on A"
-    response = b.post(f"/api/websocket/disconnect/{on_a.client_id}")
+    response = b.post(f"/api/websocket/disconnect/{on_a.client_id}", json={})
     assert response.status_code == 200 and response.json()["disconnected"] is True
     assert on_a.close_code() == 4009
-    assert b.post("/api/websocket/disconnect/" + "f" * 32).status_code == 404
+    assert b.post("/api/websocket/disconnect/" + "f" * 32, json={}).status_code == 404
 
 
 def test_redis_restart_mid_run(tmp_path):
     """Redis goes away: writes answer 503, health says so, clients stay connected; when it
-    returns the bus works again (a new epoch: Redis kept nothing)."""
+    returns the bus works again in a new epoch (Redis kept nothing), and the clients, whose
+    epoch is void, are closed 1011 to resume."""
     redis_server = PrivateRedis().start()
     server = ServerProcess({"REDIS_URL": redis_server.url,
                             "DATABASE_URL": f"sqlite:///{tmp_path}/r.db"}).start()
@@ -103,12 +108,15 @@ def test_redis_restart_mid_run(tmp_path):
         while server.get("/api/system/health").status_code != 200:
             assert time.monotonic() < deadline, "the backplane must reconnect by itself"
             time.sleep(0.1)
+        assert client.close_code() == 1011
+        client = server.client()
+        assert client.connected["epoch"] != epoch
+        client.send({"type": "subscribe", "channels": ["jobs"], "since": before, "epoch": epoch})
+        assert client.recv()["type"] == "subscribed"
+        assert client.until(lambda m: m["type"] == "replay_complete")[-1]["recovered"] is False
         after = server.publish("job_cancelled", {"job_id": "2"}, channel="jobs")["seq"]
         assert after > before, "seq never goes backwards, even though Redis forgot it"
         assert client.recv()["seq"] == after
-        fresh = server.client()
-        assert fresh.connected["epoch"] != epoch
-        fresh.close()
         client.close()
     finally:
         server.stop()
@@ -130,3 +138,290 @@ def test_client_closed_1001_by_a_restart_resumes_on_the_other_process(pair):
     assert back.recv()["type"] == "subscribed"
     replayed = back.until(lambda m: m["type"] == "replay_complete")
     assert [m["seq"] for m in replayed[:-1]] == missed and replayed[-1]["recovered"] is True
+
+
+# ---------------------------------------------------------------------- Redis lost its data
+
+OUTAGE_EVENT = "test.outage"
+
+
+class Recorder:
+    """Reads one bus client in a thread of its own: the outage events it receives, in order,
+    and the code of the server's close frame if one comes."""
+
+    def __init__(self, client, first: int = 0):
+        self.client = client
+        self.first = first  # the first event (by index) published after it subscribed
+        self.epoch = client.connected["epoch"]
+        self.last_seq = client.subscribe("system")["seq"]
+        self.received: list[int] = []
+        self.close_code: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            try:
+                opcode, data = self.client.recv_frame(timeout=0.2)
+            except websocket.WebSocketTimeoutException:
+                continue
+            except (websocket.WebSocketException, OSError):
+                self.close_code = -1  # dropped without a close frame: a failure of its own
+                return
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                self.close_code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else 1005
+                return
+            message = json.loads(data)
+            if message.get("type") == OUTAGE_EVENT:
+                self.received.append(message["i"])
+                self.last_seq = message["seq"]
+
+    def expected(self, accepted: list[int]) -> list[int]:
+        return [i for i in accepted if i >= self.first]
+
+    def settled(self, accepted: list[int]) -> bool:
+        return self.close_code is not None or self.received == self.expected(accepted)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.client.close()
+
+
+def _publish_outage_event(server: ServerProcess, i: int) -> int:
+    response = server.post("/api/websocket/broadcast",
+                           json={"type": OUTAGE_EVENT, "channel": "system", "data": {"i": i}})
+    assert response.status_code in (202, 503), response.text
+    return response.status_code
+
+
+def _wait_healthy(*servers: ServerProcess, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    for server in servers:
+        while server.get("/api/system/health").status_code != 200:
+            assert time.monotonic() < deadline, "the backplane must come back by itself"
+            time.sleep(0.05)  # polling the health endpoint: nothing announces recovery
+
+
+def _assert_nothing_missed_silently(recorder: Recorder, accepted: list[int],
+                                    server: ServerProcess) -> None:
+    """Every accepted event reached the client, or the client was closed 1011 and, resuming
+    with since and epoch, is told ``recovered: false``."""
+    received, accepted = recorder.received, recorder.expected(accepted)
+    assert received == accepted[:len(received)], \
+        f"delivered out of order, twice, or past a silent gap: {received} vs {accepted}"
+    if len(received) == len(accepted):
+        return
+    assert recorder.close_code == 1011, \
+        f"events {accepted[len(received):][:10]}... never arrived, and the client was not told"
+    back = server.client()
+    try:
+        back.send({"type": "subscribe", "channels": ["system"], "since": recorder.last_seq,
+                   "epoch": recorder.epoch})
+        assert back.recv()["type"] == "subscribed"
+        done = back.until(lambda m: m["type"] == "replay_complete")[-1]
+        assert done["recovered"] is False, done
+    finally:
+        back.close()
+
+
+def _outage_run(restart_gap: int, total: int = 300, down_at: int = 100) -> None:
+    """Two processes on a private Redis; events published through B at 50/s while Redis is
+    stopped at ``down_at`` and started again (empty) ``restart_gap`` events later. Clients of
+    A and B subscribed before, and (for a long outage) one that joined A while Redis was down:
+    its ``connected`` carried the epoch Redis then lost."""
+    redis_server = PrivateRedis().start()
+    servers = [ServerProcess({"REDIS_URL": redis_server.url}).start() for _ in range(2)]
+    a, b = servers
+    recorders: list[Recorder] = []
+    try:
+        recorders = [Recorder(a.client()), Recorder(b.client())]
+        statuses: dict[int, int] = {}
+        started = time.monotonic()
+        for i in range(total):
+            if i == down_at:
+                redis_server.stop()
+            if i == down_at + restart_gap // 2 and restart_gap:
+                recorders.append(Recorder(a.client(), first=i))
+            if i == down_at + restart_gap:
+                redis_server.start()
+            delay = started + i * 0.02 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # pacing the publisher at 50 events/s, not synchronisation
+            statuses[i] = _publish_outage_event(b, i)
+        accepted = [i for i in range(total) if statuses[i] == 202]
+        assert len(accepted) > down_at, "the bus took events again after Redis came back"
+        deadline = time.monotonic() + 15
+        while not all(r.settled(accepted) for r in recorders) and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling the readers' state, each bounded by the deadline
+        for recorder in recorders:
+            recorder.stop()
+        _wait_healthy(a, b)
+        for recorder, server in zip(recorders, [a, b, a]):
+            _assert_nothing_missed_silently(recorder, accepted, server)
+        # The bus works again for everyone: an event through B reaches new clients of both.
+        fresh = [a.client(), b.client()]
+        for client in fresh:
+            client.subscribe("system")
+        seq = b.publish(OUTAGE_EVENT, {"i": total}, channel="system")["seq"]
+        for client in fresh:
+            assert client.until(lambda m: m.get("type") == OUTAGE_EVENT)[-1]["seq"] == seq
+            client.close()
+    finally:
+        for recorder in recorders:
+            recorder.stop()
+        for server in servers:
+            server.stop()
+        redis_server.stop()
+
+
+def test_events_accepted_after_redis_lost_its_data_are_delivered_or_announced():
+    """Redis down for 60 events and back empty: no event B accepted is missing on A without
+    A's client being closed 1011 (and told ``recovered: false`` when it resumes)."""
+    _outage_run(restart_gap=60)
+
+
+def test_fast_redis_restart_is_noticed():
+    """Redis stopped and started again at once (empty): the same guarantee."""
+    _outage_run(restart_gap=0, total=200)
+
+
+def test_redis_restored_from_an_older_snapshot_starts_a_new_epoch():
+    """Redis comes back with the bus's epoch but an older sequence (restored from a snapshot):
+    those seqs would be numbered again and dropped as already delivered, so the processes
+    start a new epoch and close their clients 1011 instead."""
+    import redis
+
+    redis_server = PrivateRedis().start()
+    servers = [ServerProcess({"REDIS_URL": redis_server.url}).start() for _ in range(2)]
+    a, b = servers
+    direct = redis.Redis.from_url(redis_server.url)
+    try:
+        client = a.client()
+        client.subscribe("system")
+        epoch = client.connected["epoch"]
+        seqs = [b.publish(OUTAGE_EVENT, {"i": i}, channel="system")["seq"] for i in range(6)]
+        assert [client.recv()["seq"] for _ in seqs] == seqs
+        # What a restore from a snapshot taken three events ago looks like, then the restart's
+        # broken connections.
+        direct.set("local_bridge:seq", seqs[2])
+        direct.xdel("local_bridge:stream", *[f"{seq}-1" for seq in seqs[3:]])
+        assert direct.client_kill_filter(_type="pubsub") >= 2
+        assert client.close_code(timeout=10) == 1011
+        _wait_healthy(a, b)
+        back = a.client()
+        assert back.connected["epoch"] != epoch
+        back.send({"type": "subscribe", "channels": ["system"], "since": seqs[-1],
+                   "epoch": epoch})
+        assert back.recv()["type"] == "subscribed"
+        assert back.until(lambda m: m["type"] == "replay_complete")[-1]["recovered"] is False
+        after = b.publish(OUTAGE_EVENT, {"i": 6}, channel="system")["seq"]
+        assert after > seqs[-1]
+        assert back.recv()["seq"] == after
+        back.close()
+    finally:
+        direct.close()
+        for server in servers:
+            server.stop()
+        redis_server.stop()
+
+
+# ---------------------------------------------------------------------- gaps in the live feed
+
+
+@pytest.fixture
+def private_pair():
+    """Two servers on a private Redis (default key prefix), and a direct Redis client."""
+    import redis
+
+    redis_server = PrivateRedis().start()
+    servers = [ServerProcess({"REDIS_URL": redis_server.url}).start() for _ in range(2)]
+    direct = redis.Redis.from_url(redis_server.url)
+    yield servers[0], servers[1], direct
+    direct.close()
+    for server in servers:
+        server.stop()
+    redis_server.stop()
+
+
+def _numbered_elsewhere(direct, seq: int, publish: bool) -> None:
+    """Number event ``seq`` as the publish script does, but write it to only one of the two
+    paths: the stream (its pub/sub message lost) or pub/sub (its stream entry trimmed)."""
+    epoch = direct.get("local_bridge:epoch")
+    meta = json.dumps({"type": OUTAGE_EVENT, "channel": "system", "targets": ["system"],
+                       "types": None}, separators=(",", ":"))
+    text = json.dumps({"type": OUTAGE_EVENT, "timestamp": "2026-01-01T00:00:00.000Z",
+                       "channel": "system", "seq": seq, "i": seq}, separators=(",", ":"))
+    direct.set("local_bridge:seq", seq)
+    if publish:
+        direct.publish("local_bridge:events", b"\n".join([epoch, str(seq).encode(),
+                                                          meta.encode(), text.encode()]))
+    else:
+        direct.xadd("local_bridge:stream", {"m": meta, "t": text, "at": int(time.time() * 1000)},
+                    id=f"{seq}-1")
+
+
+def test_listeners_cut_off_catch_up_from_the_stream(private_pair):
+    """Every pub/sub connection dropped while events are published (Redis keeps its data):
+    what the listeners missed comes from the stream; nobody is closed, nothing is lost."""
+    a, b, direct = private_pair
+    recorders = [Recorder(a.client()), Recorder(b.client())]
+    try:
+        statuses = {}
+        started = time.monotonic()
+        for i in range(100):
+            if i == 50:
+                assert direct.client_kill_filter(_type="pubsub") >= 2
+            delay = started + i * 0.02 - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # pacing the publisher at 50 events/s, not synchronisation
+            statuses[i] = _publish_outage_event(b, i)
+        accepted = [i for i in range(100) if statuses[i] == 202]
+        deadline = time.monotonic() + 10
+        while not all(r.settled(accepted) for r in recorders) and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling the readers' state, each bounded by the deadline
+        for recorder in recorders:
+            assert recorder.received == accepted and recorder.close_code is None
+    finally:
+        for recorder in recorders:
+            recorder.stop()
+
+
+def test_an_event_missing_from_pubsub_is_fetched_from_the_stream(private_pair):
+    """An event numbered and recorded whose pub/sub message never came: each process
+    delivers it from the stream within a couple of its one-second checks."""
+    a, b, direct = private_pair
+    client = a.client()
+    client.subscribe("system")
+    last = b.publish(OUTAGE_EVENT, {"i": 0}, channel="system")["seq"]
+    assert client.recv()["seq"] == last
+    _numbered_elsewhere(direct, last + 1, publish=False)
+    assert client.recv(timeout=5)["seq"] == last + 1
+    after = b.publish(OUTAGE_EVENT, {"i": 2}, channel="system")["seq"]
+    assert after == last + 2 and client.recv()["seq"] == after
+    client.close()
+
+
+def test_a_gap_the_stream_cannot_fill_closes_clients_1011(private_pair):
+    """A seq jump on the live feed whose events the stream no longer holds: the clients of
+    every process are closed 1011 rather than left with a silent gap."""
+    a, b, direct = private_pair
+    clients = [a.client(), b.client()]
+    for client in clients:
+        client.subscribe("system")
+    epoch = clients[0].connected["epoch"]
+    last = b.publish(OUTAGE_EVENT, {"i": 0}, channel="system")["seq"]
+    for client in clients:
+        assert client.recv()["seq"] == last
+    _numbered_elsewhere(direct, last + 5, publish=True)  # last+1 .. last+4: trimmed
+    for client in clients:
+        assert client.close_code(timeout=5) == 1011
+    back = a.client()
+    assert back.connected["epoch"] == epoch  # the numbering itself is sound
+    back.send({"type": "subscribe", "channels": ["system"], "since": last, "epoch": epoch})
+    assert back.recv()["type"] == "subscribed"
+    assert back.until(lambda m: m["type"] == "replay_complete")[-1]["recovered"] is False
+    after = b.publish(OUTAGE_EVENT, {"i": 6}, channel="system")["seq"]
+    assert after == last + 6 and back.recv()["seq"] == after
+    back.close()

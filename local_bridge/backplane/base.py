@@ -21,6 +21,7 @@ class Backplane(abc.ABC):
     def __init__(self) -> None:
         self._deliver: DeliverFn = lambda event: 0
         self._serve: Callable[[dict[str, Any]], dict[str, Any]] = lambda request: {}
+        self._events_lost: Callable[[], None] = lambda: None
 
     def attach(self, deliver: DeliverFn) -> None:
         """Set the function that hands an event to this process's hub."""
@@ -29,6 +30,12 @@ class Backplane(abc.ABC):
     def serve_requests(self, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         """Set the function that answers control requests (admin actions) in this process."""
         self._serve = handler
+
+    def on_events_lost(self, callback: Callable[[], None]) -> None:
+        """Set what to do when this process's clients may have missed events that the
+        backplane can no longer deliver (the bus closes them 1011, so each resumes and is told
+        ``recovered: false``). Called with the delivery paused (see :meth:`paused`)."""
+        self._events_lost = callback
 
     def request_all(self, request: dict[str, Any], timeout: float = 2.0) -> list[dict[str, Any]]:
         """Ask every process sharing the bus (this one included); return their answers."""

@@ -3,8 +3,16 @@
 Publishing is one Lua script: take the next ``seq`` (INCR), append the event to a capped
 stream (the history every process reads for resume and polling), and PUBLISH it. Redis runs
 scripts one at a time, so stream order, pub/sub order and seq order are the same. Each process
-has one listener thread that receives the pub/sub messages and hands them to its hub in order;
-after a reconnect it first reads what it missed from the stream, so its clients see no gap.
+has one listener thread that receives the pub/sub messages and hands them to its hub in order.
+
+Nothing is lost without a word. Within one epoch a process delivers a gapless run of seqs:
+a seq jump on the feed, a reconnect, or an event still undelivered a tick after it was
+published is filled from the stream. When the stream cannot fill it (trimmed), or the epoch
+changed under the process (Redis lost its data), it calls the
+:meth:`~Backplane.on_events_lost` hook (the bus closes its clients 1011, so each resumes and
+learns ``recovered: false``) and starts over at the bus's present. An event is numbered only in the epoch its publisher
+follows (the script refuses otherwise), and a process publishes only while its own listener is
+subscribed and in step.
 
 Requires the ``redis`` package (``pip install redis``).
 """
@@ -21,29 +29,41 @@ from ..protocol import BusEvent, EventDraft, encode_frame, utc_timestamp
 from .base import Backplane, BackplaneUnavailable
 
 log = logging.getLogger(__name__)
-PRESENCE_EVERY = 1.0  # seconds between a process's "I am here" in the processes set
+PRESENCE_EVERY = 1.0  # seconds between a listener's checks: presence, epoch, stalled events
 PRESENCE_TTL = 5.0  # a process silent this long is gone
+EPOCH_REFUSED = "EPOCH"  # the error the publish script answers when the epoch is not the caller's
 
+# Numbers an event only in the epoch the publisher follows: after Redis lost its data the
+# epoch key is gone, and nobody numbers events until a listener has agreed on a new epoch.
 _PUBLISH = """
+if redis.call('GET', KEYS[4]) ~= ARGV[8] then
+  return redis.error_reply('EPOCH the bus epoch is not the one this process follows')
+end
 local seq = redis.call('INCR', KEYS[1])
 local text = ARGV[1] .. ARGV[2] .. ARGV[3] .. seq .. ARGV[4]
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], seq .. '-1', 'm', ARGV[5], 't', text,
            'at', ARGV[7])
-redis.call('PUBLISH', KEYS[3], seq .. '\\n' .. ARGV[5] .. '\\n' .. text)
+redis.call('PUBLISH', KEYS[3], ARGV[8] .. '\\n' .. seq .. '\\n' .. ARGV[5] .. '\\n' .. text)
 return seq
 """
-# A fresh epoch when Redis lost its data (restart without persistence), with the sequence
-# raised past what this process already delivered, so no client ever sees seq go backwards.
+# A fresh epoch when Redis lost its data (restart without persistence), or when the caller
+# finds its own epoch's sequence below what it already delivered (Redis restored an older
+# snapshot, so those seqs would be numbered again). The new sequence starts past what the caller
+# delivered, so seq does not go backwards for it. Joining an epoch another process made leaves
+# its sequence alone: changing it would open a gap in that numbering.
 _ENSURE_EPOCH = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('SET', KEYS[1], ARGV[1])
+local epoch = redis.call('GET', KEYS[1])
+local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
+local last = tonumber(ARGV[2])
+if (not epoch) or (epoch == ARGV[3] and seq < last) then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[1], epoch)
+  if seq < last then
+    seq = last
+    redis.call('SET', KEYS[2], seq)
+  end
 end
-local current = tonumber(redis.call('GET', KEYS[2]) or '0')
-if current < tonumber(ARGV[2]) then
-  current = tonumber(ARGV[2])
-end
-redis.call('SET', KEYS[2], current)
-return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
+return {epoch, seq}
 """
 
 
@@ -57,25 +77,34 @@ class RedisBackplane(Backplane):
             import redis
         except ImportError:  # pragma: no cover - depends on the installation
             raise RuntimeError("LOCAL_BRIDGE_REDIS_URL needs the redis package: pip install redis")
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
         self._redis_module = redis
+        # No retries inside redis-py: a failure reaches this module at once, so the listener
+        # resyncs (rather than being resubscribed silently after Redis lost its data), and a
+        # publish whose reply was lost is never run twice.
         self._client = redis.Redis.from_url(url, socket_timeout=publish_timeout,
                                             socket_connect_timeout=publish_timeout,
-                                            health_check_interval=10)
+                                            health_check_interval=10, retry=Retry(NoBackoff(), 0))
         self._keys = {name: prefix + name
                       for name in ("seq", "stream", "events", "epoch", "control", "processes")}
         self.process_id = uuid.uuid4().hex[:12]
         self.history_size = history_size
         self.history_ttl = history_ttl
+        self._timeout = publish_timeout
         self._publish_script = self._client.register_script(_PUBLISH)
         self._epoch_script = self._client.register_script(_ENSURE_EPOCH)
-        # _lock guards _last and _waiters, and makes "this process's latest seq" and handing
-        # an event to the hub one step (see paused()).
+        # _lock guards _last, _epoch and _waiters, and makes "this process's latest seq" and
+        # handing an event to the hub one step (see paused()).
         self._lock = threading.RLock()
         self._last = 0
         self._epoch = ""
         self._waiters: dict[int, list] = {}
         self._status = "connecting"
+        self._published_at_last_check = 0  # the bus's seq at the listener's previous check
         self._stopping = threading.Event()
+        self._check_now = threading.Event()  # a publish was refused for its epoch: resync
         self._ready = threading.Event()
         self._listener = threading.Thread(target=self._listen, name="redis-backplane", daemon=True)
         self._listener.start()
@@ -106,6 +135,11 @@ class RedisBackplane(Backplane):
         return "ok" if self._status == "ok" else f"error: listener {self._status}"
 
     def publish(self, draft: EventDraft) -> tuple[BusEvent, int]:
+        # Refused while this process's own delivery path is down: its clients would not get
+        # the event, and its listener could not tell the bus had moved on.
+        status, epoch = self._status, self._epoch
+        if status != "ok":
+            raise BackplaneUnavailable(f"redis: listener {status}")
         meta = json.dumps({"type": draft.type, "channel": draft.channel,
                            "targets": list(draft.targets),
                            "types": sorted(draft.client_types) if draft.client_types is not None else None},
@@ -113,9 +147,15 @@ class RedisBackplane(Backplane):
         head, middle, tail = draft.parts()
         try:
             seq = int(self._publish_script(
-                keys=[self._keys["seq"], self._keys["stream"], self._keys["events"]],
+                keys=[self._keys["seq"], self._keys["stream"], self._keys["events"],
+                      self._keys["epoch"]],
                 args=[head, utc_timestamp(), middle, tail, meta, max(1, self.history_size),
-                      int(time.time() * 1000)]))
+                      int(time.time() * 1000), epoch]))
+        except self._redis_module.ResponseError as exc:
+            if str(exc).startswith(EPOCH_REFUSED):
+                self._check_now.set()  # Redis lost its data or another process resynced first
+                raise BackplaneUnavailable("redis: the bus epoch changed; resyncing") from None
+            raise BackplaneUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from None
         except self._redis_module.RedisError as exc:
             raise BackplaneUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from None
         return self._await_local_delivery(seq)
@@ -175,6 +215,7 @@ class RedisBackplane(Backplane):
         return BusEvent(seq, json.loads(text), tuple(meta["targets"]), types, encode_frame(text))
 
     def _deliver_local(self, event: BusEvent) -> None:
+        """Hand the next event (``seq == _last + 1``) to the hub; callers keep seqs gapless."""
         with self._lock:
             if event.seq <= self._last:
                 return  # already delivered (gap fill overlapping the live feed)
@@ -190,40 +231,122 @@ class RedisBackplane(Backplane):
             if slot is not None:
                 slot[1], slot[2] = event, count
 
+    def _start_over(self, epoch: str, seq: int, why: str) -> None:
+        """Events meant for this process's clients are beyond recovery: close those clients
+        (they resume and learn ``recovered: false``) and go on from ``seq`` in ``epoch``."""
+        with self._lock:  # no client joins between the jump and the close
+            known, renumbered = bool(self._epoch), epoch != self._epoch
+            self._epoch, self._last = epoch, seq
+            self._published_at_last_check = seq
+            # Their events will not be delivered here: each publisher answers 0 recipients.
+            for waiting in [s for s in self._waiters if renumbered or s <= seq]:
+                slot = self._waiters.pop(waiting)
+                slot[1] = self._placeholder(waiting)
+                slot[0].set()
+            if known:
+                self._events_lost()
+        if known:
+            log.warning("redis backplane: %s; this process's clients were closed to resume", why)
+
+    def _catch_up(self, upto: int) -> None:
+        """Deliver every event after ``_last`` up to ``upto`` from the stream, or start over
+        when the stream no longer holds them all."""
+        start = self._last + 1
+        if upto < start:
+            return
+        entries = self._client.xrange(self._keys["stream"], min=f"{start}-1", max=f"{upto}-1")
+        # Stream ids are unique and ordered, so the right count from `start` means no gap.
+        if len(entries) != upto - start + 1 or int(entries[0][0].split(b"-", 1)[0]) != start:
+            self._start_over(self._epoch, upto, f"events {start}-{upto} are no longer held")
+            return
+        for entry_id, fields in entries:
+            self._deliver_local(self._event(entry_id, fields))
+
+    def _on_event(self, data: bytes) -> None:
+        """One pub/sub event: delivered in seq order, a gap filled first, never one twice."""
+        epoch, seq_raw, meta_raw, text = data.split(b"\n", 3)
+        if epoch.decode() != self._epoch:
+            # Numbered in an epoch this process does not follow: the bus moved on (the sync
+            # starts this process over), or the event belongs to a numbering already void.
+            self._sync()
+            return
+        seq = int(seq_raw)
+        if seq <= self._last:
+            return  # delivered already, from the stream
+        if seq > self._last + 1:
+            self._catch_up(seq - 1)
+        self._deliver_local(self._build(seq, meta_raw, text))
+
+    def _check(self) -> None:
+        """Each tick: announce this process, make sure the epoch is still the one it follows
+        (a restart of Redis may go unseen by the pub/sub connection), and fetch from the
+        stream what was published a tick ago and has still not arrived."""
+        self._announce_presence()
+        epoch, seq = self._client.mget(self._keys["epoch"], self._keys["seq"])
+        if epoch is None or epoch.decode() != self._epoch:
+            self._sync()
+            return
+        if self._last < self._published_at_last_check:
+            self._catch_up(self._published_at_last_check)
+        self._published_at_last_check = int(seq or 0)
+
+    def _subscribe(self) -> Any:
+        """A pub/sub connection whose subscriptions Redis has confirmed: every event published
+        after this returns reaches it."""
+        pubsub = self._client.pubsub()
+        pubsub.subscribe(self._keys["events"], self._keys["control"])
+        deadline = time.monotonic() + self._timeout
+        confirmed = 0
+        while confirmed < 2:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pubsub.close()
+                raise self._redis_module.TimeoutError("no subscribe confirmation")
+            message = pubsub.get_message(timeout=remaining)
+            if message is not None and message["type"] == "subscribe":
+                confirmed += 1
+        return pubsub
+
     def _listen(self) -> None:
         backoff = 0.1
         while not self._stopping.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            pubsub = None
             try:
-                pubsub.subscribe(self._keys["events"], self._keys["control"])
+                pubsub = self._subscribe()
                 self._sync()
+                self._published_at_last_check = self._last
                 self._status = "ok"
                 self._ready.set()
                 backoff = 0.1
-                next_presence = 0.0
+                next_check = time.monotonic() + PRESENCE_EVERY
+                self._announce_presence()
                 while not self._stopping.is_set():
-                    if time.monotonic() >= next_presence:
-                        self._announce_presence()
-                        next_presence = time.monotonic() + PRESENCE_EVERY
-                    message = pubsub.get_message(timeout=PRESENCE_EVERY)
+                    if self._check_now.is_set() or time.monotonic() >= next_check:
+                        self._check_now.clear()
+                        self._check()
+                        next_check = time.monotonic() + PRESENCE_EVERY
+                    wait = max(0.0, min(PRESENCE_EVERY, next_check - time.monotonic()))
+                    message = pubsub.get_message(timeout=wait)
                     if message is None or message["type"] != "message":
                         continue
                     if message["channel"] == self._keys["control"].encode():
                         self._answer(message["data"])
                         continue
-                    seq_raw, meta_raw, text = message["data"].split(b"\n", 2)
-                    self._deliver_local(self._build(int(seq_raw), meta_raw, text))
+                    self._on_event(message["data"])
             except Exception as exc:  # the listener must outlive any failure: retry
+                if self._stopping.is_set():
+                    break  # close() took the connections away
                 self._status = f"reconnecting ({exc.__class__.__name__})"
                 log.warning("redis backplane: %s; reconnecting in %.1f s", exc, backoff)
                 self._ready.set()
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
-                try:
-                    pubsub.close()
-                except Exception:  # the connection may already be gone
-                    pass
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:  # the connection may already be gone
+                        pass
 
     # ------------------------------------------------------------------ control requests
 
@@ -268,17 +391,14 @@ class RedisBackplane(Backplane):
         self._client.zremrangebyscore(self._keys["processes"], "-inf", now - PRESENCE_TTL)
 
     def _sync(self) -> None:
-        """After (re)subscribing: agree on the epoch, then deliver what was missed meanwhile."""
-        epoch, seq = self._epoch_script(keys=[self._keys["epoch"], self._keys["seq"]],
-                                        args=[uuid.uuid4().hex[:16], self._last])
-        epoch, current = epoch.decode(), int(seq)
-        with self._lock:
-            if epoch != self._epoch:
-                if self._epoch:
-                    log.warning("redis backplane: new epoch %s (Redis lost its data)", epoch)
-                self._epoch = epoch
-                if not self._last:
-                    self._last = current  # a new process starts at the bus's present
-                    return
-        for entry_id, fields in self._client.xrange(self._keys["stream"], min=f"{self._last + 1}-1"):
-            self._deliver_local(self._event(entry_id, fields))
+        """After (re)subscribing, or when the epoch looks changed: agree on the epoch with
+        Redis, then deliver from the stream what was published meanwhile. A changed epoch means
+        Redis lost events this process's clients may not have had: start over."""
+        epoch_raw, seq_raw = self._epoch_script(keys=[self._keys["epoch"], self._keys["seq"]],
+                                                args=[uuid.uuid4().hex[:16], self._last,
+                                                      self._epoch])
+        epoch, current = epoch_raw.decode(), int(seq_raw)
+        if epoch != self._epoch:
+            self._start_over(epoch, current, f"new epoch {epoch} (Redis lost its data)")
+            return
+        self._catch_up(current)

@@ -29,6 +29,9 @@ class WebSocketServer:
         self.hub = Hub()
         publisher.backplane.attach(self.hub.deliver)
         publisher.backplane.serve_requests(self._answer)
+        # Events this process's clients should have had are gone: each must resume (1011).
+        publisher.backplane.on_events_lost(
+            lambda: self.hub.close_all(CloseCode.INTERNAL_ERROR, "events lost: resume"))
         self._handlers: dict[str, MessageHandler] = {}
         self.started_at = time.time()
         self.stopping = threading.Event()
