@@ -61,29 +61,49 @@ class MessageLimiter:
 
 
 class ConnectRateLimiter:
-    """At most ``per_minute`` new connections per remote address in any 60 s (0: off)."""
+    """At most ``per_minute`` new connections per remote address in any 60 s (0: off).
+
+    The per-address table is bounded: addresses are kept in order of their last attempt, and
+    past ``MAX_ADDRESSES`` the least recent are forgotten, idle ones first (each at most once, so
+    a connect costs constant time on average). Forgetting an address still within its minute
+    only resets its count.
+    """
+
+    MAX_ADDRESSES = 10000
+    WINDOW = 60.0
 
     def __init__(self, per_minute: int, clock=time.monotonic):
         self.per_minute = per_minute
         self._clock = clock
         self._lock = threading.Lock()  # guards _seen
-        self._seen: dict[str, deque[float]] = {}
+        self._seen: dict[str, deque[float]] = {}  # least recent attempt first
 
     def allow(self, address: str) -> bool:
         if self.per_minute <= 0:
             return True
         now = self._clock()
         with self._lock:
-            stamps = self._seen.setdefault(address, deque())
-            while stamps and stamps[0] <= now - 60.0:
+            stamps = self._seen.pop(address, None)
+            if stamps is None:
+                stamps = deque()
+                if len(self._seen) >= self.MAX_ADDRESSES:
+                    self._forget(now)
+            self._seen[address] = stamps  # re-inserted last: the most recent attempt
+            while stamps and stamps[0] <= now - self.WINDOW:
                 stamps.popleft()
             if len(stamps) >= self.per_minute:
                 return False
             stamps.append(now)
-            if len(self._seen) > 10000:  # forget idle addresses so the table stays bounded
-                for key in [k for k, v in self._seen.items() if not v or v[-1] <= now - 60.0]:
-                    del self._seen[key]
             return True
+
+    def _forget(self, now: float) -> None:
+        """Drop the idle addresses at the front, then the least recent down to the bound."""
+        while self._seen:
+            oldest = next(iter(self._seen))
+            stamps = self._seen[oldest]
+            if stamps and stamps[-1] > now - self.WINDOW and len(self._seen) < self.MAX_ADDRESSES:
+                break
+            del self._seen[oldest]
 
 
 class AddressRateLimiter:

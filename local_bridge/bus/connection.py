@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from typing import Any
 
 from simple_websocket import ConnectionClosed
 
@@ -18,7 +18,17 @@ log = logging.getLogger(__name__)
 
 
 class BusConnection:
-    """Runs the ``/ws`` protocol (PROTOCOL.md section 3) for one client."""
+    """Runs the ``/ws`` protocol (PROTOCOL.md section 3) for one client.
+
+    Nothing of a connection may outlive it waiting for the cyclic garbage collector, which
+    the server runs rarely (``server._tune_garbage_collector``): the references that must point
+    back at the connection (callbacks) are cut when it ends, and message types map to method
+    names, not bound methods.
+    """
+
+    #: Client message type -> the name of the method that answers it.
+    ACTIONS = {"register": "_register", "subscribe": "_subscribe",
+               "unsubscribe": "_unsubscribe", "ping": "_ping", "pong": "_ignore"}
 
     def __init__(self, server: WebSocketServer, transport: Transport, remote_addr: str | None):
         self.server = server
@@ -26,13 +36,6 @@ class BusConnection:
         self.transport = transport
         self.client = Client(transport, remote_addr=remote_addr)
         self.limiter = MessageLimiter(self.settings.MESSAGE_RATE, self.settings.MESSAGE_BURST)
-        self._dispatch: dict[str, Callable[[dict[str, Any]], None]] = {
-            "register": self._register,
-            "subscribe": self._subscribe,
-            "unsubscribe": self._unsubscribe,
-            "ping": self._ping,
-            "pong": lambda body: None,
-        }
 
     def on_overflow(self) -> None:
         """The client fell ``MAX_QUEUE`` messages behind: it leaves the hub at once (4008)."""
@@ -57,6 +60,7 @@ class BusConnection:
         finally:
             self.server.hub.remove(self.client)
             self.transport.finish(self.settings.SLOW_CLOSE_GRACE)
+            self.client.on_event = None  # it pointed back at this connection
 
     def start(self) -> bool:
         """Greet the client and join the hub; False when the connection is already over."""
@@ -119,9 +123,9 @@ class BusConnection:
                 self.transport.send(p.PLAIN_PONG_FRAME)
                 return
             request_type = message.type
-            action = self._dispatch.get(message.type)
+            action = self.ACTIONS.get(message.type)
             if action is not None:
-                action(message.body)
+                getattr(self, action)(message.body)
             else:
                 self._custom(message)
         except p.ProtocolError as exc:
@@ -193,6 +197,9 @@ class BusConnection:
 
     def _ping(self, body: dict[str, Any]) -> None:
         self.send(p.reply("pong"))
+
+    def _ignore(self, body: dict[str, Any]) -> None:
+        pass
 
     def _custom(self, message: p.ClientMessage) -> None:
         handler = self.server.handler_for(message.type)

@@ -21,6 +21,8 @@ TERMINAL_TYPES = frozenset({"job_completed", "job_failed", "job_cancelled"})
 class JobStreamConnection(BusConnection):
     """Snapshot, then the job's events live, then close (1000) at its end."""
 
+    ACTIONS = {"ping": "_ping", "pong": "_ignore"}
+
     def __init__(self, server: WebSocketServer, transport: Transport, remote_addr: str | None,
                  job_id: str, jobs: ProcessingJobLifecycle):
         super().__init__(server, transport, remote_addr)
@@ -32,7 +34,6 @@ class JobStreamConnection(BusConnection):
         self.client.client_name = f"job {job_id}"
         self.client.broadcasts = False
         self.client.on_event = self._on_event
-        self._dispatch = {"ping": self._ping, "pong": lambda body: None}
 
     def start(self) -> bool:
         hub = self.server.hub

@@ -140,13 +140,14 @@ class Outbox:
                 self._final = self._overflow_frame
                 start = self._writer is None
                 data = None  # marks the overflow below
+                overflow, self._on_overflow = self._on_overflow, None
             if start:
                 self._writer = _Runner(self._run, self._name)
         if not start:
             self._wakeup.set()
         if data is None:
-            if self._on_overflow is not None:
-                self._on_overflow()
+            if overflow is not None:
+                overflow()
             return False
         return True
 
@@ -171,6 +172,9 @@ class Outbox:
             if self._finishing:
                 return False
             self._finishing = True
+            # Closed, it can no longer overflow; the callback usually points back at the owner
+            # of this outbox, a cycle that would otherwise wait for a full garbage collection.
+            self._on_overflow = None
             if discard:
                 self.dropped += len(self._items)
                 self._items.clear()

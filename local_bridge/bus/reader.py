@@ -81,6 +81,9 @@ class LoopReader:
         if watcher is not None:
             watcher.stop()
             watcher.close()
+        # The library's connection holds this reader (its ``thread``): without the way back, the
+        # pair is freed by reference counting, not left to the rare full collections.
+        self._ws = self._recv = None
         self._ended.set()
 
     def join(self, timeout: float | None = None) -> None:

@@ -1,15 +1,20 @@
-"""The WebSocket endpoints, on flask-sock.
+"""The WebSocket endpoints: plain Flask views that hand the request's socket to simple-websocket.
 
 Admission (shutdown, connection limit, connect rate, Origin) is decided before the handshake, so
 a refused client gets a plain HTTP answer; an admitted one gets its :class:`Transport` put in
 place before simple-websocket writes its first byte.
+
+flask-sock's ``route`` is not used: it builds a response class per connection whose closure
+holds the connection's ``Server``, a reference cycle that kept every closed connection (its
+outbox, proxy, reader and wsproto state) in memory until a full garbage collection, which the
+server runs rarely.
 """
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Flask, g, request
-from flask_sock import Sock
+from flask import Flask, Response, g, request
+from simple_websocket import Server
 
 from ..api.errors import api_error
 from ..limits import ConnectRateLimiter
@@ -60,15 +65,26 @@ def init_app(app: Flask, server: WebSocketServer, jobs: ProcessingJobLifecycle) 
         if connection is not None:  # idempotent; stops the writer if the handshake failed
             connection.transport.outbox.close()
 
-    sock = Sock(app)
+    options = app.config["SOCK_SERVER_OPTIONS"]
 
-    @sock.route("/ws")
-    def bus_endpoint(ws):
-        g.bus_connection.run(ws)
+    def serve_websocket(**view_args):
+        """Both endpoints: the handshake, then the connection's protocol until it ends."""
+        g.bus_connection.run(Server(request.environ, **options))
+        return WebSocketEnded()
 
-    @sock.route("/ws/jobs/<job_id>")
-    def job_stream_endpoint(ws, job_id):
-        g.bus_connection.run(ws)
+    app.add_url_rule("/ws", "bus_endpoint", serve_websocket, websocket=True)
+    app.add_url_rule("/ws/jobs/<job_id>", "job_stream_endpoint", serve_websocket, websocket=True)
+
+
+class WebSocketEnded(Response):
+    """The answer of a WebSocket endpoint whose connection is over: nothing more may be written
+    to the socket. gunicorn learns it from ``StopIteration`` (it then closes the connection);
+    werkzeug's development server writes nothing after an upgrade."""
+
+    def __call__(self, environ, start_response):
+        if "gunicorn.socket" in environ:
+            raise StopIteration()
+        return super().__call__(environ, start_response)
 
 
 def _origin_allowed(origin: str | None, host: str, allowed: tuple[str, ...]) -> bool:

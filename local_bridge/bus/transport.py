@@ -1,8 +1,8 @@
 """The adapter between one WebSocket connection and the hub.
 
-flask-sock hands the raw socket to simple-websocket, which reads frames (in a thread of its own,
-or under gevent on the event loop: :mod:`.reader`) and writes its handshake, pong and close
-frames straight to that socket. Before the handshake,
+The WebSocket route hands the raw socket to simple-websocket, which reads frames (in a thread
+of its own, or under gevent on the event loop: :mod:`.reader`) and writes its handshake, pong
+and close frames straight to that socket. Before the handshake,
 :class:`Transport` puts a :class:`SocketProxy` in the raw socket's place in the WSGI environ, so
 those writes join the connection's :class:`~local_bridge.bus.outbox.Outbox` like every other
 message (one writer, whole buffers, no interleaving), and every read marks the peer as alive.
