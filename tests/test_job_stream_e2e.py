@@ -1,11 +1,16 @@
 """The job stream /ws/jobs/<id> (PROTOCOL.md section 4) and progress conflation, end to end."""
 from __future__ import annotations
 
+import json
+import socket
+import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import websocket
 
-from support import BusClient, ok
+from support import BusClient, RawClient, ok
 
 
 def _stream(server, job_id) -> BusClient:
@@ -25,6 +30,42 @@ def test_unknown_job_gets_error_and_4004(workflow_server):
         error = stream.recv()
         assert (error["type"], error["code"], error["message"]) == ("error", "job_not_found", "Job not found")
         assert stream.close_code() == 4004
+
+
+def _unknown_job_ending(port: int, half_close: bool) -> list:
+    """Open ``/ws/jobs/999999``, ping at once (then, with ``half_close``, shut the sending side
+    as a client with nothing more to say may); return the frames up to the server's FIN."""
+    client = RawClient(port, "/ws/jobs/999999")
+    try:
+        assert client.status_line.startswith("HTTP/1.1 101"), client.status_line
+        client.send_frame(b"are you there", opcode=0x9)
+        if half_close:
+            client.sock.shutdown(socket.SHUT_WR)
+        frames = []
+        while True:
+            try:
+                opcode, data = client.recv_frame()
+            except ConnectionError:  # the FIN
+                return frames
+            if opcode != 0xA:  # the pong may come first, or not at all
+                frames.append((opcode, data))
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+@pytest.mark.parametrize("half_close", [False, True], ids=["ping", "ping-and-half-close"])
+def test_unknown_job_always_ends_with_the_error_then_4004(make_server, worker_class, half_close):
+    """However the client's first frames race the server's answer, the error and the 4004
+    close come before the FIN, for every one of many concurrent clients."""
+    server = make_server(WORKER_CLASS=worker_class)
+    with ThreadPoolExecutor(48) as pool:
+        endings = list(pool.map(lambda _: _unknown_job_ending(server.port, half_close), range(144)))
+    for frames in endings:
+        assert [opcode for opcode, _ in frames] == [0x1, 0x8], frames
+        error = json.loads(frames[0][1])
+        assert (error["type"], error["code"]) == ("error", "job_not_found"), error
+        assert struct.unpack("!H", frames[1][1][:2])[0] == 4004, frames
 
 
 def test_stream_follows_a_job_from_queue_to_completion(workflow_server):

@@ -29,9 +29,13 @@ class SocketProxy:
         self._raw = raw
         self._outbox = outbox
         self.last_seen = time.monotonic()
+        self.close_sent = False  # the library wrote a close frame (an echo, or 1009)
 
     def send(self, data: bytes) -> int:
-        self._outbox.put(bytes(data))
+        data = bytes(data)
+        if not self.close_sent and _holds_close_frame(data):
+            self.close_sent = True
+        self._outbox.put(data)
         return len(data)
 
     sendall = send
@@ -49,8 +53,16 @@ class SocketProxy:
         return self._raw
 
     def close(self) -> None:
-        """The library is done with the socket: flush what is queued, then stop writing."""
-        self._outbox.close()
+        """The library is done with the socket (its reader has stopped).
+
+        After the library's own close frame nothing more may be sent: the outbox is closed
+        behind it. When the reader stopped for another reason (the peer shut its sending side,
+        or a read failed), the peer may still be reading and the connection's handler still
+        has its last words to queue (a job stream's ``job_not_found`` and close 4004): the
+        handler's :meth:`Transport.finish` closes the outbox after them. Closing it here made
+        such a connection end with a bare FIN."""
+        if self.close_sent:
+            self._outbox.close()
 
     def fileno(self) -> int:
         return self._raw.fileno()
@@ -134,6 +146,26 @@ class Transport:
     def stats(self) -> dict[str, int]:
         return {"sent": self.outbox.sent, "dropped": self.outbox.dropped,
                 "queue_depth": self.outbox.depth}
+
+
+def _holds_close_frame(data: bytes) -> bool:
+    """Whether ``data``, whole frames written by the WebSocket library (or its handshake),
+    contains a close frame."""
+    if data.startswith(b"HTTP/"):
+        return False
+    at = 0
+    while at + 2 <= len(data):
+        opcode, length = data[at] & 0x0F, data[at + 1] & 0x7F
+        masked = data[at + 1] & 0x80
+        at += 2
+        if opcode == 0x8:
+            return True
+        if length == 126:
+            length, at = int.from_bytes(data[at:at + 2], "big"), at + 2
+        elif length == 127:
+            length, at = int.from_bytes(data[at:at + 8], "big"), at + 8
+        at += length + (4 if masked else 0)
+    return False
 
 
 def _sender(sock: socket.socket) -> Callable[[bytes], None]:
