@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from pg import FreshDatabase
-from support import ServerProcess, Watcher
+from support import ServerProcess, Watcher, ok
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +68,19 @@ def workflow_server(request):
     process = ServerProcess(settings).start()
     yield process
     process.stop()
+
+
+@pytest.fixture
+def session(workflow_server):
+    """An import session on the workflow server."""
+    return ok(workflow_server.post("/api/sessions", json={"name": "Wedding", "import_folder": "/in"}), 201)
+
+
+@pytest.fixture
+def photo(workflow_server, session):
+    """A photo imported into ``session``."""
+    return ok(workflow_server.post(f"/api/sessions/{session['id']}/photos", json={
+        "file_name": "a.jpg", "file_path": "/in/a.jpg", "source": "lightroom"}), 201)
 
 
 @pytest.fixture

@@ -21,17 +21,6 @@ def _unique(prefix: str) -> str:
 
 
 @pytest.fixture
-def session(workflow_server):
-    return ok(workflow_server.post("/api/sessions", json={"name": "Contract", "import_folder": "/in"}), 201)
-
-
-@pytest.fixture
-def photo(workflow_server, session):
-    return ok(workflow_server.post(f"/api/sessions/{session['id']}/photos", json={
-        "file_name": "a.jpg", "file_path": "/in/a.jpg", "source": "lightroom"}), 201)
-
-
-@pytest.fixture
 def pending_photo(workflow_server, photo):
     ok(workflow_server.post(f"/api/photos/{photo['id']}/analysis",
                             json={"ai_score": 0.9, "analysis_results": {"faces": 2}}))

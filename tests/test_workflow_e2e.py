@@ -6,17 +6,6 @@ import pytest
 from support import error, ok, types_of
 
 
-@pytest.fixture
-def session(workflow_server):
-    return ok(workflow_server.post("/api/sessions", json={"name": "Wedding", "import_folder": "/in"}), 201)
-
-
-@pytest.fixture
-def photo(workflow_server, session):
-    return ok(workflow_server.post(f"/api/sessions/{session['id']}/photos", json={
-        "file_name": "a.jpg", "file_path": "/in/a.jpg", "source": "lightroom"}), 201)
-
-
 # ------------------------------------------------------------------ sessions
 
 def test_create_session_publishes_session_created(workflow_server, watcher):
