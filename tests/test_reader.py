@@ -119,5 +119,5 @@ def test_the_server_hands_the_loop_reader_to_simple_websocket_under_gevent(tmp_p
         "from local_bridge import create_app\n"
         "from local_bridge.bus.reader import LoopReader\n"
         f"app = create_app({{'DATABASE_URL': 'sqlite:///{tmp_path}/bus.db'}})\n"
-        "print(app.config['SOCK_SERVER_OPTIONS']['thread_class'] is LoopReader)\n")
+        "print(app.config['WEBSOCKET_SERVER_OPTIONS']['thread_class'] is LoopReader)\n")
     assert out.strip() == "True"

@@ -31,7 +31,7 @@ WEBSOCKET_ENDPOINTS = frozenset({"bus_endpoint", "job_stream_endpoint"})
 def init_app(app: Flask, server: WebSocketServer, jobs: ProcessingJobLifecycle) -> None:
     """Register ``/ws``, ``/ws/jobs/<job_id>`` and their admission checks on ``app``."""
     settings = server.settings
-    app.config["SOCK_SERVER_OPTIONS"] = {"max_message_size": settings.MAX_MESSAGE_SIZE,
+    app.config["WEBSOCKET_SERVER_OPTIONS"] = {"max_message_size": settings.MAX_MESSAGE_SIZE,
                                          "thread_class": reader_class()}
     connect_limiter = ConnectRateLimiter(settings.CONNECT_RATE)
 
@@ -65,7 +65,7 @@ def init_app(app: Flask, server: WebSocketServer, jobs: ProcessingJobLifecycle) 
         if connection is not None:  # idempotent; stops the writer if the handshake failed
             connection.transport.outbox.close()
 
-    options = app.config["SOCK_SERVER_OPTIONS"]
+    options = app.config["WEBSOCKET_SERVER_OPTIONS"]
 
     def serve_websocket(**view_args):
         """Both endpoints: the handshake, then the connection's protocol until it ends."""
