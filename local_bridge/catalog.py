@@ -181,6 +181,11 @@ def channel_of(type_: str) -> str:
     return CATALOG[type_][0]
 
 
+def progress_percent(processed_photos: int, total_photos: int) -> float:
+    """``session_updated``'s ``progress_percent``: processed of total, 0 for an empty session."""
+    return round(100.0 * processed_photos / total_photos, 2) if total_photos else 0.0
+
+
 def is_catalog_type(type_: str) -> bool:
     return type_ in CATALOG
 

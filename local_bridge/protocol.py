@@ -11,7 +11,7 @@ import re
 import struct
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from enum import IntEnum
+from enum import Enum, IntEnum
 from typing import Any
 
 PROTOCOL_VERSION = 1
@@ -317,10 +317,17 @@ class ClientMessage:
     body: dict[str, Any]
 
 
-PLAIN_PING = object()  # the plain-text frame ``ping`` (answered by a plain-text ``pong``)
+class PlainPing(Enum):
+    """The plain-text frame ``ping``, answered by a plain-text ``pong`` (it has no JSON body,
+    so it is not a :class:`ClientMessage`)."""
+
+    PING = "ping"
 
 
-def parse_client_frame(data: str | bytes) -> ClientMessage | object:
+PLAIN_PING = PlainPing.PING
+
+
+def parse_client_frame(data: str | bytes) -> ClientMessage | PlainPing:
     """Decode one client frame into a :class:`ClientMessage`, or :data:`PLAIN_PING`.
 
     Raises :class:`ProtocolError` with ``invalid_json`` or ``invalid_message``.

@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import current_app, has_app_context
 
+from . import catalog
 from .publisher import Published, Publisher
 
 EXTENSION_KEY = "local_bridge"
@@ -113,7 +114,7 @@ def broadcast_session_updated(session_id, total_photos, processed_photos, status
                               progress_percent=None) -> Published:
     """``progress_percent`` defaults to processed/total (0 for an empty session)."""
     if progress_percent is None and isinstance(total_photos, int) and isinstance(processed_photos, int):
-        progress_percent = round(100.0 * processed_photos / total_photos, 2) if total_photos else 0.0
+        progress_percent = catalog.progress_percent(processed_photos, total_photos)
     return publish("session_updated", session_id=session_id, total_photos=total_photos,
                    processed_photos=processed_photos, progress_percent=progress_percent,
                    status=status)

@@ -48,7 +48,7 @@ def _domain(database: Database) -> tuple[Domain, list]:
 def test_threads_claiming_at_once_never_share_a_job(database):
     domain, published = _domain(database)
     for i in range(JOBS):
-        domain.jobs.mark_queued("analysis", priority=i % 5)
+        domain.jobs.create("analysis", priority=i % 5)
     claimed: dict[str, list[str]] = {f"w{i}": [] for i in range(WORKERS)}
     start = threading.Barrier(WORKERS)
     errors = []
@@ -84,7 +84,7 @@ def test_threads_claiming_at_once_never_share_a_job(database):
 
 def test_decisions_racing_on_one_job_let_exactly_one_win(database):
     domain, _ = _domain(database)
-    job = domain.jobs.mark_queued("analysis")
+    job = domain.jobs.create("analysis")
     domain.jobs.claim("w")
     outcomes = []
     start = threading.Barrier(4)

@@ -37,7 +37,7 @@ LEGAL = {  # from status: the transitions that succeed
 
 def _attempt(domain, job_id, action):
     jobs = domain.jobs
-    return {"start": lambda: jobs.mark_started(job_id, "w"),
+    return {"start": lambda: jobs.claim("w"),  # the job is the only one there is
             "progress": lambda: jobs.mark_progress(job_id, 10.0),
             "complete": lambda: jobs.mark_completed(job_id),
             "fail": lambda: jobs.mark_failed(job_id, "x"),
@@ -46,9 +46,9 @@ def _attempt(domain, job_id, action):
 
 
 def _job_in(domain, status):
-    job = domain.jobs.mark_queued("analysis")
+    job = domain.jobs.create("analysis")
     if status != "queued":
-        domain.jobs.mark_started(job["id"], "w")
+        assert domain.jobs.claim("w")["id"] == job["id"]
     if status == "completed":
         domain.jobs.mark_completed(job["id"])
     elif status == "failed":
@@ -72,16 +72,19 @@ def test_every_transition_from_every_status(world, status, action):
         else:
             assert len(events) > count
     else:
-        with pytest.raises(Conflict):
-            _attempt(domain, job_id, action)
+        if action == "start":  # a claim finds no queued job to start
+            assert _attempt(domain, job_id, action) is None
+        else:
+            with pytest.raises(Conflict):
+                _attempt(domain, job_id, action)
         assert len(events) == count, "a refused transition publishes nothing"
         assert domain.jobs.get(job_id) == before, "and changes nothing"
 
 
 def test_queue_status_counts_follow_every_change(world):
     domain, events = world
-    a = domain.jobs.mark_queued("k")
-    b = domain.jobs.mark_queued("k")
+    a = domain.jobs.create("k")
+    b = domain.jobs.create("k")
     domain.jobs.claim("w")
     domain.jobs.mark_failed(a["id"], "x")
     domain.jobs.cancel(b["id"])
@@ -97,14 +100,14 @@ def test_unknown_ids(world):
     with pytest.raises(NotFound):
         domain.jobs.mark_progress("nope", 1.0)
     with pytest.raises(Invalid):
-        domain.jobs.mark_queued("k", photo_id="999")
+        domain.jobs.create("k", photo_id="999")
 
 
 def test_position_moves_are_announced_on_sub_channels_after_the_row_events(world):
     domain, events = world
-    low = domain.jobs.mark_queued("k", priority=1)
+    low = domain.jobs.create("k", priority=1)
     mark = len(events)
-    domain.jobs.mark_queued("k", priority=99)
+    domain.jobs.create("k", priority=99)
     assert _types(events, mark) == [("job_created", "jobs"), ("job_queued", "jobs"),
                                     ("queue_status", "queue"), ("job_queued", f"jobs:{low['id']}")]
     assert events[-1].message["position"] == 2

@@ -98,8 +98,8 @@ def reject(photo_id: str):
 @bp.post("/jobs")
 def create_job():
     body = load(schemas.JobCreate())
-    return jsonify(_domain().jobs.mark_queued(body["kind"], body["photo_id"], body["priority"],
-                                              body["params"])), 201
+    return jsonify(_domain().jobs.create(body["kind"], body["photo_id"], body["priority"],
+                                         body["params"])), 201
 
 
 @bp.get("/jobs")

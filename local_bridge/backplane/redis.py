@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import BusEvent, EventDraft, encode_frame, utc_timestamp
@@ -67,6 +68,19 @@ return {epoch, seq}
 """
 
 
+@dataclass(slots=True)
+class _PendingPublish:
+    """A publish of this process waiting for its own listener to deliver the event."""
+
+    #: Set (under the backplane's lock) once the outcome is decided; the publisher then reads
+    #: ``event`` and ``recipients`` under that lock, when they are final.
+    done: threading.Event = field(default_factory=threading.Event)
+    #: The delivered event; a placeholder when it will never be delivered here.
+    event: BusEvent | None = None
+    #: How many of this process's clients got it.
+    recipients: int = 0
+
+
 class RedisBackplane(Backplane):
     """Shares numbering, history and delivery among every process on one Redis."""
 
@@ -100,7 +114,7 @@ class RedisBackplane(Backplane):
         self._lock = threading.RLock()
         self._last = 0
         self._epoch = ""
-        self._waiters: dict[int, list] = {}
+        self._waiters: dict[int, _PendingPublish] = {}
         self._status = "connecting"
         self._published_at_last_check = 0  # the bus's seq at the listener's previous check
         self._stopping = threading.Event()
@@ -187,18 +201,19 @@ class RedisBackplane(Backplane):
     def _await_local_delivery(self, seq: int) -> tuple[BusEvent, int]:
         """Wait (briefly) until this process has delivered ``seq``: the caller learns how many
         of its clients got it, and reads its own writes in order."""
-        done = threading.Event()
-        slot: list = [done, None, 0]
+        pending = _PendingPublish()
         with self._lock:
             if seq <= self._last:
                 return self._placeholder(seq), 0  # delivered already (reconnect fill)
-            self._waiters[seq] = slot
-        if not done.wait(5.0):
+            self._waiters[seq] = pending
+        if not pending.done.wait(5.0):
             with self._lock:
                 self._waiters.pop(seq, None)
             return self._placeholder(seq), 0
         with self._lock:  # woken before the delivery: its result is final once the lock is free
-            return slot[1], slot[2]
+            if pending.event is None:  # the delivery raised after waking this publisher
+                return self._placeholder(seq), 0
+            return pending.event, pending.recipients
 
     @staticmethod
     def _placeholder(seq: int) -> BusEvent:
@@ -220,16 +235,16 @@ class RedisBackplane(Backplane):
             if event.seq <= self._last:
                 return  # already delivered (gap fill overlapping the live feed)
             self._last = event.seq
-            slot = self._waiters.pop(event.seq, None)
-            if slot is not None:
+            pending = self._waiters.pop(event.seq, None)
+            if pending is not None:
                 # Wake the publisher before the delivery wakes the writers: under gevent it then
                 # answers its request (and its client sends the next event) before the writers
                 # run, so they find several events queued and write them in one call. It reads
                 # the result under this lock, so it still sees the final count.
-                slot[0].set()
+                pending.done.set()
             count = self._deliver(event)
-            if slot is not None:
-                slot[1], slot[2] = event, count
+            if pending is not None:
+                pending.event, pending.recipients = event, count
 
     def _start_over(self, epoch: str, seq: int, why: str) -> None:
         """Events meant for this process's clients are beyond recovery: close those clients
@@ -240,9 +255,9 @@ class RedisBackplane(Backplane):
             self._published_at_last_check = seq
             # Their events will not be delivered here: each publisher answers 0 recipients.
             for waiting in [s for s in self._waiters if renumbered or s <= seq]:
-                slot = self._waiters.pop(waiting)
-                slot[1] = self._placeholder(waiting)
-                slot[0].set()
+                pending = self._waiters.pop(waiting)
+                pending.event = self._placeholder(waiting)
+                pending.done.set()
             if known:
                 self._events_lost()
         if known:

@@ -123,12 +123,13 @@ class Outbox:
             if not self._busy:
                 # nothing queued, nobody writing: the socket may take it right now
                 if direct and self._try_send is not None:
-                    data = self._write_now(data)
-                    if data is None:
+                    rest = self._write_now(data)
+                    if rest is None:
                         return True
+                    data = rest
                 self._items.append(data)
                 self._busy = True
-                start = self._writer is None
+                overflowed = False
             elif len(self._items) < self.limit:
                 self._items.append(data)
                 return True
@@ -136,18 +137,18 @@ class Outbox:
                 self.dropped += len(self._items) + 1
                 self._items.clear()
                 self._finishing = True
-                self._overflowed = True
+                self._overflowed = overflowed = True
                 self._final = self._overflow_frame
-                start = self._writer is None
-                data = None  # marks the overflow below
-                overflow, self._on_overflow = self._on_overflow, None
+                on_overflow, self._on_overflow = self._on_overflow, None
+            # Something now waits for a writer (a message, or the overflow's final frame).
+            start = self._writer is None
             if start:
                 self._writer = _Runner(self._run, self._name)
         if not start:
             self._wakeup.set()
-        if data is None:
-            if overflow is not None:
-                overflow()
+        if overflowed:
+            if on_overflow is not None:
+                on_overflow()
             return False
         return True
 

@@ -11,27 +11,27 @@ from .jobs import ProcessingJobLifecycle
 from .photos import Photos
 from .queue import queue_counts
 from .sessions import Sessions
-from .unit import Workflow
+from .unit import UnitOfWork
 
 
 @dataclass
 class Domain:
-    """Sessions, photos, jobs and exports on one database and one publish path."""
+    """Import sessions, photos, jobs and exports on one database and one publish path."""
 
-    workflow: Workflow
+    unit_of_work: UnitOfWork
     sessions: Sessions
     photos: Photos
     jobs: ProcessingJobLifecycle
     exports: Exports
 
     @classmethod
-    def build(cls, sessions: sessionmaker, publisher: Publisher, progress_rate: float) -> "Domain":
-        workflow = Workflow(sessions, publisher)
-        return cls(workflow, Sessions(workflow), Photos(workflow),
-                   ProcessingJobLifecycle(workflow, progress_rate), Exports(workflow))
+    def build(cls, open_db: sessionmaker, publisher: Publisher, progress_rate: float) -> "Domain":
+        unit_of_work = UnitOfWork(open_db, publisher)
+        return cls(unit_of_work, Sessions(unit_of_work), Photos(unit_of_work),
+                   ProcessingJobLifecycle(unit_of_work, progress_rate), Exports(unit_of_work))
 
     def queue_counts(self) -> dict[str, int]:
-        with self.workflow.read() as db:
+        with self.unit_of_work.read() as db:
             return queue_counts(db)
 
     def close(self) -> None:

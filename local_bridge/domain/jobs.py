@@ -18,9 +18,10 @@ from .models import Job, Photo, utcnow
 from .progress import ProgressConflator
 from .queue import QUEUE_ORDER, QueueAnnouncer, QueueView, queue_counts
 from .schemas import job_json
-from .unit import Tx, Workflow
+from .unit import Tx, UnitOfWork
 
 CLAIM_ATTEMPTS = 50
+#: The event that ends a job, by the job's final status.
 TERMINAL_EVENT = {"completed": "job_completed", "failed": "job_failed", "cancelled": "job_cancelled"}
 
 
@@ -32,17 +33,17 @@ def load_job(db: Session, job_id: str | int) -> Job:
 
 
 def terminal_event_fields(job: Job) -> tuple[str, dict[str, Any]]:
-    """The terminal event of a finished job, rebuilt from its row."""
-    if job.status == "completed":
-        return "job_completed", {"job_id": job.id, "photo_id": job.photo_id, "result": job.result,
-                                 "result_url": job.result_url,
-                                 "duration_seconds": _duration(job)}
-    if job.status == "failed":
-        return "job_failed", {"job_id": job.id, "photo_id": job.photo_id,
-                              "error_message": job.error_message,
-                              "error_details": job.error_details, "retryable": job.retryable,
-                              "stage": job.stage}
-    return "job_cancelled", {"job_id": job.id, "reason": job.cancel_reason}
+    """The type and fields of a finished job's terminal event, from its row: the one source of
+    both the live event and the job stream's statement of an end it missed."""
+    type_ = TERMINAL_EVENT[job.status]
+    if type_ == "job_completed":
+        return type_, {"job_id": job.id, "photo_id": job.photo_id, "result": job.result,
+                       "result_url": job.result_url, "duration_seconds": _duration(job)}
+    if type_ == "job_failed":
+        return type_, {"job_id": job.id, "photo_id": job.photo_id,
+                       "error_message": job.error_message, "error_details": job.error_details,
+                       "retryable": job.retryable, "stage": job.stage}
+    return type_, {"job_id": job.id, "reason": job.cancel_reason}
 
 
 def _duration(job: Job) -> float | None:
@@ -55,13 +56,13 @@ class ProcessingJobLifecycle:
     """Creates, claims, advances, finishes, cancels and reprioritizes jobs, publishing each
     change after its commit."""
 
-    def __init__(self, workflow: Workflow, progress_rate: float):
-        self.workflow = workflow
-        publisher = workflow.publisher
+    def __init__(self, unit_of_work: UnitOfWork, progress_rate: float):
+        self.unit_of_work = unit_of_work
+        publisher = unit_of_work.publisher
         self.conflator = ProgressConflator(
             progress_rate, lambda fields: publisher.publish("job_progress", fields))
         self.announcer = QueueAnnouncer(
-            workflow.read,
+            unit_of_work.read,
             lambda job_id, position, eta: publisher.publish(
                 "job_queued", {"job_id": job_id, "position": position,
                                "estimated_start_seconds": eta}, channel=f"jobs:{job_id}"))
@@ -70,14 +71,14 @@ class ProcessingJobLifecycle:
 
     def get(self, job_id: str) -> dict[str, Any]:
         """The job with its queue position and start estimate (the polling fallback)."""
-        with self.workflow.read() as db:
+        with self.unit_of_work.read() as db:
             job = load_job(db, job_id)
             return self._json(db, job)
 
     def list(self, status: str | None, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         if status is not None and status not in Job.STATUSES:
             raise Invalid("unknown status", {"status": [f"Must be one of {', '.join(Job.STATUSES)}."]})
-        with self.workflow.read() as db:
+        with self.unit_of_work.read() as db:
             query = select(Job).where(Job.id > cursor_id(cursor))
             if status is not None:
                 query = query.where(Job.status == status)
@@ -87,7 +88,7 @@ class ProcessingJobLifecycle:
 
     def snapshot(self, job_id: str | int) -> tuple[dict[str, Any], tuple[str, dict[str, Any]] | None]:
         """``job_status`` fields, and the terminal event of a finished job."""
-        with self.workflow.read() as db:
+        with self.unit_of_work.read() as db:
             job = load_job(db, job_id)
             data = self._json(db, job)
             status = {"job_id": data["id"], "status": job.status, "progress": job.progress,
@@ -105,21 +106,21 @@ class ProcessingJobLifecycle:
 
     # ------------------------------------------------------------------ transitions
 
-    def mark_queued(self, kind: str, photo_id: Any = None, priority: int = 50,
-                    params: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Create a queued job."""
+    def create(self, kind: str, photo_id: Any = None, priority: int = 50,
+               params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Create a job; it enters the queue at once."""
         self.announcer.prime()
-        with self.workflow.transaction() as tx:
+        with self.unit_of_work.transaction() as tx:
             photo = None
             if photo_id is not None:
-                photo = tx.session.get(Photo, body_id(photo_id, "photo_id"))
+                photo = tx.db.get(Photo, body_id(photo_id, "photo_id"))
                 if photo is None:
                     raise Invalid("photo_id names no photo", {"photo_id": ["No such photo."]})
             job = Job(kind=kind, photo_id=photo.id if photo else None, priority=priority,
                       params=params, status="queued", progress=0.0)
-            tx.session.add(job)
-            tx.session.flush()
-            view = QueueView(tx.session)
+            tx.db.add(job)
+            tx.db.flush()
+            view = QueueView(tx.db)
             position = view.positions[job.id]
             tx.emit("job_created", job_id=job.id, photo_id=job.photo_id, priority=priority, kind=kind)
             tx.emit("job_queued", job_id=job.id, position=position,
@@ -136,20 +137,20 @@ class ProcessingJobLifecycle:
         kinds = list(kinds) if kinds else None
         for _ in range(CLAIM_ATTEMPTS):
             try:
-                with self.workflow.transaction() as tx:
+                with self.unit_of_work.transaction() as tx:
                     query = select(Job.id).where(Job.status == "queued")
                     if kinds:
                         query = query.where(Job.kind.in_(kinds))
                     # PostgreSQL: claimers skip each other's candidates instead of all racing
                     # for the first one (SQLite serializes writers and ignores this).
-                    candidate = tx.session.scalar(query.order_by(*QUEUE_ORDER).limit(1)
-                                                  .with_for_update(skip_locked=True))
+                    candidate = tx.db.scalar(query.order_by(*QUEUE_ORDER).limit(1)
+                                             .with_for_update(skip_locked=True))
                     if candidate is None:
                         return None
                     if not self._cas(tx, candidate, ("queued",), status="running", worker=worker,
                                      started_at=utcnow()):
                         continue  # another worker took it first: try the next one
-                    job = load_job(tx.session, candidate)
+                    job = load_job(tx.db, candidate)
                     tx.emit("job_started", job_id=job.id, photo_id=job.photo_id, worker=worker)
                     self._emit_queue_status(tx)
                     result = job_json(job)
@@ -159,23 +160,11 @@ class ProcessingJobLifecycle:
             return result
         raise Conflict("the queue is too busy to claim a job now; retry")
 
-    def mark_started(self, job_id: str, worker: str) -> dict[str, Any]:
-        """Start one particular queued job."""
-        self.announcer.prime()
-        with self.workflow.transaction() as tx:
-            job = load_job(tx.session, job_id)
-            self._require(tx, job, ("queued",), status="running", worker=worker, started_at=utcnow())
-            tx.emit("job_started", job_id=job.id, photo_id=job.photo_id, worker=worker)
-            self._emit_queue_status(tx)
-            result = job_json(job)
-        self.announcer.refresh()
-        return result
-
     def mark_progress(self, job_id: str, progress: float, **changes: Any) -> dict[str, Any]:
         """Record progress of a running job (``changes``: any of stage, message, counters);
         the reply carries ``cancel_requested``."""
-        with self.workflow.transaction() as tx:
-            job = load_job(tx.session, job_id)
+        with self.unit_of_work.transaction() as tx:
+            job = load_job(tx.db, job_id)
             self._require(tx, job, ("running",), progress=progress, **changes)
             fields = {"job_id": str(job.id), "stage": job.stage, "progress": job.progress,
                       "message": job.message, "counters": job.counters}
@@ -183,25 +172,23 @@ class ProcessingJobLifecycle:
             return job_json(job)
 
     def mark_completed(self, job_id: str, result: Any = None, result_url: str | None = None) -> dict[str, Any]:
-        with self.workflow.transaction() as tx:
-            job = load_job(tx.session, job_id)
+        with self.unit_of_work.transaction() as tx:
+            job = load_job(tx.db, job_id)
             self._require(tx, job, ("running",), status="completed", result=result,
                           result_url=result_url, progress=100.0, finished_at=utcnow())
             tx.after_commit(lambda: self.conflator.finish(job.id))
-            tx.emit("job_completed", job_id=job.id, photo_id=job.photo_id, result=result,
-                    result_url=result_url, duration_seconds=_duration(job))
+            self._emit_terminal_event(tx, job)
             self._emit_queue_status(tx)
             return job_json(job)
 
     def mark_failed(self, job_id: str, error_message: str, error_details: Any = None,
                     retryable: bool = False) -> dict[str, Any]:
-        with self.workflow.transaction() as tx:
-            job = load_job(tx.session, job_id)
+        with self.unit_of_work.transaction() as tx:
+            job = load_job(tx.db, job_id)
             self._require(tx, job, ("running",), status="failed", error_message=error_message,
                           error_details=error_details, retryable=retryable, finished_at=utcnow())
             tx.after_commit(lambda: self.conflator.finish(job.id))
-            tx.emit("job_failed", job_id=job.id, photo_id=job.photo_id, error_message=error_message,
-                    error_details=error_details, retryable=retryable, stage=job.stage)
+            self._emit_terminal_event(tx, job)
             tx.emit("error_occurred", error_type="job_failed", error_message=error_message,
                     error_details=error_details, job_id=job.id, photo_id=job.photo_id)
             self._emit_queue_status(tx)
@@ -213,8 +200,8 @@ class ProcessingJobLifecycle:
         Returns the job and whether it has ended (False: cancellation requested).
         """
         self.announcer.prime()
-        with self.workflow.transaction() as tx:
-            job = load_job(tx.session, job_id)
+        with self.unit_of_work.transaction() as tx:
+            job = load_job(tx.db, job_id)
             if job.status == "running" and not job.cancel_requested:
                 self._require(tx, job, ("running",), cancel_requested=True, cancel_reason=reason,
                               expect_cancel_requested=False)
@@ -227,7 +214,7 @@ class ProcessingJobLifecycle:
                 self._require(tx, job, ("running",), status="cancelled", finished_at=utcnow(),
                               expect_cancel_requested=True)
                 tx.after_commit(lambda: self.conflator.finish(job.id))
-            tx.emit("job_cancelled", job_id=job.id, reason=job.cancel_reason)
+            self._emit_terminal_event(tx, job)
             self._emit_queue_status(tx)
             result = job_json(job)
         if was_queued:
@@ -236,13 +223,13 @@ class ProcessingJobLifecycle:
 
     def reprioritize(self, job_id: str, priority: int, reason: str | None = None) -> dict[str, Any]:
         self.announcer.prime()
-        with self.workflow.transaction() as tx:
-            job = load_job(tx.session, job_id)
+        with self.unit_of_work.transaction() as tx:
+            job = load_job(tx.db, job_id)
             old = job.priority
             self._require(tx, job, ("queued",), priority=priority)
             tx.emit("priority_changed", job_id=job.id, old_priority=old, new_priority=priority,
                     reason=reason)
-            view = QueueView(tx.session)
+            view = QueueView(tx.db)
             result = job_json(job, view.positions.get(job.id), view.estimate(job.id))
         self.announcer.refresh()
         return result
@@ -255,20 +242,25 @@ class ProcessingJobLifecycle:
         condition = [Job.id == job_id, Job.status.in_(expected)]
         if expect_cancel_requested is not None:
             condition.append(Job.cancel_requested.is_(expect_cancel_requested))
-        return tx.session.execute(update(Job).where(*condition).values(**values)).rowcount == 1
+        return tx.db.execute(update(Job).where(*condition).values(**values)).rowcount == 1
 
     def _require(self, tx: Tx, job: Job, expected: tuple[str, ...], **values: Any) -> None:
         """Apply ``values`` if the job is still in an ``expected`` status; 409 otherwise."""
         if not self._cas(tx, job.id, expected, **values):
-            tx.session.refresh(job)
+            tx.db.refresh(job)
             raise Conflict(f"job {job.id} is {job.status}: not allowed "
                            f"(needs {' or '.join(expected)})")
-        tx.session.refresh(job)
+        tx.db.refresh(job)
+
+    @staticmethod
+    def _emit_terminal_event(tx: Tx, job: Job) -> None:
+        type_, fields = terminal_event_fields(job)
+        tx.emit(type_, **fields)
 
     @staticmethod
     def _emit_queue_status(tx: Tx) -> None:
-        tx.session.flush()
-        tx.emit("queue_status", **queue_counts(tx.session))
+        tx.db.flush()
+        tx.emit("queue_status", **queue_counts(tx.db))
 
     def close(self) -> None:
         self.conflator.close()

@@ -1,6 +1,6 @@
 """One transaction, then its events: the rule that events follow the commit.
 
-Inside :meth:`Workflow.transaction` a service changes rows and queues events; the events are
+Inside :meth:`UnitOfWork.transaction` a service changes rows and queues events; the events are
 validated at once (a bug fails before anything is written) and published, in order, only after
 the commit succeeds. A failed or rolled-back transaction publishes nothing.
 """
@@ -17,10 +17,10 @@ from ..publisher import Publisher
 
 
 class Tx:
-    """A database session plus the events to publish once it has committed."""
+    """A database session (``db``) plus the events to publish once it has committed."""
 
-    def __init__(self, session: Session, publisher: Publisher):
-        self.session = session
+    def __init__(self, db: Session, publisher: Publisher):
+        self.db = db
         self._publisher = publisher
         self._after: list[Callable[[], Any]] = []
 
@@ -34,11 +34,11 @@ class Tx:
         self._after.append(action)
 
 
-class Workflow:
+class UnitOfWork:
     """Transactions on the application's database, publishing through its publisher."""
 
-    def __init__(self, sessions: sessionmaker, publisher: Publisher):
-        self._sessions = sessions
+    def __init__(self, open_db: sessionmaker, publisher: Publisher):
+        self._open_db = open_db
         self.publisher = publisher
 
     @contextmanager
@@ -47,25 +47,25 @@ class Workflow:
             # Refuse before writing: a change whose events could not be published would leave
             # every client disagreeing with the database.
             raise BackplaneUnavailable("the event backplane is unavailable")
-        session = self._sessions()
-        tx = Tx(session, self.publisher)
+        db = self._open_db()
+        tx = Tx(db, self.publisher)
         try:
             yield tx
-            session.commit()
+            db.commit()
         except BaseException:
-            session.rollback()
+            db.rollback()
             raise
         finally:
-            session.close()
+            db.close()
         for action in tx._after:
             action()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        """A session for reading only."""
-        session = self._sessions()
+        """A database session for reading only."""
+        db = self._open_db()
         try:
-            yield session
+            yield db
         finally:
-            session.rollback()
-            session.close()
+            db.rollback()
+            db.close()
