@@ -193,3 +193,9 @@ def test_validate_custom_refuses_envelope_fields_and_non_objects():
 def test_is_catalog_type():
     assert catalog.is_catalog_type("job_progress")
     assert not catalog.is_catalog_type("notice")
+
+
+@pytest.mark.parametrize("processed, total, expected", [(0, 0, 0.0), (0, 4, 0.0), (1, 3, 33.33),
+                                                        (2, 3, 66.67), (5, 5, 100.0)])
+def test_progress_percent(processed, total, expected):
+    assert catalog.progress_percent(processed, total) == expected

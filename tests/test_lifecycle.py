@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from local_bridge import migrate
+from local_bridge import catalog, migrate
 from local_bridge.backplane import MemoryBackplane
 from local_bridge.db import Database
 from local_bridge.domain import Domain
@@ -111,3 +111,27 @@ def test_position_moves_are_announced_on_sub_channels_after_the_row_events(world
     assert _types(events, mark) == [("job_created", "jobs"), ("job_queued", "jobs"),
                                     ("queue_status", "queue"), ("job_queued", f"jobs:{low['id']}")]
     assert events[-1].message["position"] == 2
+
+
+ENDINGS = {  # how a running job ends, with values that survive a trip through the database
+    "completed": lambda jobs, job_id: jobs.mark_completed(
+        job_id, {"labels": ["sky", "sea"], "score": 0.5, "nested": {"z": 1, "a": None}},
+        "https://example.test/r/1"),
+    "failed": lambda jobs, job_id: jobs.mark_failed(
+        job_id, "decoder crashed", {"trace": ["a", "b"], "code": 7}, retryable=True),
+    "cancelled": lambda jobs, job_id: (jobs.cancel(job_id, "not needed"), jobs.cancel(job_id)),
+}
+
+
+@pytest.mark.parametrize("status", list(ENDINGS))
+def test_the_live_terminal_event_is_the_one_a_late_job_stream_is_told(world, status):
+    domain, events = world
+    job = domain.jobs.create("analysis")
+    domain.jobs.claim("w")
+    domain.jobs.mark_progress(job["id"], 40.0, stage="decode")
+    ENDINGS[status](domain.jobs, job["id"])
+    [live] = [e for e in events if e.type in ("job_completed", "job_failed", "job_cancelled")]
+    _, (type_, fields) = domain.jobs.snapshot(job["id"])
+    replayed = catalog.validate_event(type_, fields)
+    assert live.type == type_
+    assert {name: live.message[name] for name in replayed} == replayed

@@ -322,3 +322,7 @@ def test_make_event_for_everyone_and_client_types():
     assert event.channel is None and event.message["channel"] is None
     assert event.targets == ()
     assert event.client_types == frozenset({"gui"})
+
+
+def test_plain_ping_is_a_value_of_its_own_type():
+    assert isinstance(p.PLAIN_PING, p.PlainPing) and not isinstance(p.PLAIN_PING, p.ClientMessage)
