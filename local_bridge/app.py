@@ -1,48 +1,36 @@
 """The application factory: settings, database, publish path, bus and HTTP API in one app."""
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 from flask import Flask, request
 
-from . import migrate, websocket_events
+from . import migrate
 from .api import body as api_body
 from .api import errors as api_errors
 from .api import events as events_api
-from .api.errors import api_error
 from .api import system as system_api
 from .api import websocket_admin
 from .api import workflow as workflow_api
+from .api import ws as ws_api
+from .api.envelope import api_error
 from .backplane import create_backplane
-from .bus import routes as bus_routes
-from .bus.server import WebSocketServer
+from .bus.facade import Bus
+from .bus.websocket_server import WebSocketServer
 from .config import ConfigError, Settings, load_settings
 from .db import Database, default_url
 from .domain import Domain
 from .limits import AddressRateLimiter
 from .publisher import Publisher
-
-@dataclass
-class BridgeState:
-    """Everything one application owns, at ``app.extensions["local_bridge"]``."""
-
-    settings: Settings
-    database: Database
-    publisher: Publisher
-    ws_server: WebSocketServer
-    domain: Domain
-
-    def queue_counts(self) -> dict[str, int]:
-        return self.domain.queue_counts()
+from .state import EXTENSION_KEY, BridgeState, state_of
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the local_bridge Flask application.
 
     ``config`` overrides ``LOCAL_BRIDGE_*`` settings by bare name (``{"MAX_QUEUE": 10}``);
-    other keys go to Flask's own config.
+    other keys go to Flask's own config. What it opens (database connections, the backplane's
+    threads, the domain's timers) ``state_of(app).close()`` releases.
     """
     settings = load_settings(config)
     if settings.auth_enabled:
@@ -55,11 +43,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     database = Database(database_url(settings, app))
     if database.is_sqlite:  # a local file is brought up to date (and created) on start
         migrate.upgrade(database.engine)
-    publisher = Publisher(create_backplane(settings))
-    ws_server = WebSocketServer(settings, publisher)
-    domain = Domain.build(database.sessions, publisher, settings.PROGRESS_RATE)
-    app.extensions["local_bridge"] = BridgeState(settings, database, publisher, ws_server, domain)
-    websocket_events.bind_default(publisher)
+    bus = Bus(settings, Publisher(create_backplane(settings)))
+    domain = Domain.build(database.sessions, bus, settings.PROGRESS_RATE)
+    app.extensions[EXTENSION_KEY] = BridgeState(settings, database, bus, WebSocketServer(bus),
+                                                domain)
 
     api_errors.init_app(app)
     _limit_http_rate(app, settings)
@@ -68,8 +55,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(websocket_admin.bp)
     app.register_blueprint(workflow_api.bp)
     app.register_blueprint(events_api.bp)
-    bus_routes.init_app(app, ws_server, domain.jobs)
-    logging.getLogger("local_bridge").setLevel(logging.INFO)
+    ws_api.init_app(app, bus, domain.jobs)
     return app
 
 
@@ -98,6 +84,5 @@ def _limit_http_rate(app: Flask, settings: Settings) -> None:
         return None
 
 
-def state_of(app: Flask) -> BridgeState:
-    """The :class:`BridgeState` of an application made by :func:`create_app`."""
-    return app.extensions["local_bridge"]
+
+__all__ = ["BridgeState", "create_app", "database_url", "state_of"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 import click
@@ -33,8 +34,11 @@ def serve(host: str | None, port: int | None, worker_class: str | None, access_l
             raise ConfigError(f"{ENV_PREFIX}AUTH=token is not available in this release; use none")
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    from .server import BridgeServer
+    from .gunicorn_app import BridgeServer
 
+    # The server's own records (a client dropped, a handler failed) from INFO up; the worker
+    # process inherits this when gunicorn forks it.
+    logging.getLogger("local_bridge").setLevel(logging.INFO)
     BridgeServer(settings, overrides, access_log=access_log).run()
 
 

@@ -251,6 +251,11 @@ class BusEvent:
     def channel(self) -> str | None:
         return self.message["channel"]
 
+    @property
+    def payload(self) -> bytes:
+        """The event's JSON text (UTF-8), as its frame carries it: what SSE writes."""
+        return frame_payload(self.frame)
+
 
 ENVELOPE_FIELDS = ("type", "timestamp", "channel", "seq")
 # Event fields must be JSON for every client: NaN and Infinity are refused, not written.

@@ -61,6 +61,11 @@ class Publisher:
             self.events_published += 1
         return Published(event.seq, recipients, event.message)
 
+    @property
+    def available(self) -> bool:
+        """Whether an event published now would be delivered (checked before writes)."""
+        return self.backplane.available
+
 
 def _draft(type_: str, channel: str | None, fields: dict[str, Any],
            client_types: frozenset[str] | None) -> EventDraft:

@@ -2,40 +2,45 @@
 
 Each validates its fields (a missing or mistyped value raises
 :class:`~local_bridge.catalog.EventValidationError` and nothing is published) and publishes the
-event on its channel through the application's :class:`~local_bridge.publisher.Publisher`.
-Inside a Flask application context the current app's bus is used; elsewhere, the bus of the
-application created last.
+event on its channel through an application's bus. Inside a Flask application context the
+current app's bus is used; elsewhere (a background thread), the bus of the application named
+with :func:`bind` (``local-bridge serve`` binds the application it serves).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import current_app, has_app_context
+from flask import Flask, current_app, has_app_context
 
 from . import catalog
-from .publisher import Published, Publisher
+from .publisher import Published
+from .state import EXTENSION_KEY, state_of
 
-EXTENSION_KEY = "local_bridge"
-_default: Publisher | None = None
+if TYPE_CHECKING:
+    from .bus.facade import Bus
 
-
-def bind_default(publisher: Publisher) -> None:
-    """Use ``publisher`` when no application context is active (background threads, CLI)."""
-    global _default
-    _default = publisher
+_bound: Bus | None = None
 
 
-def current_publisher() -> Publisher:
+def bind(app: Flask | None) -> None:
+    """Publish through ``app``'s bus when no application context is active (None: nowhere)."""
+    global _bound
+    _bound = state_of(app).bus if app is not None else None
+
+
+def current_bus() -> Bus:
+    """The bus of the current application context, else of the bound application."""
     if has_app_context() and EXTENSION_KEY in current_app.extensions:
-        return current_app.extensions[EXTENSION_KEY].publisher
-    if _default is None:
-        raise RuntimeError("no local_bridge application has been created")
-    return _default
+        return state_of(current_app).bus
+    if _bound is None:
+        raise RuntimeError("outside an application context: call "
+                           "local_bridge.websocket_events.bind(app) first")
+    return _bound
 
 
 def publish(type_: str, *, channel: str | None = "", **fields: Any) -> Published:
     """Publish a catalog event with ``fields`` on its channel (or ``channel``)."""
-    return current_publisher().publish(type_, fields, channel=channel)
+    return current_bus().publish(type_, fields, channel=channel)
 
 
 # ------------------------------------------------------------------ jobs

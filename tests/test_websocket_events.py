@@ -132,7 +132,7 @@ def test_broadcast_publishes_on_its_channel(type_, state, subscribe, ctx):
     timestamp = message.pop("timestamp")
     assert isinstance(timestamp, str) and timestamp.endswith("Z")
     assert message == {"type": type_, "channel": channel, "seq": published.seq, **SAMPLES[type_]}
-    assert published.seq == state.publisher.backplane.last_seq
+    assert published.seq == state.bus.last_seq
     assert published.recipients == 1
     assert bystander.frames == []
 
@@ -191,26 +191,33 @@ def test_session_updated_computes_progress_percent(total, processed, expected, s
 ])
 def test_invalid_fields_raise_and_publish_nothing(call, state, subscribe, ctx):
     everyone = subscribe("jobs", "jobs:j1", "photos", "sessions", "system", "queue", "export")
-    seq, count = state.publisher.backplane.last_seq, state.publisher.events_published
+    seq, count = state.bus.last_seq, state.bus.events_published
     with pytest.raises(EventValidationError):
         call()
     assert everyone.frames == []
-    assert state.publisher.backplane.last_seq == seq
-    assert state.publisher.events_published == count
+    assert state.bus.last_seq == seq
+    assert state.bus.events_published == count
 
 
-def test_outside_app_context_the_last_created_app_is_used():
+def test_outside_app_context_the_bound_app_is_used():
     first = local_bridge.create_app({"DATABASE_URL": "sqlite://"})
     second = local_bridge.create_app({"DATABASE_URL": "sqlite://"})
     recorders = {}
     for name, app in (("first", first), ("second", second)):
         recorders[name] = RecordingTransport()
         client = Client(recorders[name])
-        hub = local_bridge.state_of(app).ws_server.hub
+        hub = local_bridge.state_of(app).bus.hub
         hub.add(client)
         hub.subscribe(client, ["system"])
-    we.broadcast_system_status("outside")
-    with first.app_context():
-        we.broadcast_system_status("inside")
-    assert [m["status"] for m in recorders["first"].messages] == ["inside"]
-    assert [m["status"] for m in recorders["second"].messages] == ["outside"]
+    we.bind(None)
+    with pytest.raises(RuntimeError, match="bind"):  # creating an application binds nothing
+        we.broadcast_system_status("unbound")
+    we.bind(first)
+    try:
+        we.broadcast_system_status("outside")
+        with second.app_context():
+            we.broadcast_system_status("inside")
+    finally:
+        we.bind(None)
+    assert [m["status"] for m in recorders["first"].messages] == ["outside"]
+    assert [m["status"] for m in recorders["second"].messages] == ["inside"]

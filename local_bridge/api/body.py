@@ -8,7 +8,7 @@ from flask import Flask, g, request
 from marshmallow import Schema, ValidationError
 
 from ..protocol import JsonSyntaxError, parse_json
-from .errors import ApiError, validation_error
+from .envelope import ApiError, validation_error
 
 #: Methods that change state: each needs an ``application/json`` body (``{}`` without fields).
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

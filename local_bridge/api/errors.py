@@ -1,10 +1,9 @@
-"""The JSON error format of API.md, for every error the HTTP side can answer."""
+"""Every error the HTTP side can answer, mapped onto the JSON error envelope of API.md."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
 
@@ -14,38 +13,9 @@ from sqlalchemy.exc import (DBAPIError, InterfaceError, OperationalError, Progra
 from ..backplane.base import BackplaneUnavailable
 from ..domain.errors import DomainError
 from ..migrate import schema_problem
+from .envelope import STATUS_CODES, ApiError, api_error, validation_error
 
 log = logging.getLogger(__name__)
-
-#: HTTP status -> error code of API.md "Conventions".
-STATUS_CODES = {
-    400: "invalid_json", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
-    415: "unsupported_media_type", 422: "validation_error", 429: "rate_limited",
-    503: "unavailable",
-}
-
-
-class ApiError(Exception):
-    """Raise from a view to answer ``status`` with the standard error body."""
-
-    def __init__(self, status: int, code: str, message: str, fields: dict[str, Any] | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.fields = status, code, message, fields
-
-
-def api_error(status: int, code: str, message: str, fields: dict[str, Any] | None = None):
-    """A Flask response carrying ``{"error": {"code", "message", "fields"?}}``."""
-    error: dict[str, Any] = {"code": code, "message": message}
-    if fields is not None:
-        error["fields"] = fields
-    response = jsonify({"error": error})
-    response.status_code = status
-    return response
-
-
-def validation_error(fields: dict[str, Any], message: str = "the request has invalid fields"):
-    return ApiError(422, "validation_error", message, fields)
 
 
 def init_app(app: Flask) -> None:
@@ -132,3 +102,6 @@ def _statement_fault(exc: DBAPIError) -> bool:
     error (syntax, unknown table), which sqlite3 raises as an OperationalError."""
     return (isinstance(exc, ProgrammingError)
             or getattr(exc.orig, "sqlite_errorname", None) == "SQLITE_ERROR")
+
+
+__all__ = ["STATUS_CODES", "ApiError", "api_error", "init_app", "validation_error"]

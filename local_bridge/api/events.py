@@ -6,27 +6,23 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections import deque
 from itertools import islice
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import protocol as p
-from ..backplane.base import Backplane
+from ..bus.facade import Bus
 from ..bus.hub import Client, Hub
-from .errors import api_error, validation_error
+from ..bus.sse import event_stream
+from ..state import state_of
+from .envelope import api_error, validation_error
 from .pagination import page_params
 
 bp = Blueprint("events", __name__, url_prefix="/api/events")
-SSE_RETRY_MS = 3000
 MAX_SEQ = 2**63 - 1
 MAX_WAIT = 30  # seconds a long poll may be held
 _WAIT = re.compile(r"[0-9]{1,2}(\.[0-9]{1,6})?")
-
-
-def _state():
-    return current_app.extensions["local_bridge"]
 
 
 def _channels() -> list[str] | None:
@@ -78,16 +74,16 @@ def _listener(channels: list[str] | None, client_type: str, transport: Any) -> C
 
 # --------------------------------------------------------------------------- polling
 
-def _answer(backplane: Backplane, probe: Client, since: int, epoch: str | None,
+def _answer(bus: Bus, probe: Client, since: int, epoch: str | None,
             limit: int) -> dict[str, Any]:
     """The reply to a poll, from the history as it stands now (API.md ``GET /api/events``)."""
-    with backplane.paused():  # one numbering: the seq and the epoch it belongs to
-        current, current_epoch = backplane.last_seq, backplane.epoch
+    with bus.paused():  # one numbering: the seq and the epoch it belongs to
+        current, current_epoch = bus.last_seq, bus.epoch
     if (epoch is not None and epoch != current_epoch) or since > current:
         items: list[dict[str, Any]] = []
         recovered = False  # another numbering (a restart): nothing after `since` is known
     else:
-        missed, recovered = backplane.history(since)
+        missed, recovered = bus.history(since)
         # `current` bounds the items: an event numbered meanwhile is in the next answer.
         items = list(islice((event.message for event in missed
                              if event.seq <= current and Hub.would_receive(probe, event)), limit))
@@ -121,10 +117,9 @@ def poll():
     limit, _ = page_params()
     probe = _listener(_channels(), _client_type(), transport=None)
     epoch = request.args.get("epoch") or None
-    state = _state()
-    bus, backplane = state.ws_server, state.publisher.backplane
+    bus = state_of(current_app).bus
     if wait <= 0 or bus.stopping.is_set():
-        return jsonify(_answer(backplane, probe, since, epoch, limit))
+        return jsonify(_answer(bus, probe, since, epoch, limit))
     deadline = time.monotonic() + wait
     waiter = _Waiter(probe, since)
     # Watching before reading: an event is either in the history read below or delivered
@@ -132,7 +127,7 @@ def poll():
     bus.hub.watch(waiter)
     try:
         while True:
-            answer = _answer(backplane, probe, since, epoch, limit)
+            answer = _answer(bus, probe, since, epoch, limit)
             remaining = deadline - time.monotonic()
             if answer["items"] or not answer["recovered"] or remaining <= 0 \
                     or bus.stopping.is_set():
@@ -147,137 +142,18 @@ def poll():
 
 # --------------------------------------------------------------------------- SSE
 
-_IDLE = object()  # next_frame's answer when nothing came within the heartbeat interval
-
-
-class _SseTransport:
-    """Frames the hub sends one SSE response, queued until its generator writes them. Too far
-    behind (``limit`` queued), the queue is dropped and the stream ends (the client resumes
-    with ``Last-Event-ID``)."""
-
-    def __init__(self, limit: int):
-        self._limit = limit
-        self.on_overflow: Callable[[], Any] = lambda: None  # called once the stream is too slow
-        self._ready = threading.Condition()  # guards _frames, closed and dropped
-        self._frames: deque[bytes] = deque()
-        self.closed = False
-        self.sent = 0  # messages handed to the server for writing (counted by the generator)
-        self.dropped = 0  # messages refused or discarded
-
-    def send(self, frame: bytes, direct: bool = True) -> bool:
-        with self._ready:
-            if self.closed:
-                self.dropped += 1
-                return False
-            if len(self._frames) < self._limit:
-                self._frames.append(frame)
-                self._ready.notify()
-                return True
-            self.dropped += len(self._frames) + 1  # slow consumer
-            self._frames.clear()
-            self.closed = True
-            self._ready.notify()
-        self.on_overflow()
-        return False
-
-    def close(self, code: int, reason: str = "", discard: bool = False) -> bool:
-        with self._ready:
-            if self.closed:
-                return False
-            self.closed = True
-            if discard:
-                self.dropped += len(self._frames)
-                self._frames.clear()
-            self._ready.notify()
-        return True
-
-    def next_frame(self, timeout: float) -> bytes | object | None:
-        """The next queued frame; None once closed and drained; ``_IDLE`` after ``timeout``
-        seconds without one."""
-        with self._ready:
-            if not self._frames and not self.closed:
-                self._ready.wait(timeout)
-            if self._frames:
-                return self._frames.popleft()
-            return None if self.closed else _IDLE
-
-    def stats(self) -> dict[str, int]:
-        with self._ready:
-            return {"sent": self.sent, "dropped": self.dropped, "queue_depth": len(self._frames)}
-
-
-def _sse(payload: bytes, seq: int | None) -> str:
-    text = payload.decode()
-    return (f"id: {seq}\n" if seq is not None else "") + f"data: {text}\n\n"
-
-
 @bp.get("/stream")
 def stream():
     """Live events as Server-Sent Events; ``Last-Event-ID`` (or ``since``) resumes."""
-    state = _state()
-    bus, backplane = state.ws_server, state.publisher.backplane
+    bus = state_of(current_app).bus
     channels, client_type = _channels(), _client_type()
     header = request.headers.get("Last-Event-ID")
     raw_since = header or request.args.get("since")
     since = _seq(raw_since, "Last-Event-ID" if header else "since") if raw_since else None
     if bus.stopping.is_set():
         return api_error(503, "unavailable", "the server is shutting down")
-    transport = _SseTransport(state.settings.MAX_QUEUE)
-    client = Client(transport, remote_addr=request.remote_addr, client_type=client_type,
-                    client_name="sse")
-    transport.on_overflow = lambda: bus.hub.remove(client)  # it leaves the clients list at once
-    interval = state.settings.HEARTBEAT_INTERVAL
-
-    def events() -> Iterator[str]:
-        # The subscriber joins the hub only once the response is being written, and leaves
-        # it when the generator ends or is closed (the server closes it when a write fails):
-        # a response that is never iterated (HEAD, an error before the body) joins nothing.
-        try:
-            with backplane.paused():  # live events queue up after this; history covers before
-                bus.hub.add(client)
-                bus.hub.subscribe(client, channels if channels is not None else sorted(p.CHANNELS))
-                latest = backplane.last_seq
-            if bus.stopping.is_set():  # shutdown closed every client before this one joined
-                return
-            yield f"retry: {SSE_RETRY_MS}\n\n"
-            if since is not None:
-                missed, complete = backplane.history(since) if since <= latest else ([], False)
-                for event in missed:
-                    if event.seq <= latest and Hub.would_receive(client, event):
-                        transport.sent += 1
-                        yield _sse(p.frame_payload(event.frame), event.seq)
-                done = p.reply("replay_complete", since=since, to=latest,
-                               recovered=complete and since <= latest)
-                transport.sent += 1
-                yield _sse(p.dumps(done).encode(), None)
-            while True:
-                frame = transport.next_frame(interval)
-                if frame is None:
-                    return
-                if frame is _IDLE:
-                    yield ": heartbeat\n\n"
-                    continue
-                payload = p.frame_payload(frame)  # type: ignore[arg-type]
-                transport.sent += 1
-                yield _sse(payload, _seq_of(payload))
-        finally:
-            bus.hub.remove(client)
-            transport.close(p.CloseCode.NORMAL)
-
-    response = Response(events(), mimetype="text/event-stream")
+    response = Response(event_stream(bus, channels, client_type, since, request.remote_addr),
+                        mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # proxies must not buffer the stream
     return response
-
-
-def _seq_of(payload: bytes) -> int | None:
-    # Events are framed as {"type":...,"timestamp":...,"channel":...,"seq":N,...}: find N
-    # without parsing the whole event.
-    start = payload.find(b'"seq":')
-    if start < 0:
-        return None
-    end = start + 6
-    while end < len(payload) and payload[end:end + 1].isdigit():
-        end += 1
-    digits = payload[start + 6:end]
-    return int(digits) if digits else None

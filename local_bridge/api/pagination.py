@@ -6,7 +6,7 @@ import re
 from flask import request
 
 from ..protocol import MAX_INT64
-from .errors import validation_error
+from .envelope import validation_error
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500

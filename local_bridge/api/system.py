@@ -7,39 +7,35 @@ from collections import Counter
 from flask import Blueprint, current_app, jsonify
 
 from .. import catalog
+from ..state import state_of
 from ..version import __version__
 from .body import flat_fields, load_object
-from .errors import validation_error
+from .envelope import validation_error
 
 bp = Blueprint("system", __name__, url_prefix="/api/system")
 SYSTEM_EVENT_TYPES = ("system_status", "resource_warning", "error_occurred")
 
 
-def _state():
-    return current_app.extensions["local_bridge"]
-
-
 @bp.get("/health")
 def health():
-    state = _state()
-    checks = {"database": state.database.check(), "backplane": state.publisher.backplane.health()}
+    state = state_of(current_app)
+    checks = {"database": state.database.check(), "backplane": state.bus.health()}
     healthy = all(value == "ok" for value in checks.values())
     return jsonify({"status": "ok" if healthy else "degraded", "checks": checks}), 200 if healthy else 503
 
 
 @bp.get("/status")
 def status():
-    state = _state()
-    bus = state.ws_server
-    backplane = state.publisher.backplane
+    state = state_of(current_app)
+    bus = state.bus
     by_type = Counter(client.client_type for client in bus.hub.clients())
     return jsonify({
         "version": __version__,
         "uptime_seconds": round(time.time() - bus.started_at, 3),
-        "seq": backplane.last_seq,
-        "epoch": backplane.epoch,
+        "seq": bus.last_seq,
+        "epoch": bus.epoch,
         "connections": {"total": sum(by_type.values()), "by_client_type": dict(by_type)},
-        "events_published": state.publisher.events_published,
+        "events_published": bus.events_published,
         "queue": state.queue_counts(),
     })
 
@@ -51,7 +47,7 @@ def publish_system_event():
     if type_ not in SYSTEM_EVENT_TYPES:
         raise validation_error({"type": [f"must be one of {', '.join(SYSTEM_EVENT_TYPES)}"]})
     try:
-        published = _state().publisher.publish(type_, body)
+        published = state_of(current_app).bus.publish(type_, body)
     except catalog.EventValidationError as exc:
         raise validation_error(flat_fields(exc.messages)) from None
     return jsonify({"seq": published.seq, "recipients": published.recipients}), 202

@@ -7,8 +7,9 @@ from marshmallow import Schema, fields, validate
 from .. import catalog
 from ..protocol import CLIENT_TYPE_PATTERN, REPLY_TYPES
 from ..publisher import UnknownChannelError
+from ..state import state_of
 from .body import flat_fields, load
-from .errors import ApiError, validation_error
+from .envelope import ApiError, validation_error
 from .pagination import page_params
 
 bp = Blueprint("websocket_admin", __name__, url_prefix="/api/websocket")
@@ -22,14 +23,11 @@ class BroadcastSchema(Schema):
     data = fields.Dict(keys=fields.String(), required=True)
 
 
-def _bus():
-    return current_app.extensions["local_bridge"].ws_server
-
-
 @bp.get("/clients")
 def list_clients():
     limit, cursor = page_params()
-    clients = sorted(_bus().get_connected_clients(), key=lambda c: c["client_id"])
+    clients = sorted(state_of(current_app).ws_server.get_connected_clients(),
+                     key=lambda c: c["client_id"])
     if cursor:
         clients = [c for c in clients if c["client_id"] > cursor]
     page = clients[:limit]
@@ -46,8 +44,8 @@ def broadcast():
     if not catalog.is_catalog_type(type_) and not catalog.CUSTOM_TYPE_PATTERN.match(type_):
         raise validation_error({"type": ["must match ^[a-z][a-z0-9_.]{0,63}$"]})
     try:
-        published = _bus().publisher.publish(type_, body["data"], channel=body["channel"],
-                                             client_types=body["client_types"])
+        published = state_of(current_app).bus.publish(type_, body["data"], channel=body["channel"],
+                                                      client_types=body["client_types"])
     except catalog.EventValidationError as exc:
         raise validation_error(flat_fields(exc.messages, "data")) from None
     except UnknownChannelError:
@@ -58,6 +56,6 @@ def broadcast():
 @bp.post("/disconnect/<client_id>")
 def disconnect(client_id: str):
     load(Schema())  # no fields: the body is {}
-    if not _bus().disconnect(client_id):
+    if not state_of(current_app).ws_server.disconnect(client_id):
         raise ApiError(404, "not_found", f"no connected client {client_id!r}")
     return jsonify({"client_id": client_id, "disconnected": True})

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
-from ..domain import Domain, schemas
+from ..domain import schemas
+from ..state import state_of
 from .body import load
 from .pagination import page_params
 
 bp = Blueprint("workflow", __name__, url_prefix="/api")
-
-
-def _domain() -> Domain:
-    return current_app.extensions["local_bridge"].domain
 
 
 def _listing(items, next_cursor):
@@ -26,151 +23,176 @@ def _listing(items, next_cursor):
 
 @bp.post("/sessions")
 def create_session():
+    domain = state_of(current_app).domain
     body = load(schemas.SessionCreate())
-    return jsonify(_domain().sessions.create(body["name"], body["import_folder"])), 201
+    return jsonify(domain.sessions.create(body["name"], body["import_folder"])), 201
 
 
 @bp.get("/sessions")
 def list_sessions():
-    return _listing(*_domain().sessions.list(*page_params()))
+    domain = state_of(current_app).domain
+    return _listing(*domain.sessions.list(*page_params()))
 
 
 @bp.get("/sessions/<session_id>")
 def get_session(session_id: str):
-    return jsonify(_domain().sessions.get(session_id))
+    domain = state_of(current_app).domain
+    return jsonify(domain.sessions.get(session_id))
 
 
 @bp.patch("/sessions/<session_id>")
 def update_session(session_id: str):
-    return jsonify(_domain().sessions.update(session_id, load(schemas.SessionUpdate())))
+    domain = state_of(current_app).domain
+    return jsonify(domain.sessions.update(session_id, load(schemas.SessionUpdate())))
 
 
 @bp.post("/sessions/<session_id>/photos")
 def import_photo(session_id: str):
+    domain = state_of(current_app).domain
     body = load(schemas.PhotoImport())
-    return jsonify(_domain().sessions.import_photo(session_id, body)), 201
+    return jsonify(domain.sessions.import_photo(session_id, body)), 201
 
 
 @bp.get("/sessions/<session_id>/photos")
 def list_session_photos(session_id: str):
-    return _listing(*_domain().sessions.photos(session_id, *page_params()))
+    domain = state_of(current_app).domain
+    return _listing(*domain.sessions.photos(session_id, *page_params()))
 
 
 @bp.get("/photos/<photo_id>")
 def get_photo(photo_id: str):
-    return jsonify(_domain().photos.get(photo_id))
+    domain = state_of(current_app).domain
+    return jsonify(domain.photos.get(photo_id))
 
 
 @bp.post("/photos/<photo_id>/analysis")
 def record_analysis(photo_id: str):
+    domain = state_of(current_app).domain
     body = load(schemas.AnalysisRecord())
-    return jsonify(_domain().photos.record_analysis(photo_id, body["ai_score"],
-                                                    body["analysis_results"]))
+    return jsonify(domain.photos.record_analysis(photo_id, body["ai_score"],
+                                                 body["analysis_results"]))
 
 
 @bp.post("/photos/<photo_id>/selection")
 def record_selection(photo_id: str):
+    domain = state_of(current_app).domain
     body = load(schemas.SelectionRecord())
-    return jsonify(_domain().photos.record_selection(photo_id, body["context_tag"],
-                                                     body["selected_preset"]))
+    return jsonify(domain.photos.record_selection(photo_id, body["context_tag"],
+                                                  body["selected_preset"]))
 
 
 # ------------------------------------------------------------------ approval
 
 @bp.get("/approval")
 def approval_queue():
-    return _listing(*_domain().photos.approval_queue(request.args.get("session_id"), *page_params()))
+    domain = state_of(current_app).domain
+    return _listing(*domain.photos.approval_queue(request.args.get("session_id"), *page_params()))
 
 
 @bp.post("/approval/<photo_id>/approve")
 def approve(photo_id: str):
+    domain = state_of(current_app).domain
     load(schemas.Empty())
-    return jsonify(_domain().photos.approve(photo_id))
+    return jsonify(domain.photos.approve(photo_id))
 
 
 @bp.post("/approval/<photo_id>/reject")
 def reject(photo_id: str):
-    return jsonify(_domain().photos.reject(photo_id, load(schemas.Rejection())["reason"]))
+    domain = state_of(current_app).domain
+    return jsonify(domain.photos.reject(photo_id, load(schemas.Rejection())["reason"]))
 
 
 # ------------------------------------------------------------------ jobs
 
 @bp.post("/jobs")
 def create_job():
+    domain = state_of(current_app).domain
     body = load(schemas.JobCreate())
-    return jsonify(_domain().jobs.create(body["kind"], body["photo_id"], body["priority"],
-                                         body["params"])), 201
+    return jsonify(domain.jobs.create(body["kind"], body["photo_id"], body["priority"],
+                                      body["params"])), 201
 
 
 @bp.get("/jobs")
 def list_jobs():
-    return _listing(*_domain().jobs.list(request.args.get("status"), *page_params()))
+    domain = state_of(current_app).domain
+    return _listing(*domain.jobs.list(request.args.get("status"), *page_params()))
 
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id: str):
-    return jsonify(_domain().jobs.get(job_id))
+    domain = state_of(current_app).domain
+    return jsonify(domain.jobs.get(job_id))
 
 
 @bp.post("/jobs/claim")
 def claim_job():
+    domain = state_of(current_app).domain
     body = load(schemas.JobClaim())
-    job = _domain().jobs.claim(body["worker"], body["kinds"])
+    job = domain.jobs.claim(body["worker"], body["kinds"])
     return (jsonify(job), 200) if job is not None else ("", 204)
 
 
 @bp.post("/jobs/<job_id>/progress")
 def report_progress(job_id: str):
+    domain = state_of(current_app).domain
     body = load(schemas.JobProgress())
-    return jsonify(_domain().jobs.mark_progress(job_id, **body))
+    return jsonify(domain.jobs.mark_progress(job_id, **body))
 
 
 @bp.post("/jobs/<job_id>/complete")
 def complete_job(job_id: str):
+    domain = state_of(current_app).domain
     body = load(schemas.JobComplete())
-    return jsonify(_domain().jobs.mark_completed(job_id, body["result"], body["result_url"]))
+    return jsonify(domain.jobs.mark_completed(job_id, body["result"], body["result_url"]))
 
 
 @bp.post("/jobs/<job_id>/fail")
 def fail_job(job_id: str):
+    domain = state_of(current_app).domain
     body = load(schemas.JobFail())
-    return jsonify(_domain().jobs.mark_failed(job_id, body["error_message"], body["error_details"],
-                                              body["retryable"]))
+    return jsonify(domain.jobs.mark_failed(job_id, body["error_message"], body["error_details"],
+                                           body["retryable"]))
 
 
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str):
+    domain = state_of(current_app).domain
     body = load(schemas.JobCancel())
-    job, ended = _domain().jobs.cancel(job_id, body["reason"])
+    job, ended = domain.jobs.cancel(job_id, body["reason"])
     return jsonify(job), 200 if ended else 202
 
 
 @bp.patch("/jobs/<job_id>/priority")
 def reprioritize_job(job_id: str):
+    domain = state_of(current_app).domain
     body = load(schemas.JobPriority())
-    return jsonify(_domain().jobs.reprioritize(job_id, body["priority"], body["reason"]))
+    return jsonify(domain.jobs.reprioritize(job_id, body["priority"], body["reason"]))
 
 
 # ------------------------------------------------------------------ exports
 
 @bp.post("/exports")
 def start_export():
+    domain = state_of(current_app).domain
     body = load(schemas.ExportCreate())
-    return jsonify(_domain().exports.start(body["photo_id"], body["preset_name"],
-                                           body["destination"])), 201
+    return jsonify(domain.exports.start(body["photo_id"], body["preset_name"],
+                                        body["destination"])), 201
 
 
 @bp.get("/exports/<export_id>")
 def get_export(export_id: str):
-    return jsonify(_domain().exports.get(export_id))
+    domain = state_of(current_app).domain
+    return jsonify(domain.exports.get(export_id))
 
 
 @bp.post("/exports/<export_id>/complete")
 def complete_export(export_id: str):
+    domain = state_of(current_app).domain
     body = load(schemas.ExportComplete())
-    return jsonify(_domain().exports.complete(export_id, body["output_path"], body["file_size"]))
+    return jsonify(domain.exports.complete(export_id, body["output_path"], body["file_size"]))
 
 
 @bp.post("/exports/<export_id>/fail")
 def fail_export(export_id: str):
-    return jsonify(_domain().exports.fail(export_id, load(schemas.ExportFail())["error_message"]))
+    domain = state_of(current_app).domain
+    return jsonify(domain.exports.fail(export_id, load(schemas.ExportFail())["error_message"]))

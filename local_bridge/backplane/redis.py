@@ -189,12 +189,16 @@ class RedisBackplane(Backplane):
         return events, complete
 
     def close(self) -> None:
+        """Leave the bus: stop the listener (waiting for its thread, at most a tick and the
+        publish timeout) and close the connections."""
         self._stopping.set()
         try:
             self._client.zrem(self._keys["processes"], self.process_id)
             self._client.close()
         except Exception:  # closing is best effort
             pass
+        if self._listener is not threading.current_thread():
+            self._listener.join(PRESENCE_EVERY + self._timeout)
 
     # ------------------------------------------------------------------ delivery
 

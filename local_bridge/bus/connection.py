@@ -9,9 +9,9 @@ from simple_websocket import ConnectionClosed
 
 from .. import protocol as p
 from ..limits import MessageLimiter
+from .facade import Bus
 from .gate import GatedTransport
 from .hub import Client
-from .server import WebSocketServer
 from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ class BusConnection:
     """Runs the ``/ws`` protocol (PROTOCOL.md section 3) for one client.
 
     Nothing of a connection may outlive it waiting for the cyclic garbage collector, which
-    the server runs rarely (``server._tune_garbage_collector``): the references that must point
+    the server runs rarely (``gunicorn_app._tune_garbage_collector``): the references that must point
     back at the connection (callbacks) are cut when it ends, and message types map to method
     names, not bound methods.
     """
@@ -30,16 +30,16 @@ class BusConnection:
     ACTIONS = {"register": "_register", "subscribe": "_subscribe",
                "unsubscribe": "_unsubscribe", "ping": "_ping", "pong": "_ignore"}
 
-    def __init__(self, server: WebSocketServer, transport: Transport, remote_addr: str | None):
-        self.server = server
-        self.settings = server.settings
+    def __init__(self, bus: Bus, transport: Transport, remote_addr: str | None):
+        self.bus = bus
+        self.settings = bus.settings
         self.transport = transport
         self.client = Client(transport, remote_addr=remote_addr)
         self.limiter = MessageLimiter(self.settings.MESSAGE_RATE, self.settings.MESSAGE_BURST)
 
     def on_overflow(self) -> None:
         """The client fell ``MAX_QUEUE`` messages behind: it leaves the hub at once (4008)."""
-        self.server.hub.remove(self.client)
+        self.bus.hub.remove(self.client)
         self.transport.stop_reading()
 
     # ------------------------------------------------------------------ life cycle
@@ -49,7 +49,7 @@ class BusConnection:
         self.transport.attach(ws)
         try:
             if self.start():
-                if self.server.stopping.is_set():  # shutdown began while we were connecting
+                if self.bus.stopping.is_set():  # shutdown began while we were connecting
                     self.transport.close(p.CloseCode.GOING_AWAY)
                 self._receive_loop(ws)
         except ConnectionClosed:
@@ -58,19 +58,17 @@ class BusConnection:
             log.exception("connection %s failed", self.client.client_id)
             self.transport.close(p.CloseCode.INTERNAL_ERROR)
         finally:
-            self.server.hub.remove(self.client)
+            self.bus.hub.remove(self.client)
             self.transport.finish(self.settings.SLOW_CLOSE_GRACE)
             self.client.on_event = None  # it pointed back at this connection
 
     def start(self) -> bool:
         """Greet the client and join the hub; False when the connection is already over."""
-        backplane = self.server.publisher.backplane
-        with backplane.paused():  # `connected` comes first, and its seq is exact
-            self.send(p.reply("connected", client_id=self.client.client_id,
-                              seq=backplane.last_seq, epoch=backplane.epoch,
-                              heartbeat_interval=_seconds(self.settings.HEARTBEAT_INTERVAL),
-                              protocol=p.PROTOCOL_VERSION))
-            self.server.hub.add(self.client)
+        # `connected` comes first, and its seq is exact
+        self.bus.join(self.client, lambda seq, epoch: self.send(p.reply(
+            "connected", client_id=self.client.client_id, seq=seq, epoch=epoch,
+            heartbeat_interval=_seconds(self.settings.HEARTBEAT_INTERVAL),
+            protocol=p.PROTOCOL_VERSION)))
         return True
 
     def _receive_loop(self, ws: Any) -> None:
@@ -133,27 +131,26 @@ class BusConnection:
 
     def _register(self, body: dict[str, Any]) -> None:
         client_type, client_name = p.validate_register(body)
-        self.server.hub.register(self.client, client_type, client_name)
+        self.bus.hub.register(self.client, client_type, client_name)
         self.send(p.reply("registered", client_id=self.client.client_id,
                           client_type=client_type, client_name=client_name))
 
     def _subscribe(self, body: dict[str, Any]) -> None:
         valid, unknown = p.validate_channel_list(body, "subscribe")
         since, epoch = p.validate_resume(body)
-        backplane = self.server.publisher.backplane
         if unknown:
             self.send(p.error_reply(p.ErrorCode.UNKNOWN_CHANNEL,
                                     f"unknown channel(s): {', '.join(map(str, unknown))}", "subscribe"))
         gate = None
-        with backplane.paused():  # events after `seq` follow `subscribed`; none before it
+        with self.bus.paused():  # events after `seq` follow `subscribed`; none before it
             try:
-                current = self.server.hub.subscribe(self.client, valid,
+                current = self.bus.hub.subscribe(self.client, valid,
                                                     self.settings.MAX_SUBSCRIPTIONS)
             except OverflowError:
                 raise p.ProtocolError(p.ErrorCode.INVALID_MESSAGE,
                                       f"at most {self.settings.MAX_SUBSCRIPTIONS} subscriptions "
                                       "per connection", "subscribe") from None
-            latest = backplane.last_seq
+            latest = self.bus.last_seq
             self.send(p.reply("subscribed", channels=sorted(current), seq=latest))
             if since is not None:  # live events wait behind a gate while the missed ones go out
                 gate = GatedTransport(self.transport)
@@ -168,15 +165,14 @@ class BusConnection:
     def _replay(self, since: int, epoch: str | None, latest: int) -> None:
         """Send what the client missed after ``since`` (up to ``latest``), then
         ``replay_complete``; ``recovered`` only when the history proves nothing is missing."""
-        backplane = self.server.publisher.backplane
         # Without the epoch `since` could belong to another numbering (a restarted server).
-        same_epoch = epoch == backplane.epoch or (epoch is None and since == 0)
-        missed, complete = backplane.history(since) if same_epoch else ([], False)
+        same_epoch = epoch == self.bus.epoch or (epoch is None and since == 0)
+        missed, complete = self.bus.history(since) if same_epoch else ([], False)
         outbox = self.transport.outbox
         for event in missed:
             if event.seq > latest:
                 break  # published after `subscribed`: already waiting behind the gate
-            if not self.server.hub.would_receive(self.client, event):
+            if not self.bus.hub.would_receive(self.client, event):
                 continue
             if outbox.depth >= outbox.limit - 1 and \
                     not outbox.wait_room(outbox.limit // 2, self.settings.SLOW_CLOSE_GRACE):
@@ -188,7 +184,7 @@ class BusConnection:
 
     def _unsubscribe(self, body: dict[str, Any]) -> None:
         valid, unknown = p.validate_channel_list(body, "unsubscribe")
-        current = self.server.hub.unsubscribe(self.client, valid)
+        current = self.bus.hub.unsubscribe(self.client, valid)
         if unknown:
             self.send(p.error_reply(p.ErrorCode.UNKNOWN_CHANNEL,
                                     f"unknown channel(s): {', '.join(map(str, unknown))}",
@@ -202,7 +198,7 @@ class BusConnection:
         pass
 
     def _custom(self, message: p.ClientMessage) -> None:
-        handler = self.server.handler_for(message.type)
+        handler = self.bus.handler_for(message.type)
         if handler is None:
             raise p.ProtocolError(p.ErrorCode.UNKNOWN_TYPE,
                                   f"unknown message type {message.type!r}", message.type)

@@ -41,7 +41,7 @@ class Client:
     #: False for clients that follow only their own channels (job streams): broadcasts with
     #: no channel pass them by.
     broadcasts: bool = True
-    #: Called with each event after its frame was queued for this client.
+    #: Called with each event after this client's transport accepted its frame.
     on_event: Callable[[BusEvent], None] | None = None
 
     def describe(self) -> dict[str, Any]:

@@ -3,18 +3,25 @@
 The client joins the job's sub-channel before its snapshot is read, with a gate in front of
 its outbox: events that arrive meanwhile wait behind the gate and follow the snapshot, so none
 is lost between the read and the subscription. The terminal event closes the stream (1000).
+
+The job's state comes from a snapshot callable the application hands over (the bus knows
+nothing of the job store).
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from .. import catalog
 from .. import protocol as p
-from ..domain.errors import NotFound
-from ..domain.jobs import ProcessingJobLifecycle
 from .connection import BusConnection
+from .facade import Bus
 from .gate import GatedTransport
-from .server import WebSocketServer
 from .transport import Transport
 
+#: ``snapshot(job_id)``: None for an unknown job, else the ``job_status`` fields and, for a job
+#: that is over, its terminal event as ``(type, fields)``.
+JobSnapshot = Callable[[str], "tuple[dict[str, Any], tuple[str, dict[str, Any]] | None] | None"]
+#: The events that end a job, and its stream (PROTOCOL.md section 4).
 TERMINAL_TYPES = frozenset({"job_completed", "job_failed", "job_cancelled"})
 
 
@@ -23,11 +30,11 @@ class JobStreamConnection(BusConnection):
 
     ACTIONS = {"ping": "_ping", "pong": "_ignore"}
 
-    def __init__(self, server: WebSocketServer, transport: Transport, remote_addr: str | None,
-                 job_id: str, jobs: ProcessingJobLifecycle):
-        super().__init__(server, transport, remote_addr)
+    def __init__(self, bus: Bus, transport: Transport, remote_addr: str | None,
+                 job_id: str, snapshot: JobSnapshot):
+        super().__init__(bus, transport, remote_addr)
         self.job_id = job_id
-        self.jobs = jobs
+        self.snapshot = snapshot
         self.gate = GatedTransport(transport)
         self.client.transport = self.gate
         self.client.client_type = "job_stream"
@@ -36,18 +43,18 @@ class JobStreamConnection(BusConnection):
         self.client.on_event = self._on_event
 
     def start(self) -> bool:
-        hub = self.server.hub
+        hub = self.bus.hub
         channel = f"jobs:{self.job_id}"
         if p.is_valid_channel(channel):
             hub.add(self.client)
             hub.subscribe(self.client, [channel])
-        try:
-            status, terminal = self.jobs.snapshot(self.job_id)
-        except NotFound:
+        found = self.snapshot(self.job_id)
+        if found is None:
             hub.remove(self.client)
             self.gate.open([p.text_frame(p.error_reply(p.ErrorCode.JOB_NOT_FOUND, "Job not found"))])
             self.transport.close(p.CloseCode.NOT_FOUND)
             return False
+        status, terminal = found
         snapshot = p.text_frame(p.reply("job_status", **status))
         if terminal is not None:  # already over: the snapshot, its end, and goodbye
             hub.remove(self.client)
@@ -65,7 +72,7 @@ class JobStreamConnection(BusConnection):
 
     def _on_event(self, event: p.BusEvent) -> None:
         if event.type in TERMINAL_TYPES:
-            self.server.hub.remove(self.client)
+            self.bus.hub.remove(self.client)
             self.gate.close(p.CloseCode.NORMAL)
 
     def _custom(self, message: p.ClientMessage) -> None:

@@ -43,7 +43,7 @@ class UnitOfWork:
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
-        if not self.publisher.backplane.available:
+        if not self.publisher.available:
             # Refuse before writing: a change whose events could not be published would leave
             # every client disagreeing with the database.
             raise BackplaneUnavailable("the event backplane is unavailable")

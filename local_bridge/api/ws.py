@@ -1,4 +1,4 @@
-"""The WebSocket endpoints: plain Flask views that hand the request's socket to simple-websocket.
+"""The WebSocket endpoints: plain Flask views that hand the request's socket to the bus.
 
 Admission (shutdown, connection limit, connect rate, Origin) is decided before the handshake, so
 a refused client gets a plain HTTP answer; an admitted one gets its :class:`Transport` put in
@@ -16,21 +16,23 @@ from urllib.parse import urlsplit
 from flask import Flask, Response, g, request
 from simple_websocket import Server
 
-from ..api.errors import api_error
-from ..limits import ConnectRateLimiter
+from ..bus.connection import BusConnection
+from ..bus.facade import Bus
+from ..bus.job_stream import JobSnapshot, JobStreamConnection
+from ..bus.reader import reader_class
+from ..bus.transport import Transport
+from ..domain.errors import NotFound
 from ..domain.jobs import ProcessingJobLifecycle
-from .connection import BusConnection
-from .job_stream import JobStreamConnection
-from .reader import reader_class
-from .server import WebSocketServer
-from .transport import Transport
+from ..limits import ConnectRateLimiter
+from .envelope import api_error
 
 WEBSOCKET_ENDPOINTS = frozenset({"bus_endpoint", "job_stream_endpoint"})
 
 
-def init_app(app: Flask, server: WebSocketServer, jobs: ProcessingJobLifecycle) -> None:
+def init_app(app: Flask, bus: Bus, jobs: ProcessingJobLifecycle) -> None:
     """Register ``/ws``, ``/ws/jobs/<job_id>`` and their admission checks on ``app``."""
-    settings = server.settings
+    settings = bus.settings
+    snapshot = job_snapshot(jobs)
     app.config["WEBSOCKET_SERVER_OPTIONS"] = {"max_message_size": settings.MAX_MESSAGE_SIZE,
                                          "thread_class": reader_class()}
     connect_limiter = ConnectRateLimiter(settings.CONNECT_RATE)
@@ -39,9 +41,9 @@ def init_app(app: Flask, server: WebSocketServer, jobs: ProcessingJobLifecycle) 
     def admit_websocket():
         if request.endpoint not in WEBSOCKET_ENDPOINTS:
             return None
-        if server.stopping.is_set():
+        if bus.stopping.is_set():
             return api_error(503, "unavailable", "the server is shutting down")
-        if len(server.hub) >= settings.MAX_CONNECTIONS:
+        if len(bus.hub) >= settings.MAX_CONNECTIONS:
             return api_error(503, "unavailable", "too many connections")
         if not connect_limiter.allow(request.remote_addr or "?"):
             return api_error(429, "rate_limited", "too many new connections from this address")
@@ -51,10 +53,10 @@ def init_app(app: Flask, server: WebSocketServer, jobs: ProcessingJobLifecycle) 
         transport = Transport(request.environ, settings.MAX_QUEUE,
                               on_overflow=lambda: holder[0].on_overflow() if holder else None)
         if request.endpoint == "job_stream_endpoint":
-            connection = JobStreamConnection(server, transport, request.remote_addr,
-                                             request.view_args["job_id"], jobs)
+            connection = JobStreamConnection(bus, transport, request.remote_addr,
+                                             request.view_args["job_id"], snapshot)
         else:
-            connection = BusConnection(server, transport, request.remote_addr)
+            connection = BusConnection(bus, transport, request.remote_addr)
         holder.append(connection)
         g.bus_connection = connection
         return None
@@ -74,6 +76,17 @@ def init_app(app: Flask, server: WebSocketServer, jobs: ProcessingJobLifecycle) 
 
     app.add_url_rule("/ws", "bus_endpoint", serve_websocket, websocket=True)
     app.add_url_rule("/ws/jobs/<job_id>", "job_stream_endpoint", serve_websocket, websocket=True)
+
+
+def job_snapshot(jobs: ProcessingJobLifecycle) -> JobSnapshot:
+    """What a job stream reads first: the job's status and, once over, its terminal event;
+    None for a job that does not exist."""
+    def snapshot(job_id: str):
+        try:
+            return jobs.snapshot(job_id)
+        except NotFound:
+            return None
+    return snapshot
 
 
 class WebSocketEnded(Response):

@@ -1,10 +1,11 @@
-"""Running the application on gunicorn (``local-bridge serve``).
+"""The gunicorn application that runs local_bridge (``local-bridge serve``).
 
 One worker process holds every WebSocket of the in-memory bus. Its class is gevent by default
 (a greenlet per connection; see docs/deployment.md for the measurement behind the choice) or
 gthread. Both are subclassed so that SIGTERM and SIGINT close every WebSocket with 1001 before
 the worker drains and exits, and so that the errors gunicorn answers itself, before the
-application sees a request, use the JSON error envelope of API.md like every other error.
+application sees a request, use the JSON error envelope of API.md like every other error. When
+the worker exits it closes the application (backplane threads, database connections).
 """
 from __future__ import annotations
 
@@ -18,21 +19,37 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from .config import Settings
+from .state import EXTENSION_KEY, state_of
 
 GRACEFUL_TIMEOUT = 8  # seconds; with the arbiter's own steps the process exits within 10 s
 
 
-def _close_bus(worker: Any) -> None:
+def _state(worker: Any) -> Any:
+    """The worker's application state, or None before the application was loaded."""
     app = getattr(worker, "wsgi", None)
-    state = getattr(app, "extensions", {}).get("local_bridge") if app is not None else None
+    return state_of(app) if EXTENSION_KEY in getattr(app, "extensions", {}) else None
+
+
+def _close_bus(worker: Any) -> None:
+    state = _state(worker)
     if state is not None:
-        state.ws_server.shutdown()
+        state.bus.shutdown()
 
 
-def _release_logging(arbiter: Any, worker: Any) -> None:
+def _worker_exit(arbiter: Any, worker: Any) -> None:
     """gunicorn's ``worker_exit`` hook: the worker's last step before its interpreter ends.
+    The application releases what it opened, then logging is shut down."""
+    state = _state(worker)
+    if state is not None:
+        try:
+            state.close()
+        except Exception:  # the worker exits whatever happens; say what went wrong
+            logging.getLogger(__name__).exception("closing the application failed")
+    _release_logging()
 
-    Flushes and closes every logging handler, then drops logging's weak references to them.
+
+def _release_logging() -> None:
+    """Flushes and closes every logging handler, then drops logging's weak references to them.
     Otherwise a handler that lives until interpreter teardown (Flask's ``default_handler``, a
     module global) runs logging's weakref callback when it is finally freed; the callback takes
     logging's module lock, which gevent replaced with a green lock, and by then gevent's modules
@@ -56,7 +73,7 @@ def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> Non
     headers: 431; an application crash outside Flask: 500) with an HTML page of its own."""
     from gunicorn import util
 
-    from .api.errors import STATUS_CODES  # in the worker: after gevent's patching
+    from .api.envelope import STATUS_CODES  # in the worker: after gevent's patching
 
     if status_int == 400:
         code = "bad_request"  # invalid_json is for request bodies only
@@ -164,7 +181,7 @@ class BridgeServer(BaseApplication):
             "errorlog": "-",
             "loglevel": "info",
             "proc_name": "local-bridge",
-            "worker_exit": _release_logging,
+            "worker_exit": _worker_exit,
         }
         if s.WORKER_CLASS == "gevent":
             options["worker_class"] = _gevent_worker_class()
@@ -181,9 +198,11 @@ class BridgeServer(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
+        from . import websocket_events
         from .app import create_app  # in the worker, after gevent has patched the stdlib
 
         app = create_app(self.app_config)
+        websocket_events.bind(app)  # broadcast_* outside a request publish through this app
         _tune_garbage_collector()
         return app
 
