@@ -145,18 +145,20 @@ def test_close_releases_the_sqlite_database(tmp_path):
 
 
 @pytest.fixture
-def redis_url():
-    url = os.environ.get("LOCAL_BRIDGE_TEST_REDIS_URL")
-    if not url:
-        pytest.skip("LOCAL_BRIDGE_TEST_REDIS_URL is not set: Redis tests skipped")
-    return url
+def redis_settings():
+    """Settings for a Redis backplane under a prefix of its own, deleted afterwards (skips
+    without LOCAL_BRIDGE_TEST_REDIS_URL)."""
+    from redis_support import drop_prefix, fresh_prefix, redis_url
+
+    url, prefix = redis_url(), fresh_prefix()
+    yield {"REDIS_URL": url, "REDIS_PREFIX": prefix}
+    drop_prefix(url, prefix)
 
 
-def test_close_stops_the_redis_listener_and_its_connections(tmp_path, redis_url):
-    port = urlsplit(redis_url).port or 6379
+def test_close_stops_the_redis_listener_and_its_connections(tmp_path, redis_settings):
+    port = urlsplit(redis_settings["REDIS_URL"]).port or 6379
     before = _socket_inodes_to(port)
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/b.db", "REDIS_URL": redis_url,
-                      "REDIS_PREFIX": f"test-close-{os.getpid()}:"})
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/b.db", **redis_settings})
     _exercise(app)
     assert _backplane_threads() and _socket_inodes_to(port) - before
     state_of(app).close()
@@ -181,9 +183,9 @@ def test_close_releases_postgresql_connections():
         database.drop()
 
 
-def test_the_worker_closes_the_application_when_it_exits(tmp_path, redis_url, monkeypatch):
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/w.db", "REDIS_URL": redis_url,
-                      "REDIS_PREFIX": f"test-exit-{os.getpid()}:"})
+def test_the_worker_closes_the_application_when_it_exits(tmp_path, redis_settings,
+                                                        monkeypatch):
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/w.db", **redis_settings})
     assert _backplane_threads()
     released = []
     # logging is shut down last; this process (pytest) keeps its logging
