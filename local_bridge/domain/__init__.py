@@ -5,13 +5,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import sessionmaker
 
-from ..publisher import Publisher
 from .exports import Exports
 from .jobs import ProcessingJobLifecycle
 from .photos import Photos
 from .queue import queue_counts
 from .sessions import Sessions
-from .unit import UnitOfWork
+from .unit import EventSink, UnitOfWork
 
 
 @dataclass
@@ -25,7 +24,7 @@ class Domain:
     exports: Exports
 
     @classmethod
-    def build(cls, open_db: sessionmaker, publisher: Publisher, progress_rate: float) -> "Domain":
+    def build(cls, open_db: sessionmaker, publisher: EventSink, progress_rate: float) -> "Domain":
         unit_of_work = UnitOfWork(open_db, publisher)
         return cls(unit_of_work, Sessions(unit_of_work), Photos(unit_of_work),
                    ProcessingJobLifecycle(unit_of_work, progress_rate), Exports(unit_of_work))

@@ -7,19 +7,29 @@ the commit succeeds. A failed or rolled-back transaction publishes nothing.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from .. import catalog
 from ..backplane.base import BackplaneUnavailable
-from ..publisher import Publisher
+from ..publisher import Published
+
+
+class EventSink(Protocol):
+    """What the domain needs of the bus: whether a publish would be delivered, and publishing."""
+
+    @property
+    def available(self) -> bool: ...
+
+    def publish(self, type_: str, fields: dict[str, Any], *,
+                channel: str | None = "") -> Published: ...
 
 
 class Tx:
     """A database session (``db``) plus the events to publish once it has committed."""
 
-    def __init__(self, db: Session, publisher: Publisher):
+    def __init__(self, db: Session, publisher: EventSink):
         self.db = db
         self._publisher = publisher
         self._after: list[Callable[[], Any]] = []
@@ -37,7 +47,7 @@ class Tx:
 class UnitOfWork:
     """Transactions on the application's database, publishing through its publisher."""
 
-    def __init__(self, open_db: sessionmaker, publisher: Publisher):
+    def __init__(self, open_db: sessionmaker, publisher: EventSink):
         self._open_db = open_db
         self.publisher = publisher
 
