@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import sys
-from typing import Any
+from typing import Any, Mapping
 
 from marshmallow import Schema, ValidationError, fields, validate
 
@@ -28,10 +28,11 @@ class EventValidationError(ValueError):
 
 # ------------------------------------------------------------------ strict field types
 
-class Id(fields.Field):
+class Id(fields.Field[str]):
     """An entity id: a non-empty string (64-bit integers are accepted and turned into strings)."""
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
+                     **kwargs: Any) -> str:
         if isinstance(value, int) and not isinstance(value, bool) and MIN_INT64 <= value <= MAX_INT64:
             value = str(value)
         if not isinstance(value, str) or not ENTITY_ID_PATTERN.match(value):
@@ -39,11 +40,12 @@ class Id(fields.Field):
         return value
 
 
-class Number(fields.Field):
+class Number(fields.Field[float]):
     """A JSON number that fits a finite double (not a string, not a boolean), optionally within
     a range: an integer too large for a float column is refused like infinity."""
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
+                     **kwargs: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValidationError("Not a valid number.")
         if isinstance(value, int) and abs(value) > _MAX_FLOAT_INT or \
@@ -60,52 +62,55 @@ class Integer(fields.Integer):
     """A JSON integer (not a float, string or boolean) within ``minimum``..``maximum``, which
     default to the signed 64-bit range every integer of the protocol and the database shares."""
 
-    def __init__(self, minimum: int = MIN_INT64, maximum: int = MAX_INT64, **kwargs):
+    def __init__(self, minimum: int = MIN_INT64, maximum: int = MAX_INT64, **kwargs: Any) -> None:
         super().__init__(strict=True, validate=validate.Range(min=minimum, max=maximum), **kwargs)
 
 
 class Count(Integer):
     """A non-negative 64-bit integer that must really be one in the JSON."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(minimum=0, **kwargs)
 
 
-class StrictBool(fields.Field):
-    def _deserialize(self, value, attr, data, **kwargs):
+class StrictBool(fields.Field[bool]):
+    """A JSON boolean: ``true`` or ``false``, never a string or a number."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None,
+                     **kwargs: Any) -> bool:
         if not isinstance(value, bool):
             raise ValidationError("Not a valid boolean.")
         return value
 
 
-def _required(field: fields.Field) -> fields.Field:
+def _required(field: fields.Field[Any]) -> fields.Field[Any]:
     field.required = True
     field.allow_none = False
     return field
 
 
-def _nullable(field: fields.Field, default: Any = None) -> fields.Field:
+def _nullable(field: fields.Field[Any], default: Any = None) -> fields.Field[Any]:
     field.required = False
     field.allow_none = True
     field.load_default = default
     return field
 
 
-def _text() -> fields.Field:
+def _text() -> fields.Field[Any]:
     return fields.String()
 
 
-def _percent() -> fields.Field:
+def _percent() -> fields.Field[Any]:
     return Number(validate=validate.Range(min=0, max=100))
 
 
-def _priority() -> fields.Field:
+def _priority() -> fields.Field[Any]:
     return Integer(minimum=0, maximum=100)
 
 
 # ------------------------------------------------------------------ the catalog
 
-def _schema(name: str, **declared: fields.Field) -> type[Schema]:
+def _schema(name: str, **declared: fields.Field[Any]) -> type[Schema]:
     return Schema.from_dict(declared, name=name)
 
 
@@ -197,8 +202,13 @@ def validate_event(type_: str, data: dict[str, Any]) -> dict[str, Any]:
     try:
         loaded = _SCHEMAS[type_].load(data)
     except ValidationError as exc:
-        raise EventValidationError(exc.normalized_messages()) from None
+        raise EventValidationError(_messages(exc)) from None
     return {name: loaded.get(name) for name in _SCHEMAS[type_].fields}
+
+
+def _messages(exc: ValidationError) -> dict[str, Any]:
+    """marshmallow's messages, always keyed by field (``_schema`` for the object as a whole)."""
+    return dict(exc.messages) if isinstance(exc.messages, dict) else {"_schema": exc.messages}
 
 
 def validate_custom(type_: str, data: dict[str, Any]) -> dict[str, Any]:

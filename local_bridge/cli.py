@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import urllib.error
 
 import click
 
@@ -95,7 +96,7 @@ def _unreachable(url: str, exc: OSError) -> click.ClickException:
                                 f"{reason[:1].lower()}{reason[1:]}")
 
 
-def _http_error(exc: "urllib.error.HTTPError") -> click.ClickException:
+def _http_error(exc: urllib.error.HTTPError) -> click.ClickException:
     """The server's error envelope as ``HTTP 422 validation_error: message``, one line per field."""
     try:
         error = json.loads(exc.read())["error"]
@@ -153,7 +154,6 @@ def listen(channels: tuple[str, ...], client_type: str, client_name: str, host: 
 def publish(event_type: str, fields: tuple[str, ...], channel: str | None, host: str | None,
             port: int | None) -> None:
     """Publish an event: FIELDS are key=value (values parsed as JSON when they can be)."""
-    import urllib.error
     import urllib.request
 
     data = {}

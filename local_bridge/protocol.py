@@ -47,7 +47,7 @@ class CloseCode(IntEnum):
     RATE_LIMITED = 4029
 
 
-CLOSE_REASONS = {
+CLOSE_REASONS: dict[int, str] = {
     CloseCode.NORMAL: "normal closure",
     CloseCode.GOING_AWAY: "server shutting down",
     CloseCode.MESSAGE_TOO_BIG: "message too big",
@@ -245,11 +245,13 @@ class BusEvent:
 
     @property
     def type(self) -> str:
-        return self.message["type"]
+        type_: str = self.message["type"]
+        return type_
 
     @property
     def channel(self) -> str | None:
-        return self.message["channel"]
+        channel: str | None = self.message["channel"]
+        return channel
 
     @property
     def payload(self) -> bytes:

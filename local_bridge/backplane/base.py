@@ -57,7 +57,7 @@ class Backplane(abc.ABC):
         process it was queued for."""
 
     @abc.abstractmethod
-    def paused(self) -> AbstractContextManager:
+    def paused(self) -> AbstractContextManager[Any]:
         """A context in which no event reaches this process's hub, so a client can be told
         ``last_seq`` and joined to the hub as one step (the ``seq`` of ``connected`` and
         ``subscribed``: exactly the point after which it receives everything)."""

@@ -98,7 +98,9 @@ class RedisBackplane(Backplane):
         # No retries inside redis-py: a failure reaches this module at once, so the listener
         # resyncs (rather than being resubscribed silently after Redis lost its data), and a
         # publish whose reply was lost is never run twice.
-        self._client = redis.Redis.from_url(url, socket_timeout=publish_timeout,
+        # Typed as Any: redis-py annotates every command for its sync and async clients at once
+        # (``Awaitable[...] | ...``); this client is synchronous and answers bytes.
+        self._client: Any = redis.Redis.from_url(url, socket_timeout=publish_timeout,
                                             socket_connect_timeout=publish_timeout,
                                             health_check_interval=10, retry=Retry(NoBackoff(), 0))
         self._keys = {name: prefix + name

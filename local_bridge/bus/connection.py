@@ -156,6 +156,7 @@ class BusConnection:
                 gate = GatedTransport(self.transport)
                 self.client.transport = gate
         if gate is not None:
+            assert since is not None  # a gate is opened only to replay from since
             try:
                 self._replay(since, epoch, latest)
             finally:

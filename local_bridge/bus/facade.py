@@ -31,9 +31,7 @@ class Bus:
         self.hub = Hub()
         backplane.attach(self.hub.deliver)
         backplane.serve_requests(self._answer)
-        # Events this process's clients should have had are gone: each must resume (1011).
-        backplane.on_events_lost(
-            lambda: self.hub.close_all(CloseCode.INTERNAL_ERROR, "events lost: resume"))
+        backplane.on_events_lost(self._close_after_lost_events)
         self._handlers: dict[str, MessageHandler] = {}
         self.started_at = time.time()
         self.stopping = threading.Event()
@@ -67,7 +65,7 @@ class Bus:
         """The ``seq`` of the latest event delivered to this process (0 before the first)."""
         return self._backplane.last_seq
 
-    def paused(self) -> AbstractContextManager:
+    def paused(self) -> AbstractContextManager[Any]:
         """A block in which no event reaches this process's hub: a client told ``last_seq``
         and added to the hub (or subscribed) inside it receives exactly the events after it."""
         return self._backplane.paused()
@@ -120,6 +118,10 @@ class Bus:
         return {}
 
     # ------------------------------------------------------------------ shutting down
+
+    def _close_after_lost_events(self) -> None:
+        """Events this process's clients should have had are gone: each must resume (1011)."""
+        self.hub.close_all(CloseCode.INTERNAL_ERROR, "events lost: resume")
 
     def shutdown(self) -> int:
         """Close every connection with 1001 and refuse new ones; return how many were open."""

@@ -12,7 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from ..protocol import UNKNOWN_CLIENT_TYPE, BusEvent, utc_timestamp
 from .pacing import FanoutPacer
@@ -202,6 +202,7 @@ class Hub:
         """Hand the event's frame to each recipient; return how many accepted it."""
         frame = event.frame
         count = 0
+        candidates: Sequence[Client]
         if event.client_types is None and len(event.targets) <= 1:
             # The common case, kept lean: one channel (or everyone), no type limit.
             candidates = self._snapshot(event.targets[0] if event.targets else _ALL)

@@ -39,7 +39,9 @@ def _lock() -> threading.Lock:
     less per delivery than gevent's lock, whose ``acquire`` is Python code. Keep it that way: a
     greenlet switch while holding it would deadlock the process."""
     if gevent_patched():
-        return sys.modules["gevent.monkey"].get_original("_thread", "allocate_lock")()
+        original: threading.Lock = sys.modules["gevent.monkey"].get_original(
+            "_thread", "allocate_lock")()
+        return original
     return threading.Lock()
 
 
@@ -64,7 +66,8 @@ class _Runner:
         """Wait for the end; True if it has ended."""
         if self._greenlet is not None:
             self._greenlet.join(timeout)
-            return self._greenlet.dead
+            return bool(self._greenlet.dead)
+        assert self._thread is not None
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
@@ -155,6 +158,7 @@ class Outbox:
     def _write_now(self, data: bytes) -> bytes | None:
         """Hand ``data`` to the socket without blocking; return what it did not take (None:
         all of it). Called with the lock held, only while no writer is busy."""
+        assert self._try_send is not None  # only called for direct writes
         try:
             taken = self._try_send(data)
         except OSError:  # would block; or a broken socket, which the writer will meet again

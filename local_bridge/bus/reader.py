@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from wsproto.utilities import LocalProtocolError
 
@@ -35,7 +35,8 @@ class LoopReader:
     """Stands in for simple-websocket's reader thread: same loop body, driven by the loop."""
 
     def __init__(self, target: Callable[[], None]):
-        self._ws = target.__self__  # the simple_websocket.Server whose _thread this replaces
+        # The bound method's object: the simple_websocket.Server whose _thread this replaces.
+        self._ws: Any = cast(Any, target).__self__
         self.name = "simple_websocket.LoopReader"
         self._ended = threading.Event()
         self._watcher: Any = None

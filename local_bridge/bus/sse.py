@@ -7,6 +7,7 @@ the event's JSON text and ``seq`` as they are, with no WebSocket frame to take a
 """
 from __future__ import annotations
 
+import enum
 import threading
 from collections import deque
 from typing import Any, Callable, Iterator
@@ -16,7 +17,11 @@ from .facade import Bus
 from .hub import Client, Hub
 
 SSE_RETRY_MS = 3000
-IDLE = object()  # next_event's answer when nothing came within the heartbeat interval
+class _Idle(enum.Enum):
+    IDLE = "idle"
+
+
+IDLE = _Idle.IDLE  # next_event's answer when nothing came within the heartbeat interval
 
 
 class SseTransport:
@@ -68,7 +73,7 @@ class SseTransport:
             self._ready.notify()
         return True
 
-    def next_event(self, timeout: float) -> p.BusEvent | object | None:
+    def next_event(self, timeout: float) -> p.BusEvent | _Idle | None:
         """The next queued event; None once closed and drained; :data:`IDLE` after
         ``timeout`` seconds without one."""
         with self._ready:
@@ -119,14 +124,14 @@ def event_stream(bus: Bus, channels: list[str] | None, client_type: str, since: 
             transport.sent += 1
             yield sse_message(p.dumps(done).encode(), None)
         while True:
-            event = transport.next_event(interval)
-            if event is None:
+            live = transport.next_event(interval)
+            if live is None:
                 return
-            if event is IDLE:
+            if live is IDLE:
                 yield ": heartbeat\n\n"
                 continue
             transport.sent += 1
-            yield sse_message(event.payload, event.seq)  # type: ignore[union-attr]
+            yield sse_message(live.payload, live.seq)
     finally:
         bus.hub.remove(client)
         transport.close(p.CloseCode.NORMAL)
