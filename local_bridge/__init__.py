@@ -3,6 +3,7 @@
 The public names are imported on first use, so ``import local_bridge.protocol`` or the client
 SDK (``local_bridge.client``) does not import Flask, SQLAlchemy or Alembic.
 """
+
 from __future__ import annotations
 
 from importlib import import_module
@@ -19,13 +20,27 @@ if TYPE_CHECKING:
 
 #: public name -> the module that defines it
 _HOMES = {
-    "BridgeState": ".state", "state_of": ".state", "create_app": ".app",
-    "WebSocketServer": ".bus.websocket_server", "ConfigError": ".config", "Settings": ".config",
-    "Published": ".publisher", "Publisher": ".publisher",
+    "BridgeState": ".state",
+    "state_of": ".state",
+    "create_app": ".app",
+    "WebSocketServer": ".bus.websocket_server",
+    "ConfigError": ".config",
+    "Settings": ".config",
+    "Published": ".publisher",
+    "Publisher": ".publisher",
 }
 
-__all__ = ["BridgeState", "ConfigError", "Published", "Publisher", "Settings",
-           "WebSocketServer", "__version__", "create_app", "state_of"]
+__all__ = [
+    "BridgeState",
+    "ConfigError",
+    "Published",
+    "Publisher",
+    "Settings",
+    "WebSocketServer",
+    "__version__",
+    "create_app",
+    "state_of",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,9 @@
 """The application factory: settings, database, publish path, bus and HTTP API in one app."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask, request
 
@@ -45,8 +47,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         migrate.upgrade(database.engine)
     bus = Bus(settings, Publisher(create_backplane(settings)))
     domain = Domain.build(database.sessions, bus, settings.PROGRESS_RATE)
-    app.extensions[EXTENSION_KEY] = BridgeState(settings, database, bus, WebSocketServer(bus),
-                                                domain)
+    app.extensions[EXTENSION_KEY] = BridgeState(
+        settings, database, bus, WebSocketServer(bus), domain
+    )
 
     api_errors.init_app(app)
     _limit_http_rate(app, settings)
@@ -82,7 +85,6 @@ def _limit_http_rate(app: Flask, settings: Settings) -> None:
         if not limiter.allow(request.remote_addr or "?"):
             return api_error(429, "rate_limited", "too many requests from this address")
         return None
-
 
 
 __all__ = ["BridgeState", "create_app", "database_url", "state_of"]

@@ -1,4 +1,5 @@
 """The ``local-bridge`` command."""
+
 from __future__ import annotations
 
 import json
@@ -21,13 +22,19 @@ def main() -> None:
 @main.command()
 @click.option("--host", help=f"bind address [{ENV_PREFIX}HOST, default 127.0.0.1]")
 @click.option("--port", type=int, help=f"bind port [{ENV_PREFIX}PORT, default 5100]")
-@click.option("--worker-class", type=click.Choice(["gevent", "gthread"]),
-              help=f"gunicorn worker [{ENV_PREFIX}WORKER_CLASS, default gevent]")
+@click.option(
+    "--worker-class",
+    type=click.Choice(["gevent", "gthread"]),
+    help=f"gunicorn worker [{ENV_PREFIX}WORKER_CLASS, default gevent]",
+)
 @click.option("--access-log/--no-access-log", default=False, help="log every HTTP request")
 def serve(host: str | None, port: int | None, worker_class: str | None, access_log: bool) -> None:
     """Run the server on gunicorn until SIGTERM or SIGINT."""
-    overrides = {k: v for k, v in {"HOST": host, "PORT": port, "WORKER_CLASS": worker_class}.items()
-                 if v is not None}
+    overrides = {
+        k: v
+        for k, v in {"HOST": host, "PORT": port, "WORKER_CLASS": worker_class}.items()
+        if v is not None
+    }
     try:
         settings = load_settings(overrides)
         check_bind_allowed(settings)
@@ -67,8 +74,9 @@ def upgrade() -> None:
     except (ConfigError, SQLAlchemyError) as exc:
         raise click.ClickException(f"cannot migrate: {one_line(exc)}") from None
     except ImportError as exc:  # the URL names a driver that is not installed
-        raise click.ClickException("cannot migrate: the database driver is not installed: "
-                                   f"{one_line(exc)}") from None
+        raise click.ClickException(
+            f"cannot migrate: the database driver is not installed: {one_line(exc)}"
+        ) from None
     where = database.engine.url.render_as_string()
     try:
         revision = migrate.upgrade(database.engine)
@@ -92,8 +100,9 @@ def _server_address(host: str | None, port: int | None) -> str:
 def _unreachable(url: str, exc: OSError) -> click.ClickException:
     """``cannot reach local_bridge at URL: connection refused`` (or timed out, unknown host ...)."""
     reason = exc.strerror or str(exc) or exc.__class__.__name__
-    return click.ClickException(f"cannot reach local_bridge at {url}: "
-                                f"{reason[:1].lower()}{reason[1:]}")
+    return click.ClickException(
+        f"cannot reach local_bridge at {url}: {reason[:1].lower()}{reason[1:]}"
+    )
 
 
 def _http_error(exc: urllib.error.HTTPError) -> click.ClickException:
@@ -114,14 +123,25 @@ _PORT_HELP = f"server port [{ENV_PREFIX}PORT, default 5100]"
 
 
 @main.command()
-@click.option("--channel", "channels", multiple=True, default=["jobs"], show_default=True,
-              help="channel to follow (repeatable)")
+@click.option(
+    "--channel",
+    "channels",
+    multiple=True,
+    default=["jobs"],
+    show_default=True,
+    help="channel to follow (repeatable)",
+)
 @click.option("--client-type", default="gui", show_default=True)
 @click.option("--client-name", default="local-bridge listen", show_default=True)
 @click.option("--host", help=_HOST_HELP)
 @click.option("--port", type=int, help=_PORT_HELP)
-def listen(channels: tuple[str, ...], client_type: str, client_name: str, host: str | None,
-           port: int | None) -> None:
+def listen(
+    channels: tuple[str, ...],
+    client_type: str,
+    client_name: str,
+    host: str | None,
+    port: int | None,
+) -> None:
     """Connect to the bus and print events live, one JSON line each."""
     from .client import NO_CLOSE_FRAME, BusClient, BusError
 
@@ -148,11 +168,18 @@ def listen(channels: tuple[str, ...], client_type: str, client_name: str, host: 
 @main.command()
 @click.argument("event_type")
 @click.argument("fields", nargs=-1)
-@click.option("--channel", help="channel or sub-channel (default: the type's own; everyone for custom types)")
+@click.option(
+    "--channel", help="channel or sub-channel (default: the type's own; everyone for custom types)"
+)
 @click.option("--host", help=_HOST_HELP)
 @click.option("--port", type=int, help=_PORT_HELP)
-def publish(event_type: str, fields: tuple[str, ...], channel: str | None, host: str | None,
-            port: int | None) -> None:
+def publish(
+    event_type: str,
+    fields: tuple[str, ...],
+    channel: str | None,
+    host: str | None,
+    port: int | None,
+) -> None:
     """Publish an event: FIELDS are key=value (values parsed as JSON when they can be)."""
     import urllib.request
 
@@ -171,9 +198,12 @@ def publish(event_type: str, fields: tuple[str, ...], channel: str | None, host:
     elif event_type in CATALOG:
         body["channel"] = CATALOG[event_type][0]
     base = f"http://{_server_address(host, port)}"
-    request = urllib.request.Request(f"{base}/api/websocket/broadcast",
-                                     data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{base}/api/websocket/broadcast",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             click.echo(response.read().decode().rstrip("\n"))  # the body ends in a newline

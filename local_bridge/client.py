@@ -7,6 +7,7 @@ daemon thread that reads, so the server's pings are answered while the caller do
         for event in bus.events():
             print(event["type"], event)
 """
+
 from __future__ import annotations
 
 import json
@@ -15,13 +16,22 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import (AcceptConnection, CloseConnection, Event, Ping, RejectConnection,
-                            RejectData, Request, TextMessage)
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Event,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
 from wsproto.utilities import ProtocolError, RemoteProtocolError
 
 from . import protocol as p
@@ -50,8 +60,9 @@ class HandshakeError(ConnectionError):
             detail = f"{error['code']}: {error['message']}"
         except (ValueError, KeyError, TypeError):
             pass
-        super().__init__(f"WebSocket upgrade refused: HTTP {status}"
-                         + (f" {detail}" if detail else ""))
+        super().__init__(
+            f"WebSocket upgrade refused: HTTP {status}" + (f" {detail}" if detail else "")
+        )
         self.status = status
 
 
@@ -85,8 +96,9 @@ class BusClient:
         try:
             self._handshake(url, deadline)
             self._sock.settimeout(None)  # from here on the reader blocks; callers time out
-            self._reader = threading.Thread(target=self._read_forever, daemon=True,
-                                            name=f"BusClient reader {url}")
+            self._reader = threading.Thread(
+                target=self._read_forever, daemon=True, name=f"BusClient reader {url}"
+            )
             self._reader.start()
             self.hello = self._next(max(0.0, deadline - time.monotonic()))
             if self.hello.get("type") != "connected":
@@ -96,7 +108,7 @@ class BusClient:
             raise
         self.client_id: str = self.hello["client_id"]
 
-    def __enter__(self) -> "BusClient":
+    def __enter__(self) -> BusClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -114,8 +126,9 @@ class BusClient:
             try:
                 data = self._sock.recv(RECEIVE_BYTES)
             except TimeoutError:
-                raise TimeoutError(f"no answer to the WebSocket upgrade within "
-                                   f"{self.timeout:g} s") from None
+                raise TimeoutError(
+                    f"no answer to the WebSocket upgrade within {self.timeout:g} s"
+                ) from None
             if not data and rejected is None:
                 raise ConnectionError("the server closed the connection during the handshake")
             try:
@@ -133,8 +146,9 @@ class BusClient:
                     body += event.data
                 else:
                     self._handle(event)
-            if rejected is not None and (not rejected.has_body or not data
-                                         or self._ws.state is ConnectionState.CLOSED):
+            if rejected is not None and (
+                not rejected.has_body or not data or self._ws.state is ConnectionState.CLOSED
+            ):
                 raise HandshakeError(rejected.status_code, body)
 
     def _read_forever(self) -> None:
@@ -175,7 +189,9 @@ class BusClient:
     def _send(self, event: Event) -> None:
         with self._lock:
             if self._close_code is not None or self._ws.state in (
-                    ConnectionState.LOCAL_CLOSING, ConnectionState.CLOSED):
+                ConnectionState.LOCAL_CLOSING,
+                ConnectionState.CLOSED,
+            ):
                 raise ConnectionClosed(self._close_code)
             self._sock.sendall(self._ws.send(event))
 
@@ -185,7 +201,8 @@ class BusClient:
         while True:
             try:
                 data = self._messages.get(
-                    timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
+                    timeout=None if deadline is None else max(0.0, deadline - time.monotonic())
+                )
             except queue.Empty:
                 raise TimeoutError(f"no message from the server within {timeout:g} s") from None
             if data is _END:
@@ -221,8 +238,10 @@ class BusClient:
             self._pending.append(reply)
 
     def register(self, client_type: str, client_name: str) -> dict[str, Any]:
-        return self.request({"type": "register", "client_type": client_type,
-                             "client_name": client_name}, "registered")
+        return self.request(
+            {"type": "register", "client_type": client_type, "client_name": client_name},
+            "registered",
+        )
 
     def subscribe(self, channels: list[str]) -> dict[str, Any]:
         return self.request({"type": "subscribe", "channels": channels}, "subscribed")
@@ -260,8 +279,9 @@ def _open_socket(url: str, timeout: float) -> socket.socket:
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
     secure = parts.scheme == "wss"
-    sock = socket.create_connection((parts.hostname, parts.port or (443 if secure else 80)),
-                                    timeout=timeout)
+    sock = socket.create_connection(
+        (parts.hostname, parts.port or (443 if secure else 80)), timeout=timeout
+    )
     if secure:
         try:
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=parts.hostname)

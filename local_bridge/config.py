@@ -3,12 +3,14 @@
 Every setting has one name. In the environment it is ``LOCAL_BRIDGE_<NAME>``; in the mapping
 passed to :func:`local_bridge.create_app` it is the bare upper-case name (``MAX_QUEUE``).
 """
+
 from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 ENV_PREFIX = "LOCAL_BRIDGE_"
 
@@ -97,8 +99,9 @@ def _kind_of(name: str) -> type:
     return str
 
 
-def load_settings(overrides: Mapping[str, Any] | None = None,
-                  environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
     """Build :class:`Settings` from defaults, then the environment, then ``overrides``."""
     environ = os.environ if environ is None else environ
     names = [f.name for f in fields(Settings) if f.name != "extra"]
@@ -150,4 +153,5 @@ def check_bind_allowed(settings: Settings) -> None:
     if not settings.auth_enabled and not is_loopback(settings.HOST):
         raise ConfigError(
             f"refusing to bind {settings.HOST} with {ENV_PREFIX}AUTH=none: without "
-            "authentication the server listens on loopback only")
+            "authentication the server listens on loopback only"
+        )

@@ -1,4 +1,5 @@
 """The SQLAlchemy engine: SQLite in the instance folder by default, any URL by configuration."""
+
 from __future__ import annotations
 
 import os

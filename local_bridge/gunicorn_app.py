@@ -7,6 +7,7 @@ the worker drains and exits, and so that the errors gunicorn answers itself, bef
 application sees a request, use the JSON error envelope of API.md like every other error. When
 the worker exits it closes the application (backplane threads, database connections).
 """
+
 from __future__ import annotations
 
 import gc
@@ -81,10 +82,12 @@ def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> Non
         code = STATUS_CODES.get(status_int, "bad_request" if status_int < 500 else "internal_error")
     message = mesg or reason
     if len(message) > MAX_ERROR_MESSAGE:
-        message = message[:MAX_ERROR_MESSAGE - 3] + "..."
+        message = message[: MAX_ERROR_MESSAGE - 3] + "..."
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
     util.write_nonblock(sock, head.encode("latin-1") + body)
 
 
@@ -94,6 +97,7 @@ def _answer_errors_in_json() -> None:
     ``handle_error`` classifies the error, logs it and writes the access log line, then calls
     ``util.write_error`` for the body: replacing that one function keeps all the rest."""
     from gunicorn import util
+
     util.write_error = _write_json_error
 
 
@@ -159,8 +163,9 @@ class _GracefulArbiter(Arbiter):
 class BridgeServer(BaseApplication):
     """A gunicorn application serving :func:`local_bridge.create_app`."""
 
-    def __init__(self, settings: Settings, config: dict[str, Any] | None = None,
-                 access_log: bool = False):
+    def __init__(
+        self, settings: Settings, config: dict[str, Any] | None = None, access_log: bool = False
+    ):
         self.settings = settings
         self.app_config = config or {}
         self.access_log = access_log

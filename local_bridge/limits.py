@@ -1,4 +1,5 @@
 """Rate limits: a token bucket per connection, a sliding window per remote address."""
+
 from __future__ import annotations
 
 import threading

@@ -1,8 +1,8 @@
 """Schema migrations with Alembic (``local-bridge db upgrade``)."""
+
 from __future__ import annotations
 
 import os
-
 from functools import lru_cache
 
 from alembic import command
@@ -43,8 +43,7 @@ def upgrade(engine: Engine, revision: str = "head") -> str:
         raise MigrationError(str(exc).splitlines()[0]) from exc
     current = current_revision(engine)
     if current is None or (revision == "head" and current != head):
-        raise MigrationError(f"the database is at revision {current} after the upgrade, "
-                             f"not {head}")
+        raise MigrationError(f"the database is at revision {current} after the upgrade, not {head}")
     return current
 
 
@@ -54,11 +53,14 @@ def head_revision() -> str:
     try:
         head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     except CommandError as exc:  # no migrations folder, or several heads
-        raise MigrationError(f"schema migrations in {MIGRATIONS} are unusable: "
-                             f"{str(exc).splitlines()[0]}") from exc
+        raise MigrationError(
+            f"schema migrations in {MIGRATIONS} are unusable: {str(exc).splitlines()[0]}"
+        ) from exc
     if head is None:
-        raise MigrationError(f"no schema migrations found in {MIGRATIONS}: this installation "
-                             "of local_bridge is incomplete; reinstall it")
+        raise MigrationError(
+            f"no schema migrations found in {MIGRATIONS}: this installation "
+            "of local_bridge is incomplete; reinstall it"
+        )
     return head
 
 

@@ -3,6 +3,7 @@
 Parsing and validating client messages, building server messages, encoding WebSocket frames,
 and the error and close codes. Nothing here touches a socket, a thread or Flask.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import math
 import re
 import struct
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum, IntEnum
 from typing import Any
 
@@ -75,10 +76,19 @@ class ErrorCode:
 
 
 #: Types the server sends as replies; an administrator may not publish events with these names.
-REPLY_TYPES = frozenset({
-    "connected", "registered", "subscribed", "unsubscribed", "pong", "error", "heartbeat",
-    "replay_complete", "job_status",
-})
+REPLY_TYPES = frozenset(
+    {
+        "connected",
+        "registered",
+        "subscribed",
+        "unsubscribed",
+        "pong",
+        "error",
+        "heartbeat",
+        "replay_complete",
+        "job_status",
+    }
+)
 
 
 class ProtocolError(Exception):
@@ -93,9 +103,10 @@ class ProtocolError(Exception):
 
 # --------------------------------------------------------------------------- time and JSON
 
+
 def utc_timestamp(moment: datetime | None = None) -> str:
     """RFC 3339 UTC with microseconds and ``Z``."""
-    moment = datetime.now(timezone.utc) if moment is None else moment.astimezone(timezone.utc)
+    moment = datetime.now(UTC) if moment is None else moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -143,13 +154,15 @@ def parse_json(text: str | bytes) -> Any:
         raise JsonSyntaxError(str(exc)) from None
     except ValueError as exc:
         # The only other ValueError of the parser: an integer past int_max_str_digits.
-        raise JsonSyntaxError("a number has too many digits" if "digits" in str(exc)
-                              else "not valid JSON") from None
+        raise JsonSyntaxError(
+            "a number has too many digits" if "digits" in str(exc) else "not valid JSON"
+        ) from None
     except RecursionError:
         raise JsonSyntaxError("nested too deeply") from None
 
 
 # --------------------------------------------------------------------------- frames
+
 
 def encode_frame(payload: bytes, opcode: int = 0x1) -> bytes:
     """One final, unmasked server frame (RFC 6455 section 5.2) around ``payload``."""
@@ -172,7 +185,7 @@ def text_frame(message: dict[str, Any]) -> bytes:
 def frame_payload(frame: bytes) -> bytes:
     """The payload of a frame made by :func:`encode_frame` (its header stripped)."""
     length = frame[1] & 0x7F
-    return frame[2 + (2 if length == 126 else 8 if length == 127 else 0):]
+    return frame[2 + (2 if length == 126 else 8 if length == 127 else 0) :]
 
 
 PING_FRAME = encode_frame(b"", opcode=0x9)
@@ -188,6 +201,7 @@ def close_frame(code: int, reason: str = "") -> bytes:
 
 # --------------------------------------------------------------------------- server messages
 
+
 def reply(type_: str, **fields: Any) -> dict[str, Any]:
     """A reply to a client's request: ``type`` and ``timestamp`` first, then ``fields``."""
     return {"type": type_, "timestamp": utc_timestamp(), **fields}
@@ -200,8 +214,10 @@ def error_reply(code: str, message: str, request_type: str | None = None) -> dic
 
 # --------------------------------------------------------------------------- channels
 
+
 def is_valid_channel(name: Any) -> bool:
-    """A main channel, or an entity sub-channel ``jobs:<id>``, ``sessions:<id>``, ``photos:<id>``."""
+    """A main channel, or an entity sub-channel (``jobs:<id>``, ``sessions:<id>``,
+    ``photos:<id>``)."""
     if not isinstance(name, str):
         return False
     if name in CHANNELS:
@@ -228,6 +244,7 @@ def entity_channels(channel: str | None, fields: dict[str, Any]) -> tuple[str, .
 
 
 # --------------------------------------------------------------------------- bus events
+
 
 @dataclass(frozen=True, slots=True)
 class BusEvent:
@@ -261,8 +278,9 @@ class BusEvent:
 
 ENVELOPE_FIELDS = ("type", "timestamp", "channel", "seq")
 # Event fields must be JSON for every client: NaN and Infinity are refused, not written.
-_event_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                                  default=str)
+_event_encoder = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,9 +296,9 @@ class EventDraft:
     fields: dict[str, Any]
     targets: tuple[str, ...]
     client_types: frozenset[str] | None
-    _head: str   # '{"type":...,"timestamp":"'
+    _head: str  # '{"type":...,"timestamp":"'
     _middle: str  # '","channel":...,"seq":'
-    _tail: str   # ',<fields>}' or '}'
+    _tail: str  # ',<fields>}' or '}'
 
     def parts(self) -> tuple[str, str, str]:
         """The text around the timestamp and the seq: ``head + ts + middle + seq + tail``."""
@@ -290,31 +308,51 @@ class EventDraft:
         """Number and timestamp the event, and frame it once for all recipients."""
         timestamp = timestamp or utc_timestamp()
         text = f"{self._head}{timestamp}{self._middle}{seq}{self._tail}"
-        message = {"type": self.type, "timestamp": timestamp, "channel": self.channel, "seq": seq,
-                   **self.fields}
+        message = {
+            "type": self.type,
+            "timestamp": timestamp,
+            "channel": self.channel,
+            "seq": seq,
+            **self.fields,
+        }
         return BusEvent(seq, message, self.targets, self.client_types, encode_frame(text.encode()))
 
 
-def draft_event(type_: str, channel: str | None, fields: dict[str, Any],
-                client_types: frozenset[str] | None = None) -> EventDraft:
+def draft_event(
+    type_: str,
+    channel: str | None,
+    fields: dict[str, Any],
+    client_types: frozenset[str] | None = None,
+) -> EventDraft:
     """Serialize an event's fields; raises ValueError when they are not JSON (NaN, Infinity)."""
     fields = {k: v for k, v in fields.items() if k not in ENVELOPE_FIELDS}
     body = _event_encoder.encode(fields)
     return EventDraft(
-        type_, channel, fields, entity_channels(channel, fields), client_types,
+        type_,
+        channel,
+        fields,
+        entity_channels(channel, fields),
+        client_types,
         '{"type":' + _encoder.encode(type_) + ',"timestamp":"',
         '","channel":' + _encoder.encode(channel) + ',"seq":',
-        ("," + body[1:]) if len(body) > 2 else "}")
+        ("," + body[1:]) if len(body) > 2 else "}",
+    )
 
 
-def make_event(seq: int, type_: str, channel: str | None, fields: dict[str, Any],
-               client_types: frozenset[str] | None = None,
-               timestamp: str | None = None) -> BusEvent:
+def make_event(
+    seq: int,
+    type_: str,
+    channel: str | None,
+    fields: dict[str, Any],
+    client_types: frozenset[str] | None = None,
+    timestamp: str | None = None,
+) -> BusEvent:
     """Build the envelope of PROTOCOL.md section 2 around ``fields`` and frame it."""
     return draft_event(type_, channel, fields, client_types).finish(seq, timestamp)
 
 
 # --------------------------------------------------------------------------- client messages
+
 
 @dataclass(frozen=True)
 class ClientMessage:
@@ -340,7 +378,9 @@ def parse_client_frame(data: str | bytes) -> ClientMessage | PlainPing:
     Raises :class:`ProtocolError` with ``invalid_json`` or ``invalid_message``.
     """
     if isinstance(data, (bytes, bytearray)):
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "binary frames are not accepted; send JSON text")
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE, "binary frames are not accepted; send JSON text"
+        )
     if data.strip() == "ping":
         return PLAIN_PING
     try:
@@ -359,13 +399,18 @@ def validate_register(body: dict[str, Any]) -> tuple[str, str]:
     """``(client_type, client_name)`` of a ``register`` message."""
     client_type = body.get("client_type")
     if not isinstance(client_type, str) or not CLIENT_TYPE_PATTERN.match(client_type):
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
-                            "field 'client_type' must match ^[a-z][a-z0-9_-]{0,31}$", "register")
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE,
+            "field 'client_type' must match ^[a-z][a-z0-9_-]{0,31}$",
+            "register",
+        )
     client_name = body.get("client_name")
     if not isinstance(client_name, str) or not 1 <= len(client_name) <= MAX_CLIENT_NAME:
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
-                            f"field 'client_name' must be a string of 1-{MAX_CLIENT_NAME} characters",
-                            "register")
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE,
+            f"field 'client_name' must be a string of 1-{MAX_CLIENT_NAME} characters",
+            "register",
+        )
     return client_type, client_name
 
 
@@ -376,9 +421,11 @@ def validate_channel_list(body: dict[str, Any], request_type: str) -> tuple[list
     """
     channels = body.get("channels")
     if not isinstance(channels, list) or not 1 <= len(channels) <= MAX_CHANNELS_PER_REQUEST:
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
-                            f"field 'channels' must be a list of 1-{MAX_CHANNELS_PER_REQUEST} channel names",
-                            request_type)
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE,
+            f"field 'channels' must be a list of 1-{MAX_CHANNELS_PER_REQUEST} channel names",
+            request_type,
+        )
     valid: list[str] = []
     unknown: list[Any] = []
     for name in channels:
@@ -394,10 +441,16 @@ def validate_resume(body: dict[str, Any]) -> tuple[int | None, str | None]:
     """The optional ``since`` and ``epoch`` of a ``subscribe`` message."""
     since = body.get("since")
     epoch = body.get("epoch")
-    if since is not None and (isinstance(since, bool) or not isinstance(since, int)
-                              or not 0 <= since <= MAX_INT64):
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE,
-                            f"field 'since' must be an integer from 0 to {MAX_INT64}", "subscribe")
+    if since is not None and (
+        isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= MAX_INT64
+    ):
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE,
+            f"field 'since' must be an integer from 0 to {MAX_INT64}",
+            "subscribe",
+        )
     if epoch is not None and not isinstance(epoch, str):
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "field 'epoch' must be a string", "subscribe")
+        raise ProtocolError(
+            ErrorCode.INVALID_MESSAGE, "field 'epoch' must be a string", "subscribe"
+        )
     return since, epoch

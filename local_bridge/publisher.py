@@ -3,11 +3,13 @@
 REST endpoints, the admin API, custom message handlers and the ``broadcast_*`` functions all
 publish through :meth:`Publisher.publish`; nothing else writes events to clients.
 """
+
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from . import catalog
 from .backplane import Backplane
@@ -36,8 +38,14 @@ class Publisher:
         self._count_lock = threading.Lock()
         self.events_published = 0
 
-    def publish(self, type_: str, fields: dict[str, Any], *, channel: str | None = "",
-                client_types: Iterable[str] | None = None) -> Published:
+    def publish(
+        self,
+        type_: str,
+        fields: dict[str, Any],
+        *,
+        channel: str | None = "",
+        client_types: Iterable[str] | None = None,
+    ) -> Published:
         """Publish one event.
 
         A catalog type is validated against its schema and goes to its own channel unless
@@ -67,8 +75,9 @@ class Publisher:
         return self.backplane.available
 
 
-def _draft(type_: str, channel: str | None, fields: dict[str, Any],
-           client_types: frozenset[str] | None) -> EventDraft:
+def _draft(
+    type_: str, channel: str | None, fields: dict[str, Any], client_types: frozenset[str] | None
+) -> EventDraft:
     try:
         return draft_event(type_, channel, fields, client_types)
     except (ValueError, TypeError):

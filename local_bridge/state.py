@@ -1,4 +1,5 @@
 """What one application owns, and the one way to reach it: :func:`state_of`."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,5 +1,6 @@
 """Reading JSON request bodies: content type, syntax, schema validation, and the flat
 ``fields`` of a 422 answer."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -35,12 +36,18 @@ def json_body() -> Any:
     if parsed is not _UNREAD:
         return parsed
     if request.mimetype != "application/json":
-        raise ApiError(415, "unsupported_media_type",
-                       "the body must be application/json ({} when the request has no fields)")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "the body must be application/json ({} when the request has no fields)",
+        )
     raw = request.get_data(cache=True)
     if not raw:
-        raise ApiError(415, "unsupported_media_type",
-                       "a JSON body is required ({} when the request has no fields)")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "a JSON body is required ({} when the request has no fields)",
+        )
     try:
         g.json_body = parse_json(raw)
     except JsonSyntaxError as exc:
@@ -108,8 +115,10 @@ def _flatten(node: Any, path: str, flat: dict[str, list[str]]) -> None:
 def _is_map_entries(node: dict[Any, Any]) -> bool:
     """Whether ``node`` holds a map field's entry errors: every value is marshmallow's
     ``{"key": ..., "value": ...}`` wrapper (a field's own errors would be a list)."""
-    return bool(node) and all(isinstance(child, dict) and child and set(child) <= {"key", "value"}
-                              for child in node.values())
+    return bool(node) and all(
+        isinstance(child, dict) and child and set(child) <= {"key", "value"}
+        for child in node.values()
+    )
 
 
 def _join(path: str, key: Any) -> str:

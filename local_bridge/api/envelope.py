@@ -3,6 +3,7 @@
 Imports nothing but Flask, so every HTTP answer (views, WebSocket admission, gunicorn's own
 errors) can use it; :mod:`local_bridge.api.errors` maps exceptions onto it.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -11,9 +12,16 @@ from flask import jsonify
 
 #: HTTP status -> error code of API.md "Conventions".
 STATUS_CODES = {
-    400: "invalid_json", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
-    415: "unsupported_media_type", 422: "validation_error", 429: "rate_limited",
+    400: "invalid_json",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
     503: "unavailable",
 }
 

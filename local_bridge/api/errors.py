@@ -1,14 +1,19 @@
 """Every error the HTTP side can answer, mapped onto the JSON error envelope of API.md."""
+
 from __future__ import annotations
 
 import logging
 
 from flask import Flask
+from sqlalchemy.exc import (
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import WebsocketMismatch
-
-from sqlalchemy.exc import (DBAPIError, InterfaceError, OperationalError, ProgrammingError,
-                            SQLAlchemyError)
 
 from ..backplane.base import BackplaneUnavailable
 from ..domain.errors import DomainError
@@ -28,8 +33,12 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def _domain_error(exc: DomainError):
         fields = exc.fields if exc.status == 422 else None
-        return api_error(exc.status, exc.code, exc.message,
-                         fields if fields is not None or exc.status != 422 else {})
+        return api_error(
+            exc.status,
+            exc.code,
+            exc.message,
+            fields if fields is not None or exc.status != 422 else {},
+        )
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -55,8 +64,12 @@ def init_app(app: Flask) -> None:
         problem = _schema_problem(app, exc)
         if problem is not None:
             log.warning("database schema not ready (%s): %s", problem, first_line)
-            return api_error(503, "unavailable", "the database schema is not ready: run "
-                             "'local-bridge db upgrade' on this database, then retry")
+            return api_error(
+                503,
+                "unavailable",
+                "the database schema is not ready: run "
+                "'local-bridge db upgrade' on this database, then retry",
+            )
         if _statement_fault(exc):  # the schema is current: a fault of this program
             return _unexpected(exc)
         log.warning("database unavailable: %s", first_line)
@@ -65,8 +78,11 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(BackplaneUnavailable)
     def _backplane_down(exc: BackplaneUnavailable):
         log.warning("backplane unavailable: %s", exc)
-        return api_error(503, "unavailable", "the event backplane is unavailable; nothing was "
-                         "published, retry later")
+        return api_error(
+            503,
+            "unavailable",
+            "the event backplane is unavailable; nothing was published, retry later",
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
@@ -85,7 +101,8 @@ def _schema_problem(app: Flask, exc: DBAPIError) -> str | None:
     original = exc.orig
     state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
     missing_object = state in _UNDEFINED_OBJECT_STATES or any(
-        phrase in str(original) for phrase in _SQLITE_MISSING_OBJECT)
+        phrase in str(original) for phrase in _SQLITE_MISSING_OBJECT
+    )
     if not missing_object and not _statement_fault(exc):
         return None  # connection trouble: asking the database again would only wait again
     try:
@@ -100,8 +117,10 @@ def _schema_problem(app: Flask, exc: DBAPIError) -> str | None:
 def _statement_fault(exc: DBAPIError) -> bool:
     """The statement failed, not the connection: a ProgrammingError, or SQLite's generic SQL
     error (syntax, unknown table), which sqlite3 raises as an OperationalError."""
-    return (isinstance(exc, ProgrammingError)
-            or getattr(exc.orig, "sqlite_errorname", None) == "SQLITE_ERROR")
+    return (
+        isinstance(exc, ProgrammingError)
+        or getattr(exc.orig, "sqlite_errorname", None) == "SQLITE_ERROR"
+    )
 
 
 __all__ = ["STATUS_CODES", "ApiError", "api_error", "init_app", "validation_error"]

@@ -1,6 +1,7 @@
 """The same events over plain HTTP: polling (``GET /api/events``, long polling with ``wait``)
 and Server-Sent Events (``GET /api/events/stream``), both served from the bus history
 (PROTOCOL.md section 1)."""
+
 from __future__ import annotations
 
 import re
@@ -32,8 +33,13 @@ def _channels() -> list[str] | None:
     names = [name.strip() for name in raw.split(",") if name.strip()]
     unknown = [name for name in names if not p.is_valid_channel(name)]
     if unknown or len(names) > p.MAX_CHANNELS_PER_REQUEST:
-        raise validation_error({"channels": [f"unknown channel(s): {', '.join(unknown)}"
-                                             if unknown else "too many channels"]})
+        raise validation_error(
+            {
+                "channels": [
+                    f"unknown channel(s): {', '.join(unknown)}" if unknown else "too many channels"
+                ]
+            }
+        )
     return names
 
 
@@ -74,8 +80,8 @@ def _listener(channels: list[str] | None, client_type: str, transport: Any) -> C
 
 # --------------------------------------------------------------------------- polling
 
-def _answer(bus: Bus, probe: Client, since: int, epoch: str | None,
-            limit: int) -> dict[str, Any]:
+
+def _answer(bus: Bus, probe: Client, since: int, epoch: str | None, limit: int) -> dict[str, Any]:
     """The reply to a poll, from the history as it stands now (API.md ``GET /api/events``)."""
     with bus.paused():  # one numbering: the seq and the epoch it belongs to
         current, current_epoch = bus.last_seq, bus.epoch
@@ -85,14 +91,27 @@ def _answer(bus: Bus, probe: Client, since: int, epoch: str | None,
     else:
         missed, recovered = bus.history(since)
         # `current` bounds the items: an event numbered meanwhile is in the next answer.
-        items = list(islice((event.message for event in missed
-                             if event.seq <= current and Hub.would_receive(probe, event)), limit))
+        items = list(
+            islice(
+                (
+                    event.message
+                    for event in missed
+                    if event.seq <= current and Hub.would_receive(probe, event)
+                ),
+                limit,
+            )
+        )
     if recovered:
         next_since = items[-1]["seq"] if items else since
     else:
         next_since = current  # the poller reloads over REST and misses nothing after this
-    return {"items": items, "next_since": next_since, "recovered": recovered,
-            "seq": current, "epoch": current_epoch}
+    return {
+        "items": items,
+        "next_since": next_since,
+        "recovered": recovered,
+        "seq": current,
+        "epoch": current_epoch,
+    }
 
 
 class _Waiter:
@@ -129,8 +148,12 @@ def poll():
         while True:
             answer = _answer(bus, probe, since, epoch, limit)
             remaining = deadline - time.monotonic()
-            if answer["items"] or not answer["recovered"] or remaining <= 0 \
-                    or bus.stopping.is_set():
+            if (
+                answer["items"]
+                or not answer["recovered"]
+                or remaining <= 0
+                or bus.stopping.is_set()
+            ):
                 return jsonify(answer)
             waiter.woken.wait(remaining)
             waiter.woken.clear()  # before reading again: a later delivery sets it anew
@@ -142,6 +165,7 @@ def poll():
 
 # --------------------------------------------------------------------------- SSE
 
+
 @bp.get("/stream")
 def stream():
     """Live events as Server-Sent Events; ``Last-Event-ID`` (or ``since``) resumes."""
@@ -152,8 +176,10 @@ def stream():
     since = _seq(raw_since, "Last-Event-ID" if header else "since") if raw_since else None
     if bus.stopping.is_set():
         return api_error(503, "unavailable", "the server is shutting down")
-    response = Response(event_stream(bus, channels, client_type, since, request.remote_addr),
-                        mimetype="text/event-stream")
+    response = Response(
+        event_stream(bus, channels, client_type, since, request.remote_addr),
+        mimetype="text/event-stream",
+    )
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Accel-Buffering"] = "no"  # proxies must not buffer the stream
     return response

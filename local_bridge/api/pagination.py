@@ -1,4 +1,5 @@
 """List pagination: ``limit`` (default 50, at most 500) and an opaque ``cursor``."""
+
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
 """System endpoints: health, status, and publishing system events (API.md)."""
+
 from __future__ import annotations
 
 import time
@@ -21,7 +22,9 @@ def health():
     state = state_of(current_app)
     checks = {"database": state.database.check(), "backplane": state.bus.health()}
     healthy = all(value == "ok" for value in checks.values())
-    return jsonify({"status": "ok" if healthy else "degraded", "checks": checks}), 200 if healthy else 503
+    return jsonify(
+        {"status": "ok" if healthy else "degraded", "checks": checks}
+    ), 200 if healthy else 503
 
 
 @bp.get("/status")
@@ -29,15 +32,17 @@ def status():
     state = state_of(current_app)
     bus = state.bus
     by_type = Counter(client.client_type for client in bus.hub.clients())
-    return jsonify({
-        "version": __version__,
-        "uptime_seconds": round(time.time() - bus.started_at, 3),
-        "seq": bus.last_seq,
-        "epoch": bus.epoch,
-        "connections": {"total": sum(by_type.values()), "by_client_type": dict(by_type)},
-        "events_published": bus.events_published,
-        "queue": state.queue_counts(),
-    })
+    return jsonify(
+        {
+            "version": __version__,
+            "uptime_seconds": round(time.time() - bus.started_at, 3),
+            "seq": bus.last_seq,
+            "epoch": bus.epoch,
+            "connections": {"total": sum(by_type.values()), "by_client_type": dict(by_type)},
+            "events_published": bus.events_published,
+            "queue": state.queue_counts(),
+        }
+    )
 
 
 @bp.post("/events")

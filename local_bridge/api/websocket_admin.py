@@ -1,4 +1,5 @@
 """Admin endpoints of the bus: list clients, broadcast, disconnect (API.md)."""
+
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
@@ -18,16 +19,21 @@ bp = Blueprint("websocket_admin", __name__, url_prefix="/api/websocket")
 class BroadcastSchema(Schema):
     type = fields.String(required=True, validate=validate.Length(min=1, max=64))
     channel = fields.String(allow_none=True, load_default=None)
-    client_types = fields.List(fields.String(validate=validate.Regexp(CLIENT_TYPE_PATTERN)),
-                               allow_none=True, load_default=None, validate=validate.Length(min=1))
+    client_types = fields.List(
+        fields.String(validate=validate.Regexp(CLIENT_TYPE_PATTERN)),
+        allow_none=True,
+        load_default=None,
+        validate=validate.Length(min=1),
+    )
     data = fields.Dict(keys=fields.String(), required=True)
 
 
 @bp.get("/clients")
 def list_clients():
     limit, cursor = page_params()
-    clients = sorted(state_of(current_app).ws_server.get_connected_clients(),
-                     key=lambda c: c["client_id"])
+    clients = sorted(
+        state_of(current_app).ws_server.get_connected_clients(), key=lambda c: c["client_id"]
+    )
     if cursor:
         clients = [c for c in clients if c["client_id"] > cursor]
     page = clients[:limit]
@@ -44,8 +50,9 @@ def broadcast():
     if not catalog.is_catalog_type(type_) and not catalog.CUSTOM_TYPE_PATTERN.match(type_):
         raise validation_error({"type": ["must match ^[a-z][a-z0-9_.]{0,63}$"]})
     try:
-        published = state_of(current_app).bus.publish(type_, body["data"], channel=body["channel"],
-                                                      client_types=body["client_types"])
+        published = state_of(current_app).bus.publish(
+            type_, body["data"], channel=body["channel"], client_types=body["client_types"]
+        )
     except catalog.EventValidationError as exc:
         raise validation_error(flat_fields(exc.messages, "data")) from None
     except UnknownChannelError:

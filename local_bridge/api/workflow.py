@@ -3,6 +3,7 @@
 Each view parses its body with a schema, calls one domain service and serializes the answer;
 the services publish the events after their commit.
 """
+
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
@@ -20,6 +21,7 @@ def _listing(items, next_cursor):
 
 
 # ------------------------------------------------------------------ sessions and photos
+
 
 @bp.post("/sessions")
 def create_session():
@@ -69,19 +71,22 @@ def get_photo(photo_id: str):
 def record_analysis(photo_id: str):
     domain = state_of(current_app).domain
     body = load(schemas.AnalysisRecord())
-    return jsonify(domain.photos.record_analysis(photo_id, body["ai_score"],
-                                                 body["analysis_results"]))
+    return jsonify(
+        domain.photos.record_analysis(photo_id, body["ai_score"], body["analysis_results"])
+    )
 
 
 @bp.post("/photos/<photo_id>/selection")
 def record_selection(photo_id: str):
     domain = state_of(current_app).domain
     body = load(schemas.SelectionRecord())
-    return jsonify(domain.photos.record_selection(photo_id, body["context_tag"],
-                                                  body["selected_preset"]))
+    return jsonify(
+        domain.photos.record_selection(photo_id, body["context_tag"], body["selected_preset"])
+    )
 
 
 # ------------------------------------------------------------------ approval
+
 
 @bp.get("/approval")
 def approval_queue():
@@ -104,12 +109,14 @@ def reject(photo_id: str):
 
 # ------------------------------------------------------------------ jobs
 
+
 @bp.post("/jobs")
 def create_job():
     domain = state_of(current_app).domain
     body = load(schemas.JobCreate())
-    return jsonify(domain.jobs.create(body["kind"], body["photo_id"], body["priority"],
-                                      body["params"])), 201
+    return jsonify(
+        domain.jobs.create(body["kind"], body["photo_id"], body["priority"], body["params"])
+    ), 201
 
 
 @bp.get("/jobs")
@@ -150,8 +157,11 @@ def complete_job(job_id: str):
 def fail_job(job_id: str):
     domain = state_of(current_app).domain
     body = load(schemas.JobFail())
-    return jsonify(domain.jobs.mark_failed(job_id, body["error_message"], body["error_details"],
-                                           body["retryable"]))
+    return jsonify(
+        domain.jobs.mark_failed(
+            job_id, body["error_message"], body["error_details"], body["retryable"]
+        )
+    )
 
 
 @bp.post("/jobs/<job_id>/cancel")
@@ -171,12 +181,14 @@ def reprioritize_job(job_id: str):
 
 # ------------------------------------------------------------------ exports
 
+
 @bp.post("/exports")
 def start_export():
     domain = state_of(current_app).domain
     body = load(schemas.ExportCreate())
-    return jsonify(domain.exports.start(body["photo_id"], body["preset_name"],
-                                        body["destination"])), 201
+    return jsonify(
+        domain.exports.start(body["photo_id"], body["preset_name"], body["destination"])
+    ), 201
 
 
 @bp.get("/exports/<export_id>")

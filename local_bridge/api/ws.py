@@ -9,6 +9,7 @@ holds the connection's ``Server``, a reference cycle that kept every closed conn
 outbox, proxy, reader and wsproto state) in memory until a full garbage collection, which the
 server runs rarely.
 """
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit
@@ -33,8 +34,10 @@ def init_app(app: Flask, bus: Bus, jobs: ProcessingJobLifecycle) -> None:
     """Register ``/ws``, ``/ws/jobs/<job_id>`` and their admission checks on ``app``."""
     settings = bus.settings
     snapshot = job_snapshot(jobs)
-    app.config["WEBSOCKET_SERVER_OPTIONS"] = {"max_message_size": settings.MAX_MESSAGE_SIZE,
-                                         "thread_class": reader_class()}
+    app.config["WEBSOCKET_SERVER_OPTIONS"] = {
+        "max_message_size": settings.MAX_MESSAGE_SIZE,
+        "thread_class": reader_class(),
+    }
     connect_limiter = ConnectRateLimiter(settings.CONNECT_RATE)
 
     @app.before_request
@@ -47,14 +50,20 @@ def init_app(app: Flask, bus: Bus, jobs: ProcessingJobLifecycle) -> None:
             return api_error(503, "unavailable", "too many connections")
         if not connect_limiter.allow(request.remote_addr or "?"):
             return api_error(429, "rate_limited", "too many new connections from this address")
-        if not _origin_allowed(request.headers.get("Origin"), request.host, settings.ALLOWED_ORIGINS):
+        if not _origin_allowed(
+            request.headers.get("Origin"), request.host, settings.ALLOWED_ORIGINS
+        ):
             return api_error(403, "forbidden", "origin not allowed")
         holder: list[BusConnection] = []
-        transport = Transport(request.environ, settings.MAX_QUEUE,
-                              on_overflow=lambda: holder[0].on_overflow() if holder else None)
+        transport = Transport(
+            request.environ,
+            settings.MAX_QUEUE,
+            on_overflow=lambda: holder[0].on_overflow() if holder else None,
+        )
         if request.endpoint == "job_stream_endpoint":
-            connection = JobStreamConnection(bus, transport, request.remote_addr,
-                                             request.view_args["job_id"], snapshot)
+            connection = JobStreamConnection(
+                bus, transport, request.remote_addr, request.view_args["job_id"], snapshot
+            )
         else:
             connection = BusConnection(bus, transport, request.remote_addr)
         holder.append(connection)
@@ -81,11 +90,13 @@ def init_app(app: Flask, bus: Bus, jobs: ProcessingJobLifecycle) -> None:
 def job_snapshot(jobs: ProcessingJobLifecycle) -> JobSnapshot:
     """What a job stream reads first: the job's status and, once over, its terminal event;
     None for a job that does not exist."""
+
     def snapshot(job_id: str):
         try:
             return jobs.snapshot(job_id)
         except NotFound:
             return None
+
     return snapshot
 
 
@@ -107,4 +118,3 @@ def _origin_allowed(origin: str | None, host: str, allowed: tuple[str, ...]) -> 
     if "*" in allowed or origin in allowed:
         return True
     return urlsplit(origin).netloc.lower() == host.lower()
-

@@ -1,4 +1,5 @@
 """Backplanes carry events between server processes; :func:`create_backplane` picks one."""
+
 from __future__ import annotations
 
 from ..config import Settings
@@ -11,8 +12,12 @@ def create_backplane(settings: Settings) -> Backplane:
     if settings.REDIS_URL:
         from .redis import RedisBackplane  # imports redis only when asked for
 
-        return RedisBackplane(settings.REDIS_URL, settings.HISTORY_SIZE, settings.HISTORY_TTL,
-                              prefix=settings.REDIS_PREFIX)
+        return RedisBackplane(
+            settings.REDIS_URL,
+            settings.HISTORY_SIZE,
+            settings.HISTORY_TTL,
+            prefix=settings.REDIS_PREFIX,
+        )
     return MemoryBackplane(settings.HISTORY_SIZE, settings.HISTORY_TTL)
 
 

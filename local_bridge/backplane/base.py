@@ -1,10 +1,12 @@
 """The backplane contract: number events, keep the bus epoch, and hand every event to the
 delivery callback of every process in order."""
+
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any, Callable
+from typing import Any
 
 from ..protocol import BusEvent, EventDraft
 
@@ -76,5 +78,5 @@ class Backplane(abc.ABC):
         """``"ok"`` or a short description of what is wrong."""
         return "ok"
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a backplane without resources has none
         """Release connections and threads."""

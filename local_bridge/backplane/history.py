@@ -1,10 +1,11 @@
 """A bounded, expiring record of recent events, for resume, polling and SSE."""
+
 from __future__ import annotations
 
 import threading
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from ..protocol import BusEvent
 

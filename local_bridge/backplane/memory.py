@@ -1,4 +1,5 @@
 """The in-memory backplane: one process, one sequence."""
+
 from __future__ import annotations
 
 import threading

@@ -10,12 +10,13 @@ a seq jump on the feed, a reconnect, or an event still undelivered a tick after 
 published is filled from the stream. When the stream cannot fill it (trimmed), or the epoch
 changed under the process (Redis lost its data), it calls the
 :meth:`~Backplane.on_events_lost` hook (the bus closes its clients 1011, so each resumes and
-learns ``recovered: false``) and starts over at the bus's present. An event is numbered only in the epoch its publisher
-follows (the script refuses otherwise), and a process publishes only while its own listener is
-subscribed and in step.
+learns ``recovered: false``) and starts over at the bus's present. An event is numbered only
+in the epoch its publisher follows (the script refuses otherwise), and a process publishes only
+while its own listener is subscribed and in step.
 
 Requires the ``redis`` package (``pip install redis``).
 """
+
 from __future__ import annotations
 
 import json
@@ -84,13 +85,21 @@ class _PendingPublish:
 class RedisBackplane(Backplane):
     """Shares numbering, history and delivery among every process on one Redis."""
 
-    def __init__(self, url: str, history_size: int = 10000, history_ttl: float = 600.0,
-                 prefix: str = "local_bridge:", publish_timeout: float = 5.0):
+    def __init__(
+        self,
+        url: str,
+        history_size: int = 10000,
+        history_ttl: float = 600.0,
+        prefix: str = "local_bridge:",
+        publish_timeout: float = 5.0,
+    ):
         super().__init__()
         try:
             import redis
         except ImportError:  # pragma: no cover - depends on the installation
-            raise RuntimeError("LOCAL_BRIDGE_REDIS_URL needs the redis package: pip install redis")
+            raise RuntimeError(
+                "LOCAL_BRIDGE_REDIS_URL needs the redis package: pip install redis"
+            ) from None
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
@@ -100,11 +109,17 @@ class RedisBackplane(Backplane):
         # publish whose reply was lost is never run twice.
         # Typed as Any: redis-py annotates every command for its sync and async clients at once
         # (``Awaitable[...] | ...``); this client is synchronous and answers bytes.
-        self._client: Any = redis.Redis.from_url(url, socket_timeout=publish_timeout,
-                                            socket_connect_timeout=publish_timeout,
-                                            health_check_interval=10, retry=Retry(NoBackoff(), 0))
-        self._keys = {name: prefix + name
-                      for name in ("seq", "stream", "events", "epoch", "control", "processes")}
+        self._client: Any = redis.Redis.from_url(
+            url,
+            socket_timeout=publish_timeout,
+            socket_connect_timeout=publish_timeout,
+            health_check_interval=10,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._keys = {
+            name: prefix + name
+            for name in ("seq", "stream", "events", "epoch", "control", "processes")
+        }
         self.process_id = uuid.uuid4().hex[:12]
         self.history_size = history_size
         self.history_ttl = history_ttl
@@ -156,17 +171,37 @@ class RedisBackplane(Backplane):
         status, epoch = self._status, self._epoch
         if status != "ok":
             raise BackplaneUnavailable(f"redis: listener {status}")
-        meta = json.dumps({"type": draft.type, "channel": draft.channel,
-                           "targets": list(draft.targets),
-                           "types": sorted(draft.client_types) if draft.client_types is not None else None},
-                          separators=(",", ":"))
+        meta = json.dumps(
+            {
+                "type": draft.type,
+                "channel": draft.channel,
+                "targets": list(draft.targets),
+                "types": sorted(draft.client_types) if draft.client_types is not None else None,
+            },
+            separators=(",", ":"),
+        )
         head, middle, tail = draft.parts()
         try:
-            seq = int(self._publish_script(
-                keys=[self._keys["seq"], self._keys["stream"], self._keys["events"],
-                      self._keys["epoch"]],
-                args=[head, utc_timestamp(), middle, tail, meta, max(1, self.history_size),
-                      int(time.time() * 1000), epoch]))
+            seq = int(
+                self._publish_script(
+                    keys=[
+                        self._keys["seq"],
+                        self._keys["stream"],
+                        self._keys["events"],
+                        self._keys["epoch"],
+                    ],
+                    args=[
+                        head,
+                        utc_timestamp(),
+                        middle,
+                        tail,
+                        meta,
+                        max(1, self.history_size),
+                        int(time.time() * 1000),
+                        epoch,
+                    ],
+                )
+            )
         except self._redis_module.ResponseError as exc:
             if str(exc).startswith(EPOCH_REFUSED):
                 self._check_now.set()  # Redis lost its data or another process resynced first
@@ -181,12 +216,17 @@ class RedisBackplane(Backplane):
         if since >= upto:
             return [], True
         try:
-            entries = self._client.xrange(self._keys["stream"], min=f"{since + 1}-1", max=f"{upto}-1")
+            entries = self._client.xrange(
+                self._keys["stream"], min=f"{since + 1}-1", max=f"{upto}-1"
+            )
         except self._redis_module.RedisError as exc:
             raise BackplaneUnavailable(f"redis: {exc.__class__.__name__}") from None
         oldest = time.time() * 1000 - self.history_ttl * 1000
-        events = [self._event(entry_id, fields) for entry_id, fields in entries
-                  if float(fields[b"at"]) >= oldest]
+        events = [
+            self._event(entry_id, fields)
+            for entry_id, fields in entries
+            if float(fields[b"at"]) >= oldest
+        ]
         complete = bool(events) and events[0].seq == since + 1 and len(events) == upto - since
         return events, complete
 
@@ -415,9 +455,10 @@ class RedisBackplane(Backplane):
         """After (re)subscribing, or when the epoch looks changed: agree on the epoch with
         Redis, then deliver from the stream what was published meanwhile. A changed epoch means
         Redis lost events this process's clients may not have had: start over."""
-        epoch_raw, seq_raw = self._epoch_script(keys=[self._keys["epoch"], self._keys["seq"]],
-                                                args=[uuid.uuid4().hex[:16], self._last,
-                                                      self._epoch])
+        epoch_raw, seq_raw = self._epoch_script(
+            keys=[self._keys["epoch"], self._keys["seq"]],
+            args=[uuid.uuid4().hex[:16], self._last, self._epoch],
+        )
         epoch, current = epoch_raw.decode(), int(seq_raw)
         if epoch != self._epoch:
             self._start_over(epoch, current, f"new epoch {epoch} (Redis lost its data)")

@@ -1,4 +1,5 @@
 """One bus connection's life: greet, answer client messages, beat, and clean up."""
+
 from __future__ import annotations
 
 import logging
@@ -21,14 +22,19 @@ class BusConnection:
     """Runs the ``/ws`` protocol (PROTOCOL.md section 3) for one client.
 
     Nothing of a connection may outlive it waiting for the cyclic garbage collector, which
-    the server runs rarely (``gunicorn_app._tune_garbage_collector``): the references that must point
-    back at the connection (callbacks) are cut when it ends, and message types map to method
-    names, not bound methods.
+    the server runs rarely (``gunicorn_app._tune_garbage_collector``): the references that must
+    point back at the connection (callbacks) are cut when it ends, and message types map to
+    method names, not bound methods.
     """
 
     #: Client message type -> the name of the method that answers it.
-    ACTIONS = {"register": "_register", "subscribe": "_subscribe",
-               "unsubscribe": "_unsubscribe", "ping": "_ping", "pong": "_ignore"}
+    ACTIONS = {
+        "register": "_register",
+        "subscribe": "_subscribe",
+        "unsubscribe": "_unsubscribe",
+        "ping": "_ping",
+        "pong": "_ignore",
+    }
 
     def __init__(self, bus: Bus, transport: Transport, remote_addr: str | None):
         self.bus = bus
@@ -65,10 +71,19 @@ class BusConnection:
     def start(self) -> bool:
         """Greet the client and join the hub; False when the connection is already over."""
         # `connected` comes first, and its seq is exact
-        self.bus.join(self.client, lambda seq, epoch: self.send(p.reply(
-            "connected", client_id=self.client.client_id, seq=seq, epoch=epoch,
-            heartbeat_interval=_seconds(self.settings.HEARTBEAT_INTERVAL),
-            protocol=p.PROTOCOL_VERSION)))
+        self.bus.join(
+            self.client,
+            lambda seq, epoch: self.send(
+                p.reply(
+                    "connected",
+                    client_id=self.client.client_id,
+                    seq=seq,
+                    epoch=epoch,
+                    heartbeat_interval=_seconds(self.settings.HEARTBEAT_INTERVAL),
+                    protocol=p.PROTOCOL_VERSION,
+                )
+            ),
+        )
         return True
 
     def _receive_loop(self, ws: Any) -> None:
@@ -85,8 +100,11 @@ class BusConnection:
                 return
             now = time.monotonic()
             if now - self.transport.last_seen >= 2 * interval:
-                log.info("client %s silent for %.1f s: dropped", self.client.client_id,
-                         now - self.transport.last_seen)
+                log.info(
+                    "client %s silent for %.1f s: dropped",
+                    self.client.client_id,
+                    now - self.transport.last_seen,
+                )
                 self.transport.abort()
                 return
             if now >= next_beat:
@@ -109,8 +127,11 @@ class BusConnection:
         verdict = self.limiter.check()
         if verdict != "ok":
             if verdict == "warn":
-                self.send(p.error_reply(p.ErrorCode.RATE_LIMITED,
-                                        "too many messages: this one was dropped"))
+                self.send(
+                    p.error_reply(
+                        p.ErrorCode.RATE_LIMITED, "too many messages: this one was dropped"
+                    )
+                )
             elif verdict == "close":
                 self.transport.close(p.CloseCode.RATE_LIMITED)
             return
@@ -132,24 +153,38 @@ class BusConnection:
     def _register(self, body: dict[str, Any]) -> None:
         client_type, client_name = p.validate_register(body)
         self.bus.hub.register(self.client, client_type, client_name)
-        self.send(p.reply("registered", client_id=self.client.client_id,
-                          client_type=client_type, client_name=client_name))
+        self.send(
+            p.reply(
+                "registered",
+                client_id=self.client.client_id,
+                client_type=client_type,
+                client_name=client_name,
+            )
+        )
 
     def _subscribe(self, body: dict[str, Any]) -> None:
         valid, unknown = p.validate_channel_list(body, "subscribe")
         since, epoch = p.validate_resume(body)
         if unknown:
-            self.send(p.error_reply(p.ErrorCode.UNKNOWN_CHANNEL,
-                                    f"unknown channel(s): {', '.join(map(str, unknown))}", "subscribe"))
+            self.send(
+                p.error_reply(
+                    p.ErrorCode.UNKNOWN_CHANNEL,
+                    f"unknown channel(s): {', '.join(map(str, unknown))}",
+                    "subscribe",
+                )
+            )
         gate = None
         with self.bus.paused():  # events after `seq` follow `subscribed`; none before it
             try:
-                current = self.bus.hub.subscribe(self.client, valid,
-                                                    self.settings.MAX_SUBSCRIPTIONS)
+                current = self.bus.hub.subscribe(
+                    self.client, valid, self.settings.MAX_SUBSCRIPTIONS
+                )
             except OverflowError:
-                raise p.ProtocolError(p.ErrorCode.INVALID_MESSAGE,
-                                      f"at most {self.settings.MAX_SUBSCRIPTIONS} subscriptions "
-                                      "per connection", "subscribe") from None
+                raise p.ProtocolError(
+                    p.ErrorCode.INVALID_MESSAGE,
+                    f"at most {self.settings.MAX_SUBSCRIPTIONS} subscriptions per connection",
+                    "subscribe",
+                ) from None
             latest = self.bus.last_seq
             self.send(p.reply("subscribed", channels=sorted(current), seq=latest))
             if since is not None:  # live events wait behind a gate while the missed ones go out
@@ -175,21 +210,32 @@ class BusConnection:
                 break  # published after `subscribed`: already waiting behind the gate
             if not self.bus.hub.would_receive(self.client, event):
                 continue
-            if outbox.depth >= outbox.limit - 1 and \
-                    not outbox.wait_room(outbox.limit // 2, self.settings.SLOW_CLOSE_GRACE):
+            if outbox.depth >= outbox.limit - 1 and not outbox.wait_room(
+                outbox.limit // 2, self.settings.SLOW_CLOSE_GRACE
+            ):
                 self.transport.close(p.CloseCode.SLOW_CONSUMER, discard=True)
                 return
             self.transport.send(event.frame)
-        self.send(p.reply("replay_complete", since=since, to=latest,
-                          recovered=same_epoch and complete and since <= latest))
+        self.send(
+            p.reply(
+                "replay_complete",
+                since=since,
+                to=latest,
+                recovered=same_epoch and complete and since <= latest,
+            )
+        )
 
     def _unsubscribe(self, body: dict[str, Any]) -> None:
         valid, unknown = p.validate_channel_list(body, "unsubscribe")
         current = self.bus.hub.unsubscribe(self.client, valid)
         if unknown:
-            self.send(p.error_reply(p.ErrorCode.UNKNOWN_CHANNEL,
-                                    f"unknown channel(s): {', '.join(map(str, unknown))}",
-                                    "unsubscribe"))
+            self.send(
+                p.error_reply(
+                    p.ErrorCode.UNKNOWN_CHANNEL,
+                    f"unknown channel(s): {', '.join(map(str, unknown))}",
+                    "unsubscribe",
+                )
+            )
         self.send(p.reply("unsubscribed", channels=sorted(current)))
 
     def _ping(self, body: dict[str, Any]) -> None:
@@ -201,16 +247,18 @@ class BusConnection:
     def _custom(self, message: p.ClientMessage) -> None:
         handler = self.bus.handler_for(message.type)
         if handler is None:
-            raise p.ProtocolError(p.ErrorCode.UNKNOWN_TYPE,
-                                  f"unknown message type {message.type!r}", message.type)
+            raise p.ProtocolError(
+                p.ErrorCode.UNKNOWN_TYPE, f"unknown message type {message.type!r}", message.type
+            )
         try:
             answer = handler(self.client, message.body)
         except p.ProtocolError:
             raise
         except Exception:
             log.exception("handler for %r failed", message.type)
-            raise p.ProtocolError(p.ErrorCode.INTERNAL_ERROR,
-                                  f"the handler for {message.type!r} failed", message.type) from None
+            raise p.ProtocolError(
+                p.ErrorCode.INTERNAL_ERROR, f"the handler for {message.type!r} failed", message.type
+            ) from None
         if answer is not None:
             self.send({"timestamp": p.utc_timestamp(), **answer})
 

@@ -3,12 +3,14 @@
 The API, the domain, the WebSocket, SSE and polling transports talk to :class:`Bus`; only it
 (with the rest of ``bus/``) touches the backplane and the hub's wiring to it.
 """
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ..config import Settings
 from ..protocol import REPLY_TYPES, BusEvent, CloseCode
@@ -38,8 +40,14 @@ class Bus:
 
     # ------------------------------------------------------------------ publishing
 
-    def publish(self, type_: str, fields: dict[str, Any], *, channel: str | None = "",
-                client_types: Iterable[str] | None = None) -> Published:
+    def publish(
+        self,
+        type_: str,
+        fields: dict[str, Any],
+        *,
+        channel: str | None = "",
+        client_types: Iterable[str] | None = None,
+    ) -> Published:
         """Publish one event (see :meth:`Publisher.publish`)."""
         return self._publisher.publish(type_, fields, channel=channel, client_types=client_types)
 
@@ -88,7 +96,7 @@ class Bus:
     # ------------------------------------------------------------------ message handlers
 
     def register_handler(self, message_type: str, handler: MessageHandler) -> None:
-        """Let clients send ``message_type``; ``handler``'s returned dict is sent back as a reply."""
+        """Let clients send ``message_type``; ``handler``'s returned dict is the reply."""
         if message_type in BUILTIN_TYPES or message_type in REPLY_TYPES:
             raise ValueError(f"{message_type!r} is a built-in message type")
         self._handlers[message_type] = handler
@@ -113,8 +121,11 @@ class Bus:
         if request.get("op") == "clients":
             return {"clients": [client.describe() for client in self.hub.clients()]}
         if request.get("op") == "disconnect":
-            return {"disconnected": self.hub.disconnect(str(request.get("client_id")),
-                                                        CloseCode.ADMIN_DISCONNECT)}
+            return {
+                "disconnected": self.hub.disconnect(
+                    str(request.get("client_id")), CloseCode.ADMIN_DISCONNECT
+                )
+            }
         return {}
 
     # ------------------------------------------------------------------ shutting down

@@ -3,6 +3,7 @@
 Used wherever a client must first get something assembled outside the publish lock (a job's
 snapshot, the events it missed) and then, in order, everything published meanwhile.
 """
+
 from __future__ import annotations
 
 import threading
@@ -51,7 +52,7 @@ class GatedTransport:
         return self.inner.close(code, reason, discard)
 
     def open(self, first: list[bytes], keep_held: bool = True) -> None:
-        """Send ``first``, then what was held (unless not ``keep_held``), then let frames through."""
+        """Send ``first``, then what was held (if ``keep_held``), then let frames through."""
         with self._lock:
             held, self._held = (self._held or []) if keep_held else [], None
             for frame in first + held:

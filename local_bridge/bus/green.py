@@ -1,4 +1,5 @@
 """Whether this process runs under gevent's monkey-patching (the gevent worker)."""
+
 from __future__ import annotations
 
 import sys

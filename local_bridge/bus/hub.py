@@ -5,14 +5,16 @@ The hub knows clients only through their :class:`~local_bridge.bus.transport.Tra
 subscriber sets, so publishing never waits for a connect, a subscribe or a disconnect, and it
 never does I/O: it only queues pre-framed bytes in each recipient's outbox.
 """
+
 from __future__ import annotations
 
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from ..protocol import UNKNOWN_CLIENT_TYPE, BusEvent, utc_timestamp
 from .pacing import FanoutPacer
@@ -23,6 +25,7 @@ class ClientTransport(Protocol):
 
     def send(self, frame: bytes, direct: bool = True) -> bool:
         """Queue ``frame`` (or write it at once, when ``direct`` allows); False if refused."""
+
     def close(self, code: int, reason: str = "", discard: bool = False) -> bool: ...
     def stats(self) -> dict[str, int]: ...
 
@@ -51,7 +54,7 @@ class Client:
             "client_type": self.client_type,
             "client_name": self.client_name,
             "channels": sorted(self.channels),
-            "connected_at": utc_timestamp(datetime.fromtimestamp(self.connected_at, timezone.utc)),
+            "connected_at": utc_timestamp(datetime.fromtimestamp(self.connected_at, UTC)),
             "remote_addr": self.remote_addr,
             **self.transport.stats(),
         }
@@ -112,7 +115,9 @@ class Hub:
             client.client_type = client_type
             client.client_name = client_name
 
-    def subscribe(self, client: Client, channels: Iterable[str], limit: int | None = None) -> frozenset[str]:
+    def subscribe(
+        self, client: Client, channels: Iterable[str], limit: int | None = None
+    ) -> frozenset[str]:
         """Add ``channels`` to the client's subscriptions; return them all.
 
         Raises :class:`OverflowError` (changing nothing) when the total would exceed ``limit``.

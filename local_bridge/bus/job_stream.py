@@ -7,9 +7,11 @@ is lost between the read and the subscription. The terminal event closes the str
 The job's state comes from a snapshot callable the application hands over (the bus knows
 nothing of the job store).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import catalog
 from .. import protocol as p
@@ -30,8 +32,14 @@ class JobStreamConnection(BusConnection):
 
     ACTIONS = {"ping": "_ping", "pong": "_ignore"}
 
-    def __init__(self, bus: Bus, transport: Transport, remote_addr: str | None,
-                 job_id: str, snapshot: JobSnapshot):
+    def __init__(
+        self,
+        bus: Bus,
+        transport: Transport,
+        remote_addr: str | None,
+        job_id: str,
+        snapshot: JobSnapshot,
+    ):
         super().__init__(bus, transport, remote_addr)
         self.job_id = job_id
         self.snapshot = snapshot
@@ -51,7 +59,9 @@ class JobStreamConnection(BusConnection):
         found = self.snapshot(self.job_id)
         if found is None:
             hub.remove(self.client)
-            self.gate.open([p.text_frame(p.error_reply(p.ErrorCode.JOB_NOT_FOUND, "Job not found"))])
+            self.gate.open(
+                [p.text_frame(p.error_reply(p.ErrorCode.JOB_NOT_FOUND, "Job not found"))]
+            )
             self.transport.close(p.CloseCode.NOT_FOUND)
             return False
         status, terminal = found
@@ -61,8 +71,13 @@ class JobStreamConnection(BusConnection):
             type_, fields = terminal
             # Rebuilt from the job's row: it carries no seq, being a statement of the end, not
             # the live event (which the client may never have been connected for).
-            ending = {"type": type_, "timestamp": p.utc_timestamp(), "channel": "jobs",
-                      "seq": None, **catalog.validate_event(type_, fields)}
+            ending = {
+                "type": type_,
+                "timestamp": p.utc_timestamp(),
+                "channel": "jobs",
+                "seq": None,
+                **catalog.validate_event(type_, fields),
+            }
             # Live events held meanwhile (this very ending, perhaps) would only repeat it.
             self.gate.open([snapshot, p.text_frame(ending)], keep_held=False)
             self.transport.close(p.CloseCode.NORMAL)
@@ -76,5 +91,6 @@ class JobStreamConnection(BusConnection):
             self.gate.close(p.CloseCode.NORMAL)
 
     def _custom(self, message: p.ClientMessage) -> None:
-        raise p.ProtocolError(p.ErrorCode.UNKNOWN_TYPE,
-                              f"unknown message type {message.type!r}", message.type)
+        raise p.ProtocolError(
+            p.ErrorCode.UNKNOWN_TYPE, f"unknown message type {message.type!r}", message.type
+        )

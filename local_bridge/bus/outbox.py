@@ -20,11 +20,12 @@ A client that falls ``limit`` messages behind is a slow consumer: its queued mes
 discarded, ``on_overflow`` is told (so it leaves the hub at once) and a final frame (the 4008
 close) is sent after whatever the socket already holds.
 """
+
 from __future__ import annotations
 
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from .green import gevent_patched
 
@@ -40,7 +41,8 @@ def _lock() -> threading.Lock:
     greenlet switch while holding it would deadlock the process."""
     if gevent_patched():
         original: threading.Lock = sys.modules["gevent.monkey"].get_original(
-            "_thread", "allocate_lock")()
+            "_thread", "allocate_lock"
+        )()
         return original
     return threading.Lock()
 
@@ -55,6 +57,7 @@ class _Runner:
     def __init__(self, target: Callable[[], None], name: str):
         if gevent_patched():
             import gevent
+
             self._greenlet = gevent.spawn(target)
             self._thread = None
         else:
@@ -75,11 +78,15 @@ class _Runner:
 class Outbox:
     """Bounded FIFO of pre-framed bytes, written at once when possible, else by a writer."""
 
-    def __init__(self, sendall: Callable[[bytes], None], limit: int,
-                 overflow_frame: bytes = b"",
-                 on_overflow: Callable[[], None] | None = None,
-                 name: str = "outbox-writer",
-                 try_send: Callable[[bytes], int] | None = None):
+    def __init__(
+        self,
+        sendall: Callable[[bytes], None],
+        limit: int,
+        overflow_frame: bytes = b"",
+        on_overflow: Callable[[], None] | None = None,
+        name: str = "outbox-writer",
+        try_send: Callable[[bytes], int] | None = None,
+    ):
         self._sendall = sendall
         self._try_send = try_send  # non-blocking: bytes taken, or BlockingIOError
         self.limit = limit
@@ -89,16 +96,16 @@ class Outbox:
         # _lock guards _items, _busy, _writer, _finishing, _final, _overflowed and the counters;
         # nothing that blocks or switches greenlets may run while it is held (see _lock()).
         self._lock = _lock()
-        self._wakeup = threading.Event()   # set: the writer has something to do
+        self._wakeup = threading.Event()  # set: the writer has something to do
         self._progress: threading.Event | None = None  # set after each batch (for wait_room)
         self._items: list[bytes] = []
-        self._busy = False                 # a writer has work (or is about to); else none writes
+        self._busy = False  # a writer has work (or is about to); else none writes
         self._writer: _Runner | None = None
-        self._finishing = False            # no more messages accepted
-        self._final: bytes | None = None   # sent after the last batch, then the writer stops
+        self._finishing = False  # no more messages accepted
+        self._final: bytes | None = None  # sent after the last batch, then the writer stops
         self._overflowed = False
-        self.sent = 0       # messages handed to the socket
-        self.dropped = 0    # messages refused or discarded
+        self.sent = 0  # messages handed to the socket
+        self.dropped = 0  # messages refused or discarded
         self.failed = False  # the socket refused a write
 
     # ------------------------------------------------------------------ producer side

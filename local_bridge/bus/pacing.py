@@ -8,6 +8,7 @@ every client's writer send all the events that piled up in one, so the process d
 several times as much. :class:`FanoutPacer` tells the two apart by the CPU the process has been
 using and the measured cost of writing directly.
 """
+
 from __future__ import annotations
 
 import time
@@ -34,15 +35,16 @@ class FanoutPacer:
 
     A fan-out writes directly when the process has recently used less than ``BUSY_LIMIT`` of a
     core and writing it so would take at most ``GAP_SHARE`` of the time since the previous
-    fan-out began (or the cost was last measured over ``REMEASURE`` seconds ago). Only a hint: its state is read and written without a lock, and a race
-    between two publishing threads costs at most one fan-out's choice.
+    fan-out began (or the cost was last measured over ``REMEASURE`` seconds ago). Only a hint:
+    its state is read and written without a lock, and a race between two publishing threads
+    costs at most one fan-out's choice.
     """
 
     def __init__(self) -> None:
         self._last_start = float("-inf")
         self._last_direct = float("-inf")
         self._cost = INITIAL_COST  # seconds per recipient of a direct fan-out (moving average)
-        self._busy = 0.0           # share of a core the process used lately (moving average)
+        self._busy = 0.0  # share of a core the process used lately (moving average)
         self._sampled_at = time.monotonic()
         self._cpu_at = time.process_time()
 

@@ -11,12 +11,14 @@ Everything it calls runs on the event loop and must not wait: the socket is read
 blocking, and what the library writes back (pongs, close answers) goes to the connection's
 outbox, whose ``put`` never waits either.
 """
+
 from __future__ import annotations
 
 import logging
 import socket
 import threading
-from typing import Any, Callable, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from wsproto.utilities import LocalProtocolError
 
@@ -43,6 +45,7 @@ class LoopReader:
 
     def start(self) -> None:
         import gevent
+
         ws = self._ws
         if ws.ping_interval:  # the library's own pings need its thread; this bus never asks
             raise ValueError("LoopReader does not send pings")

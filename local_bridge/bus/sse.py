@@ -5,18 +5,22 @@ The hub offers each recipient the event's frame (``send``: admitted or refused) 
 admitted, the event itself (``Client.on_event``). An SSE stream queues the event, so it writes
 the event's JSON text and ``seq`` as they are, with no WebSocket frame to take apart.
 """
+
 from __future__ import annotations
 
 import enum
 import threading
 from collections import deque
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from .. import protocol as p
 from .facade import Bus
 from .hub import Client, Hub
 
 SSE_RETRY_MS = 3000
+
+
 class _Idle(enum.Enum):
     IDLE = "idle"
 
@@ -93,13 +97,23 @@ def sse_message(text: bytes, seq: int | None) -> str:
     return (f"id: {seq}\n" if seq is not None else "") + f"data: {text.decode()}\n\n"
 
 
-def event_stream(bus: Bus, channels: list[str] | None, client_type: str, since: int | None,
-                 remote_addr: str | None) -> Iterator[str]:
+def event_stream(
+    bus: Bus,
+    channels: list[str] | None,
+    client_type: str,
+    since: int | None,
+    remote_addr: str | None,
+) -> Iterator[str]:
     """The body of an SSE response: ``retry``, the events missed after ``since`` (then
     ``replay_complete``) when given, then live events and heartbeats until the stream ends."""
     transport = SseTransport(bus.settings.MAX_QUEUE)
-    client = Client(transport, remote_addr=remote_addr, client_type=client_type,
-                    client_name="sse", on_event=transport.push)
+    client = Client(
+        transport,
+        remote_addr=remote_addr,
+        client_type=client_type,
+        client_name="sse",
+        on_event=transport.push,
+    )
     transport.on_overflow = lambda: bus.hub.remove(client)  # it leaves the clients list at once
     interval = bus.settings.HEARTBEAT_INTERVAL
     # The subscriber joins the hub only once the response is being written, and leaves it
@@ -119,8 +133,9 @@ def event_stream(bus: Bus, channels: list[str] | None, client_type: str, since: 
                 if event.seq <= latest and Hub.would_receive(client, event):
                     transport.sent += 1
                     yield sse_message(event.payload, event.seq)
-            done = p.reply("replay_complete", since=since, to=latest,
-                           recovered=complete and since <= latest)
+            done = p.reply(
+                "replay_complete", since=since, to=latest, recovered=complete and since <= latest
+            )
             transport.sent += 1
             yield sse_message(p.dumps(done).encode(), None)
         while True:

@@ -7,12 +7,14 @@ and close frames straight to that socket. Before the handshake,
 those writes join the connection's :class:`~local_bridge.bus.outbox.Outbox` like every other
 message (one writer, whole buffers, no interleaving), and every read marks the peer as alive.
 """
+
 from __future__ import annotations
 
 import socket
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..protocol import CLOSE_REASONS, CloseCode, close_frame
 from .outbox import Outbox
@@ -74,8 +76,9 @@ class SocketProxy:
 class Transport:
     """What the hub sees of a connection: ``send(frame)``, ``close(code)``, ``stats()``."""
 
-    def __init__(self, environ: dict[str, Any], max_queue: int,
-                 on_overflow: Callable[[], None] | None = None):
+    def __init__(
+        self, environ: dict[str, Any], max_queue: int, on_overflow: Callable[[], None] | None = None
+    ):
         key = next((k for k in SOCKET_KEYS if k in environ), None)
         if key is None:
             raise RuntimeError("this WSGI server does not expose the connection's socket")
@@ -83,8 +86,13 @@ class Transport:
         # defeat serializing each event once for all recipients: it is never negotiated.
         environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         self.raw: socket.socket = environ[key]
-        self.outbox = Outbox(_sender(self.raw), max_queue, overflow_frame=_SLOW_CLOSE,
-                             on_overflow=on_overflow, try_send=_nonblocking_sender(self.raw))
+        self.outbox = Outbox(
+            _sender(self.raw),
+            max_queue,
+            overflow_frame=_SLOW_CLOSE,
+            on_overflow=on_overflow,
+            try_send=_nonblocking_sender(self.raw),
+        )
         self.proxy = SocketProxy(self.raw, self.outbox)
         environ[key] = self.proxy
         self.send = self.outbox.put  # the hot path: one call per delivery, no wrapper
@@ -144,8 +152,11 @@ class Transport:
             pass
 
     def stats(self) -> dict[str, int]:
-        return {"sent": self.outbox.sent, "dropped": self.outbox.dropped,
-                "queue_depth": self.outbox.depth}
+        return {
+            "sent": self.outbox.sent,
+            "dropped": self.outbox.dropped,
+            "queue_depth": self.outbox.depth,
+        }
 
 
 def _holds_close_frame(data: bytes) -> bool:
@@ -161,9 +172,9 @@ def _holds_close_frame(data: bytes) -> bool:
         if opcode == 0x8:
             return True
         if length == 126:
-            length, at = int.from_bytes(data[at:at + 2], "big"), at + 2
+            length, at = int.from_bytes(data[at : at + 2], "big"), at + 2
         elif length == 127:
-            length, at = int.from_bytes(data[at:at + 8], "big"), at + 8
+            length, at = int.from_bytes(data[at : at + 8], "big"), at + 8
         at += length + (4 if masked else 0)
     return False
 
@@ -178,7 +189,7 @@ def _sender(sock: socket.socket) -> Callable[[bytes], None]:
         if sent < len(data):
             view = memoryview(data)[sent:]
             while view:
-                view = view[send(view):]
+                view = view[send(view) :]
 
     return sendall
 

@@ -5,10 +5,12 @@
 ``shutdown``) over the application's :class:`~local_bridge.bus.facade.Bus`; every one of them
 publishes through the single publish path.
 """
+
 from __future__ import annotations
 
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ..config import Settings
 from ..publisher import Published
@@ -39,14 +41,18 @@ class WebSocketServer:
         return self.bus.started_at
 
     def register_handler(self, message_type: str, handler: MessageHandler) -> None:
-        """Let clients send ``message_type``; ``handler``'s returned dict is sent back as a reply."""
+        """Let clients send ``message_type``; ``handler``'s returned dict is the reply."""
         self.bus.register_handler(message_type, handler)
 
     def handler_for(self, message_type: str) -> MessageHandler | None:
         return self.bus.handler_for(message_type)
 
-    def broadcast(self, message: dict[str, Any], channel: str | None = "",
-                  client_types: Iterable[str] | None = None) -> Published:
+    def broadcast(
+        self,
+        message: dict[str, Any],
+        channel: str | None = "",
+        client_types: Iterable[str] | None = None,
+    ) -> Published:
         """Publish ``message`` (its ``type`` and fields) on ``channel``.
 
         For a catalog type, ``channel`` defaults to the type's own channel; ``None`` reaches

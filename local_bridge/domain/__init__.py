@@ -1,4 +1,5 @@
 """The photo workflow's domain services, assembled for one application."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,10 +25,15 @@ class Domain:
     exports: Exports
 
     @classmethod
-    def build(cls, open_db: sessionmaker, publisher: EventSink, progress_rate: float) -> "Domain":
+    def build(cls, open_db: sessionmaker, publisher: EventSink, progress_rate: float) -> Domain:
         unit_of_work = UnitOfWork(open_db, publisher)
-        return cls(unit_of_work, Sessions(unit_of_work), Photos(unit_of_work),
-                   ProcessingJobLifecycle(unit_of_work, progress_rate), Exports(unit_of_work))
+        return cls(
+            unit_of_work,
+            Sessions(unit_of_work),
+            Photos(unit_of_work),
+            ProcessingJobLifecycle(unit_of_work, progress_rate),
+            Exports(unit_of_work),
+        )
 
     def queue_counts(self) -> dict[str, int]:
         with self.unit_of_work.read() as db:

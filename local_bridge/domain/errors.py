@@ -1,4 +1,5 @@
 """Domain errors; the HTTP layer maps each to its status (404, 409, 422)."""
+
 from __future__ import annotations
 
 from typing import Any

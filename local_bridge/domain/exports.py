@@ -1,4 +1,5 @@
 """Exports: writing a photo out with a preset, and how that ended."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,36 +28,62 @@ class Exports:
             photo = tx.db.get(Photo, body_id(photo_id, "photo_id"))
             if photo is None:
                 raise Invalid("photo_id names no photo", {"photo_id": ["No such photo."]})
-            export = Export(photo_id=photo.id, preset_name=preset_name, destination=destination,
-                            status="running")
+            export = Export(
+                photo_id=photo.id,
+                preset_name=preset_name,
+                destination=destination,
+                status="running",
+            )
             tx.db.add(export)
             tx.db.flush()
-            tx.emit("export_started", export_id=export.id, photo_id=photo.id,
-                    session_id=photo.session_id, preset_name=preset_name, destination=destination)
+            tx.emit(
+                "export_started",
+                export_id=export.id,
+                photo_id=photo.id,
+                session_id=photo.session_id,
+                preset_name=preset_name,
+                destination=destination,
+            )
             return export_json(export)
 
     def complete(self, export_id: str, output_path: str, file_size: int) -> dict[str, Any]:
         with self.unit_of_work.transaction() as tx:
-            export, photo = self._finish(tx, export_id, status="completed", output_path=output_path,
-                                         file_size=file_size)
-            tx.emit("export_completed", export_id=export.id, photo_id=photo.id,
-                    session_id=photo.session_id, preset_name=export.preset_name,
-                    output_path=output_path, file_size=file_size)
+            export, photo = self._finish(
+                tx, export_id, status="completed", output_path=output_path, file_size=file_size
+            )
+            tx.emit(
+                "export_completed",
+                export_id=export.id,
+                photo_id=photo.id,
+                session_id=photo.session_id,
+                preset_name=export.preset_name,
+                output_path=output_path,
+                file_size=file_size,
+            )
             return export_json(export)
 
     def fail(self, export_id: str, error_message: str) -> dict[str, Any]:
         with self.unit_of_work.transaction() as tx:
-            export, photo = self._finish(tx, export_id, status="failed", error_message=error_message)
-            tx.emit("export_failed", export_id=export.id, photo_id=photo.id,
-                    session_id=photo.session_id, preset_name=export.preset_name,
-                    error_message=error_message)
+            export, photo = self._finish(
+                tx, export_id, status="failed", error_message=error_message
+            )
+            tx.emit(
+                "export_failed",
+                export_id=export.id,
+                photo_id=photo.id,
+                session_id=photo.session_id,
+                preset_name=export.preset_name,
+                error_message=error_message,
+            )
             return export_json(export)
 
     def _finish(self, tx: Tx, export_id: str, **values: Any) -> tuple[Export, Photo]:
         export = self._load(tx.db, export_id)
         changed = tx.db.execute(
-            update(Export).where(Export.id == export.id, Export.status == "running")
-            .values(finished_at=utcnow(), **values)).rowcount
+            update(Export)
+            .where(Export.id == export.id, Export.status == "running")
+            .values(finished_at=utcnow(), **values)
+        ).rowcount
         tx.db.refresh(export)
         if changed != 1:
             raise Conflict(f"export {export_id} is {export.status}: it can end only once")

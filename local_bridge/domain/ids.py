@@ -1,4 +1,5 @@
 """Ids travel as strings and are stored as integers."""
+
 from __future__ import annotations
 
 import re

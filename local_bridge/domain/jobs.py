@@ -4,9 +4,11 @@ Every transition is a compare-and-set ``UPDATE ... WHERE status = <expected>``, 
 requests racing on one job exactly one wins (the other gets 409), and two workers claiming at
 once never get the same job, on SQLite and PostgreSQL alike.
 """
+
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
@@ -22,7 +24,11 @@ from .unit import Tx, UnitOfWork
 
 CLAIM_ATTEMPTS = 50
 #: The event that ends a job, by the job's final status.
-TERMINAL_EVENT = {"completed": "job_completed", "failed": "job_failed", "cancelled": "job_cancelled"}
+TERMINAL_EVENT = {
+    "completed": "job_completed",
+    "failed": "job_failed",
+    "cancelled": "job_cancelled",
+}
 
 
 def load_job(db: Session, job_id: str | int) -> Job:
@@ -37,12 +43,22 @@ def terminal_event_fields(job: Job) -> tuple[str, dict[str, Any]]:
     both the live event and the job stream's statement of an end it missed."""
     type_ = TERMINAL_EVENT[job.status]
     if type_ == "job_completed":
-        return type_, {"job_id": job.id, "photo_id": job.photo_id, "result": job.result,
-                       "result_url": job.result_url, "duration_seconds": _duration(job)}
+        return type_, {
+            "job_id": job.id,
+            "photo_id": job.photo_id,
+            "result": job.result,
+            "result_url": job.result_url,
+            "duration_seconds": _duration(job),
+        }
     if type_ == "job_failed":
-        return type_, {"job_id": job.id, "photo_id": job.photo_id,
-                       "error_message": job.error_message, "error_details": job.error_details,
-                       "retryable": job.retryable, "stage": job.stage}
+        return type_, {
+            "job_id": job.id,
+            "photo_id": job.photo_id,
+            "error_message": job.error_message,
+            "error_details": job.error_details,
+            "retryable": job.retryable,
+            "stage": job.stage,
+        }
     return type_, {"job_id": job.id, "reason": job.cancel_reason}
 
 
@@ -60,12 +76,16 @@ class ProcessingJobLifecycle:
         self.unit_of_work = unit_of_work
         publisher = unit_of_work.publisher
         self.conflator = ProgressConflator(
-            progress_rate, lambda fields: publisher.publish("job_progress", fields))
+            progress_rate, lambda fields: publisher.publish("job_progress", fields)
+        )
         self.announcer = QueueAnnouncer(
             unit_of_work.read,
             lambda job_id, position, eta: publisher.publish(
-                "job_queued", {"job_id": job_id, "position": position,
-                               "estimated_start_seconds": eta}, channel=f"jobs:{job_id}"))
+                "job_queued",
+                {"job_id": job_id, "position": position, "estimated_start_seconds": eta},
+                channel=f"jobs:{job_id}",
+            ),
+        )
 
     # ------------------------------------------------------------------ reading
 
@@ -75,26 +95,40 @@ class ProcessingJobLifecycle:
             job = load_job(db, job_id)
             return self._json(db, job)
 
-    def list(self, status: str | None, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    def list(
+        self, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         if status is not None and status not in Job.STATUSES:
-            raise Invalid("unknown status", {"status": [f"Must be one of {', '.join(Job.STATUSES)}."]})
+            raise Invalid(
+                "unknown status", {"status": [f"Must be one of {', '.join(Job.STATUSES)}."]}
+            )
         with self.unit_of_work.read() as db:
             query = select(Job).where(Job.id > cursor_id(cursor))
             if status is not None:
                 query = query.where(Job.status == status)
-            rows, next_cursor = page(list(db.scalars(query.order_by(Job.id).limit(limit + 1))), limit)
+            rows, next_cursor = page(
+                list(db.scalars(query.order_by(Job.id).limit(limit + 1))), limit
+            )
             view = QueueView(db) if any(job.status == "queued" for job in rows) else None
             return [self._json(db, job, view) for job in rows], next_cursor
 
-    def snapshot(self, job_id: str | int) -> tuple[dict[str, Any], tuple[str, dict[str, Any]] | None]:
+    def snapshot(
+        self, job_id: str | int
+    ) -> tuple[dict[str, Any], tuple[str, dict[str, Any]] | None]:
         """``job_status`` fields, and the terminal event of a finished job."""
         with self.unit_of_work.read() as db:
             job = load_job(db, job_id)
             data = self._json(db, job)
-            status = {"job_id": data["id"], "status": job.status, "progress": job.progress,
-                      "stage": job.stage, "message": job.message, "counters": job.counters,
-                      "position": data["position"],
-                      "estimated_start_seconds": data["estimated_start_seconds"]}
+            status = {
+                "job_id": data["id"],
+                "status": job.status,
+                "progress": job.progress,
+                "stage": job.stage,
+                "message": job.message,
+                "counters": job.counters,
+                "position": data["position"],
+                "estimated_start_seconds": data["estimated_start_seconds"],
+            }
             return status, (terminal_event_fields(job) if job.finished else None)
 
     @staticmethod
@@ -106,8 +140,13 @@ class ProcessingJobLifecycle:
 
     # ------------------------------------------------------------------ transitions
 
-    def create(self, kind: str, photo_id: Any = None, priority: int = 50,
-               params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def create(
+        self,
+        kind: str,
+        photo_id: Any = None,
+        priority: int = 50,
+        params: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Create a job; it enters the queue at once."""
         self.announcer.prime()
         with self.unit_of_work.transaction() as tx:
@@ -116,15 +155,27 @@ class ProcessingJobLifecycle:
                 photo = tx.db.get(Photo, body_id(photo_id, "photo_id"))
                 if photo is None:
                     raise Invalid("photo_id names no photo", {"photo_id": ["No such photo."]})
-            job = Job(kind=kind, photo_id=photo.id if photo else None, priority=priority,
-                      params=params, status="queued", progress=0.0)
+            job = Job(
+                kind=kind,
+                photo_id=photo.id if photo else None,
+                priority=priority,
+                params=params,
+                status="queued",
+                progress=0.0,
+            )
             tx.db.add(job)
             tx.db.flush()
             view = QueueView(tx.db)
             position = view.positions[job.id]
-            tx.emit("job_created", job_id=job.id, photo_id=job.photo_id, priority=priority, kind=kind)
-            tx.emit("job_queued", job_id=job.id, position=position,
-                    estimated_start_seconds=view.estimate(job.id))
+            tx.emit(
+                "job_created", job_id=job.id, photo_id=job.photo_id, priority=priority, kind=kind
+            )
+            tx.emit(
+                "job_queued",
+                job_id=job.id,
+                position=position,
+                estimated_start_seconds=view.estimate(job.id),
+            )
             self._emit_queue_status(tx)
             result = job_json(job, position, view.estimate(job.id))
         self.announcer.refresh(entered={job.id: position})
@@ -143,12 +194,19 @@ class ProcessingJobLifecycle:
                         query = query.where(Job.kind.in_(kinds))
                     # PostgreSQL: claimers skip each other's candidates instead of all racing
                     # for the first one (SQLite serializes writers and ignores this).
-                    candidate = tx.db.scalar(query.order_by(*QUEUE_ORDER).limit(1)
-                                             .with_for_update(skip_locked=True))
+                    candidate = tx.db.scalar(
+                        query.order_by(*QUEUE_ORDER).limit(1).with_for_update(skip_locked=True)
+                    )
                     if candidate is None:
                         return None
-                    if not self._cas(tx, candidate, ("queued",), status="running", worker=worker,
-                                     started_at=utcnow()):
+                    if not self._cas(
+                        tx,
+                        candidate,
+                        ("queued",),
+                        status="running",
+                        worker=worker,
+                        started_at=utcnow(),
+                    ):
                         continue  # another worker took it first: try the next one
                     job = load_job(tx.db, candidate)
                     tx.emit("job_started", job_id=job.id, photo_id=job.photo_id, worker=worker)
@@ -166,31 +224,61 @@ class ProcessingJobLifecycle:
         with self.unit_of_work.transaction() as tx:
             job = load_job(tx.db, job_id)
             self._require(tx, job, ("running",), progress=progress, **changes)
-            fields = {"job_id": str(job.id), "stage": job.stage, "progress": job.progress,
-                      "message": job.message, "counters": job.counters}
+            fields = {
+                "job_id": str(job.id),
+                "stage": job.stage,
+                "progress": job.progress,
+                "message": job.message,
+                "counters": job.counters,
+            }
             tx.after_commit(lambda: self.conflator.report(job.id, fields))
             return job_json(job)
 
-    def mark_completed(self, job_id: str, result: Any = None, result_url: str | None = None) -> dict[str, Any]:
+    def mark_completed(
+        self, job_id: str, result: Any = None, result_url: str | None = None
+    ) -> dict[str, Any]:
         with self.unit_of_work.transaction() as tx:
             job = load_job(tx.db, job_id)
-            self._require(tx, job, ("running",), status="completed", result=result,
-                          result_url=result_url, progress=100.0, finished_at=utcnow())
+            self._require(
+                tx,
+                job,
+                ("running",),
+                status="completed",
+                result=result,
+                result_url=result_url,
+                progress=100.0,
+                finished_at=utcnow(),
+            )
             tx.after_commit(lambda: self.conflator.finish(job.id))
             self._emit_terminal_event(tx, job)
             self._emit_queue_status(tx)
             return job_json(job)
 
-    def mark_failed(self, job_id: str, error_message: str, error_details: Any = None,
-                    retryable: bool = False) -> dict[str, Any]:
+    def mark_failed(
+        self, job_id: str, error_message: str, error_details: Any = None, retryable: bool = False
+    ) -> dict[str, Any]:
         with self.unit_of_work.transaction() as tx:
             job = load_job(tx.db, job_id)
-            self._require(tx, job, ("running",), status="failed", error_message=error_message,
-                          error_details=error_details, retryable=retryable, finished_at=utcnow())
+            self._require(
+                tx,
+                job,
+                ("running",),
+                status="failed",
+                error_message=error_message,
+                error_details=error_details,
+                retryable=retryable,
+                finished_at=utcnow(),
+            )
             tx.after_commit(lambda: self.conflator.finish(job.id))
             self._emit_terminal_event(tx, job)
-            tx.emit("error_occurred", error_type="job_failed", error_message=error_message,
-                    error_details=error_details, job_id=job.id, photo_id=job.photo_id)
+            tx.emit(
+                "error_occurred",
+                error_type="job_failed",
+                error_message=error_message,
+                error_details=error_details,
+                job_id=job.id,
+                photo_id=job.photo_id,
+            )
             self._emit_queue_status(tx)
             return job_json(job)
 
@@ -203,16 +291,34 @@ class ProcessingJobLifecycle:
         with self.unit_of_work.transaction() as tx:
             job = load_job(tx.db, job_id)
             if job.status == "running" and not job.cancel_requested:
-                self._require(tx, job, ("running",), cancel_requested=True, cancel_reason=reason,
-                              expect_cancel_requested=False)
+                self._require(
+                    tx,
+                    job,
+                    ("running",),
+                    cancel_requested=True,
+                    cancel_reason=reason,
+                    expect_cancel_requested=False,
+                )
                 return job_json(job), False
             was_queued = job.status == "queued"
             if was_queued:
-                self._require(tx, job, ("queued",), status="cancelled", cancel_reason=reason,
-                              finished_at=utcnow())
+                self._require(
+                    tx,
+                    job,
+                    ("queued",),
+                    status="cancelled",
+                    cancel_reason=reason,
+                    finished_at=utcnow(),
+                )
             else:
-                self._require(tx, job, ("running",), status="cancelled", finished_at=utcnow(),
-                              expect_cancel_requested=True)
+                self._require(
+                    tx,
+                    job,
+                    ("running",),
+                    status="cancelled",
+                    finished_at=utcnow(),
+                    expect_cancel_requested=True,
+                )
                 tx.after_commit(lambda: self.conflator.finish(job.id))
             self._emit_terminal_event(tx, job)
             self._emit_queue_status(tx)
@@ -227,8 +333,13 @@ class ProcessingJobLifecycle:
             job = load_job(tx.db, job_id)
             old = job.priority
             self._require(tx, job, ("queued",), priority=priority)
-            tx.emit("priority_changed", job_id=job.id, old_priority=old, new_priority=priority,
-                    reason=reason)
+            tx.emit(
+                "priority_changed",
+                job_id=job.id,
+                old_priority=old,
+                new_priority=priority,
+                reason=reason,
+            )
             view = QueueView(tx.db)
             result = job_json(job, view.positions.get(job.id), view.estimate(job.id))
         self.announcer.refresh()
@@ -237,8 +348,13 @@ class ProcessingJobLifecycle:
     # ------------------------------------------------------------------ helpers
 
     @staticmethod
-    def _cas(tx: Tx, job_id: int, expected: tuple[str, ...], expect_cancel_requested: bool | None = None,
-             **values: Any) -> bool:
+    def _cas(
+        tx: Tx,
+        job_id: int,
+        expected: tuple[str, ...],
+        expect_cancel_requested: bool | None = None,
+        **values: Any,
+    ) -> bool:
         condition = [Job.id == job_id, Job.status.in_(expected)]
         if expect_cancel_requested is not None:
             condition.append(Job.cancel_requested.is_(expect_cancel_requested))
@@ -248,8 +364,9 @@ class ProcessingJobLifecycle:
         """Apply ``values`` if the job is still in an ``expected`` status; 409 otherwise."""
         if not self._cas(tx, job.id, expected, **values):
             tx.db.refresh(job)
-            raise Conflict(f"job {job.id} is {job.status}: not allowed "
-                           f"(needs {' or '.join(expected)})")
+            raise Conflict(
+                f"job {job.id} is {job.status}: not allowed (needs {' or '.join(expected)})"
+            )
         tx.db.refresh(job)
 
     @staticmethod

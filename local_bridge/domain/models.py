@@ -3,17 +3,29 @@
 Primary keys are integers, shown to clients as strings (API.md: "Ids are strings"); the
 integer order of job ids is also the age order of the queue.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -33,7 +45,7 @@ class ImportSession(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    photos: Mapped[list["Photo"]] = relationship(back_populates="session", lazy="raise")
+    photos: Mapped[list[Photo]] = relationship(back_populates="session", lazy="raise")
 
 
 class Photo(Base):
@@ -91,8 +103,10 @@ class Job(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_jobs_queue", "status", "priority", "id"),
-                      Index("ix_jobs_kind_finished", "kind", "status", "finished_at"))
+    __table_args__ = (
+        Index("ix_jobs_queue", "status", "priority", "id"),
+        Index("ix_jobs_kind_finished", "kind", "status", "finished_at"),
+    )
 
     @property
     def finished(self) -> bool:

@@ -1,4 +1,5 @@
 """Photos: analysis results, the chosen preset, and the approval queue."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,8 +23,11 @@ def load_photo(db: Session, photo_id: str) -> Photo:
 
 
 def emit_approval_queue(tx: Tx, session_id: int) -> None:
-    pending = tx.db.scalar(select(func.count(Photo.id)).where(
-        Photo.session_id == session_id, Photo.approval_status == "pending"))
+    pending = tx.db.scalar(
+        select(func.count(Photo.id)).where(
+            Photo.session_id == session_id, Photo.approval_status == "pending"
+        )
+    )
     tx.emit("approval_queue_updated", queue_count=pending, session_id=session_id)
 
 
@@ -37,8 +41,9 @@ class Photos:
         with self.unit_of_work.read() as db:
             return photo_json(load_photo(db, photo_id))
 
-    def record_analysis(self, photo_id: str, ai_score: float | None,
-                        analysis_results: dict[str, Any] | None) -> dict[str, Any]:
+    def record_analysis(
+        self, photo_id: str, ai_score: float | None, analysis_results: dict[str, Any] | None
+    ) -> dict[str, Any]:
         """Store (or replace) the analysis; an undecided photo enters the approval queue."""
         with self.unit_of_work.transaction() as tx:
             photo = load_photo(tx.db, photo_id)
@@ -48,30 +53,43 @@ class Photos:
             if photo.approval_status == "none":
                 photo.approval_status = "pending"
             tx.db.flush()
-            tx.emit("photo_analyzed", photo_id=photo.id, session_id=photo.session_id,
-                     ai_score=ai_score, analysis_results=analysis_results)
+            tx.emit(
+                "photo_analyzed",
+                photo_id=photo.id,
+                session_id=photo.session_id,
+                ai_score=ai_score,
+                analysis_results=analysis_results,
+            )
             emit_approval_queue(tx, photo.session_id)
             emit_session_updated(tx, tx.db.get(ImportSession, photo.session_id))
             return photo_json(photo)
 
-    def record_selection(self, photo_id: str, context_tag: str | None,
-                         selected_preset: str | None) -> dict[str, Any]:
+    def record_selection(
+        self, photo_id: str, context_tag: str | None, selected_preset: str | None
+    ) -> dict[str, Any]:
         with self.unit_of_work.transaction() as tx:
             photo = load_photo(tx.db, photo_id)
             photo.context_tag = context_tag
             photo.selected_preset = selected_preset
             photo.updated_at = utcnow()
             tx.db.flush()
-            tx.emit("photo_selected", photo_id=photo.id, session_id=photo.session_id,
-                     context_tag=context_tag, selected_preset=selected_preset)
+            tx.emit(
+                "photo_selected",
+                photo_id=photo.id,
+                session_id=photo.session_id,
+                context_tag=context_tag,
+                selected_preset=selected_preset,
+            )
             return photo_json(photo)
 
-    def approval_queue(self, session_id: str | None, limit: int,
-                       cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    def approval_queue(
+        self, session_id: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         """Analysed photos awaiting a decision, oldest first (of one session if given)."""
         with self.unit_of_work.read() as db:
-            query = select(Photo).where(Photo.approval_status == "pending",
-                                        Photo.id > cursor_id(cursor))
+            query = select(Photo).where(
+                Photo.approval_status == "pending", Photo.id > cursor_id(cursor)
+            )
             if session_id is not None:
                 query = query.where(Photo.session_id == load_session(db, session_id).id)
             rows = db.scalars(query.order_by(Photo.id).limit(limit + 1)).all()
@@ -98,11 +116,14 @@ class Photos:
         photo = load_photo(tx.db, photo_id)
         # Compare-and-set: of two decisions racing on one photo, exactly one wins.
         changed = tx.db.execute(
-            update(Photo).where(Photo.id == photo.id, Photo.approval_status == "pending")
+            update(Photo)
+            .where(Photo.id == photo.id, Photo.approval_status == "pending")
             .values(approval_status=decision, rejection_reason=reason, updated_at=utcnow())
         ).rowcount
         if changed != 1:
-            raise Conflict(f"photo {photo_id} is not awaiting a decision "
-                           f"(approval_status {photo.approval_status})")
+            raise Conflict(
+                f"photo {photo_id} is not awaiting a decision "
+                f"(approval_status {photo.approval_status})"
+            )
         tx.db.refresh(photo)
         return photo

@@ -5,12 +5,14 @@ window replaces the one waiting, which is published when the window ends, so the
 is never lost. :meth:`ProgressConflator.finish` publishes what is waiting before a job's
 terminal event. (The stored job always has every value: conflation is for the bus only.)
 """
+
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 Publish = Callable[[dict[str, Any]], Any]
 
@@ -39,8 +41,11 @@ class ProgressConflator:
         with self._lock:
             now = self._clock()
             window = self._jobs.get(job_id)
-            if window is None or fields.get("stage") != window.stage or \
-                    now >= window.sent_at + self.interval:
+            if (
+                window is None
+                or fields.get("stage") != window.stage
+                or now >= window.sent_at + self.interval
+            ):
                 if window is not None and window.timer is not None:
                     window.timer.cancel()
                 self._jobs[job_id] = _JobWindow(fields.get("stage"), now)
@@ -48,8 +53,9 @@ class ProgressConflator:
                 return True
             window.pending = fields
             if window.timer is None:
-                window.timer = threading.Timer(window.sent_at + self.interval - now,
-                                               self._flush, args=(job_id, window))
+                window.timer = threading.Timer(
+                    window.sent_at + self.interval - now, self._flush, args=(job_id, window)
+                )
                 window.timer.daemon = True
                 window.timer.start()
             return False

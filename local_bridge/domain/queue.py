@@ -1,8 +1,10 @@
 """The job queue: claim order, positions, start estimates, counts, and position announcements."""
+
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -16,11 +18,13 @@ QUEUE_ORDER = (Job.priority.desc(), Job.id.asc())  # highest priority, then olde
 def queue_counts(db: Session) -> dict[str, int]:
     """The counts of a ``queue_status`` event."""
     by_status = dict(db.execute(select(Job.status, func.count(Job.id)).group_by(Job.status)).all())
-    return {"pending_count": by_status.get("queued", 0),
-            "processing_count": by_status.get("running", 0),
-            "completed_count": by_status.get("completed", 0),
-            "failed_count": by_status.get("failed", 0),
-            "cancelled_count": by_status.get("cancelled", 0)}
+    return {
+        "pending_count": by_status.get("queued", 0),
+        "processing_count": by_status.get("running", 0),
+        "completed_count": by_status.get("completed", 0),
+        "failed_count": by_status.get("failed", 0),
+        "cancelled_count": by_status.get("cancelled", 0),
+    }
 
 
 class QueueView:
@@ -28,12 +32,16 @@ class QueueView:
 
     def __init__(self, db: Session):
         self._db = db
-        rows = db.execute(select(Job.id, Job.kind).where(Job.status == "queued")
-                          .order_by(*QUEUE_ORDER)).all()
+        rows = db.execute(
+            select(Job.id, Job.kind).where(Job.status == "queued").order_by(*QUEUE_ORDER)
+        ).all()
         self.positions: dict[int, int] = {row.id: index for index, row in enumerate(rows, 1)}
         self._kinds = {row.id: row.kind for row in rows}
-        running = db.execute(select(func.count(Job.id), func.count(func.distinct(Job.worker)))
-                             .where(Job.status == "running")).one()
+        running = db.execute(
+            select(func.count(Job.id), func.count(func.distinct(Job.worker))).where(
+                Job.status == "running"
+            )
+        ).one()
         self.running, self.workers = running[0], max(1, running[1])
         self._means: dict[str, float | None] = {}
 
@@ -43,7 +51,9 @@ class QueueView:
             rows = self._db.execute(
                 select(Job.started_at, Job.finished_at)
                 .where(Job.kind == kind, Job.status == "completed", Job.started_at.is_not(None))
-                .order_by(Job.finished_at.desc()).limit(RECENT_JOBS)).all()
+                .order_by(Job.finished_at.desc())
+                .limit(RECENT_JOBS)
+            ).all()
             durations = [(f - s).total_seconds() for s, f in rows if f is not None]
             self._means[kind] = sum(durations) / len(durations) if durations else None
         return self._means[kind]
@@ -87,8 +97,11 @@ class QueueAnnouncer:
                 view = QueueView(db)
                 last = self._last if self._last is not None else dict(view.positions)
                 last.update(entered or {})
-                moved = [(job_id, position) for job_id, position in view.positions.items()
-                         if last.get(job_id, position) != position]
+                moved = [
+                    (job_id, position)
+                    for job_id, position in view.positions.items()
+                    if last.get(job_id, position) != position
+                ]
                 for job_id, position in moved:
                     self._publish(job_id, position, view.estimate(job_id))
                 self._last = dict(view.positions)

@@ -4,10 +4,12 @@ Inside :meth:`UnitOfWork.transaction` a service changes rows and queues events; 
 validated at once (a bug fails before anything is written) and published, in order, only after
 the commit succeeds. A failed or rolled-back transaction publishes nothing.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,8 +24,9 @@ class EventSink(Protocol):
     @property
     def available(self) -> bool: ...
 
-    def publish(self, type_: str, fields: dict[str, Any], *,
-                channel: str | None = "") -> Published: ...
+    def publish(
+        self, type_: str, fields: dict[str, Any], *, channel: str | None = ""
+    ) -> Published: ...
 
 
 class Tx:
