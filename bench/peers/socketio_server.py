@@ -8,7 +8,7 @@ envelope and emits it as the event named by ``type`` to the channel's room. ``GE
 answers 200.
 
     gunicorn -k gthread -w 1 --threads N+64 --worker-connections N+100 \
-        --chdir scripts/peers socketio_server:app
+        --chdir bench/peers socketio_server:app
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ on one connection (without it, concurrent publishers could interleave frames). `
 answers 200.
 
     gunicorn -k gthread -w 1 --threads N+64 --worker-connections N+100 \
-        --chdir scripts/peers flask_sock_naive:app
+        --chdir bench/peers flask_sock_naive:app
 """
 from __future__ import annotations
 
