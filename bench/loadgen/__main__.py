@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import time
 
 from bench.procs import raise_nofile
@@ -35,9 +36,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def keep_buffers_on_the_heap() -> None:
+    """Fix glibc's mmap threshold at 1 MiB and its trim threshold at 4 MiB, so that the 256 KiB
+    receive buffers come from the heap and stay there. At glibc's defaults (128 KiB, raised only
+    by chance when some earlier large block is freed) each read could also cost an mmap, an
+    mremap and a munmap (or two brk), and the clients' system CPU would depend on what the
+    process happened to allocate before."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 4 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def main() -> None:
     args = parse_args()
     raise_nofile()
+    keep_buffers_on_the_heap()
     if args.mode == "clients":
         from bench.loadgen.subscribers import Clients
         Clients(args.port, args.proto, time.monotonic() + args.deadline).run()
