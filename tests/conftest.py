@@ -1,91 +1,42 @@
-"""Fixtures: the real server on a free loopback port, and clients connected to it."""
+"""Fixtures of the in-process tier: the application on SQLite and PostgreSQL, and Flask's test
+client for it (no server process: these tests run in seconds)."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import create_engine
 
-import subprocess
-import sys
-
+from local_bridge import create_app, migrate, state_of
 from pg import FreshDatabase
-from support import ServerProcess, Watcher, ok
-
-
-@pytest.fixture(scope="session")
-def server():
-    """One server with default settings for the whole run."""
-    process = ServerProcess().start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def make_server():
-    """Start servers with particular settings; each is stopped after the test."""
-    started: list[ServerProcess] = []
-
-    def start(**settings) -> ServerProcess:
-        process = ServerProcess(settings).start()
-        started.append(process)
-        return process
-
-    yield start
-    for process in started:
-        process.stop()
-
-
-@pytest.fixture
-def connect(server):
-    """Open bus clients on the shared server; all are closed after the test."""
-    clients = []
-
-    def open_client(**kwargs):
-        client = server.client(**kwargs)
-        clients.append(client)
-        return client
-
-    yield open_client
-    for client in clients:
-        client.close()
 
 
 @pytest.fixture(scope="module")
-def postgres_url():
-    """A fresh, migrated PostgreSQL database for one test module."""
+def migrated_postgres():
+    """A fresh PostgreSQL database, migrated, for one test module (skips without
+    LOCAL_BRIDGE_TEST_POSTGRES_URL, fails under CI)."""
     database = FreshDatabase()
-    env = {"LOCAL_BRIDGE_DATABASE_URL": database.url, "PATH": ""}
-    subprocess.run([sys.executable, "-m", "local_bridge.cli", "db", "upgrade"], env=env,
-                   check=True, capture_output=True, timeout=60)
+    engine = create_engine(database.url)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
     yield database.url
     database.drop()
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def workflow_server(request):
-    """The server on SQLite, then on PostgreSQL: the workflow behaves the same on both."""
-    settings = {"PROGRESS_RATE": 5}
-    if request.param == "postgres":
-        settings["DATABASE_URL"] = request.getfixturevalue("postgres_url")
-    process = ServerProcess(settings).start()
-    yield process
-    process.stop()
+@pytest.fixture(params=["sqlite", "postgres"])
+def app(request, tmp_path):
+    """The application on a fresh SQLite file, then on the module's PostgreSQL database (shared
+    by the module's tests, as one server's database would be)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/t.db"
+    else:
+        url = request.getfixturevalue("migrated_postgres")
+    application = create_app({"DATABASE_URL": url, "PROGRESS_RATE": 5})
+    yield application
+    state_of(application).close()
 
 
 @pytest.fixture
-def session(workflow_server):
-    """An import session on the workflow server."""
-    return ok(workflow_server.post("/api/sessions", json={"name": "Wedding", "import_folder": "/in"}), 201)
-
-
-@pytest.fixture
-def photo(workflow_server, session):
-    """A photo imported into ``session``."""
-    return ok(workflow_server.post(f"/api/sessions/{session['id']}/photos", json={
-        "file_name": "a.jpg", "file_path": "/in/a.jpg", "source": "lightroom"}), 201)
-
-
-@pytest.fixture
-def watcher(workflow_server):
-    """A client subscribed to every channel of the workflow server."""
-    client = Watcher(workflow_server)
-    yield client
-    client.close()
+def client(app):
+    """Flask's test client for :func:`app`."""
+    return app.test_client()

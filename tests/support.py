@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -298,17 +299,24 @@ class RawClient:
         self.sock.close()
 
 
+def json_of(response) -> dict[str, Any]:
+    """The JSON body of a ``requests`` response or of a Flask test client's (empty: ``{}``)."""
+    if hasattr(response, "get_json"):  # the in-process tier's Flask test client
+        return response.get_json() if response.data else {}
+    return response.json() if response.content else {}
+
+
 def ok(response, status: int = 200) -> dict[str, Any]:
     """The JSON body of a response that must have ``status`` (empty body: ``{}``)."""
     assert response.status_code == status, response.text
-    return response.json() if response.content else {}
+    return json_of(response)
 
 
 def error(response, status: int, code: str) -> dict[str, Any]:
     """The ``error`` object of a JSON error response with ``status`` and ``code``."""
     assert response.status_code == status, response.text
     assert response.headers["Content-Type"].startswith("application/json")
-    body = response.json()["error"]
+    body = json_of(response)["error"]
     assert body["code"] == code and body["message"], body
     return body
 
@@ -342,3 +350,20 @@ class Watcher:
 
 def types_of(events: list[dict[str, Any]]) -> list[str]:
     return [e["type"] for e in events]
+
+
+class LateSocket(socket.socket):
+    """A socket whose first read starts 200 ms late: whatever the server sent by then (the
+    101 and the first frames) arrives in that one read."""
+
+    first_read = True
+
+    def recv(self, *args):
+        if self.first_read:
+            self.first_read = False
+            time.sleep(0.2)
+        return super().recv(*args)
+
+
+def non_daemon_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if not t.daemon}

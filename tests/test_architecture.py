@@ -70,6 +70,7 @@ def test_nobody_outside_the_bus_reaches_for_the_backplane():
     assert offenders == []
 
 
+@pytest.mark.e2e  # a process of its own
 def test_protocol_and_client_import_without_the_server_libraries():
     program = ("import sys, local_bridge.protocol, local_bridge.client\n"
                "print(sorted(m for m in ('flask', 'sqlalchemy', 'alembic', 'marshmallow', "

@@ -14,8 +14,8 @@ from typing import Callable
 import pytest
 
 from local_bridge import protocol as p
-from local_bridge.client import BusClient, ConnectionClosed, HandshakeError
-from support import ServerProcess
+from local_bridge.client import BusClient, HandshakeError
+from support import LateSocket, non_daemon_threads
 
 CONNECTED = p.text_frame({"type": "connected", "client_id": "c" * 32, "seq": 0, "epoch": "e",
                           "heartbeat_interval": 30, "protocol": 1})
@@ -82,23 +82,6 @@ def fake_bus():
         bus.close()
 
 
-class LateSocket(socket.socket):
-    """A socket whose first read starts 200 ms late: whatever the server sent by then (the
-    101 and the first frames) arrives in that one read."""
-
-    first_read = True
-
-    def recv(self, *args):
-        if self.first_read:
-            self.first_read = False
-            time.sleep(0.2)
-        return super().recv(*args)
-
-
-def non_daemon_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if not t.daemon}
-
-
 # ---------------------------------------------------------------------- the handshake
 
 def test_a_frame_in_the_same_packet_as_the_101_is_read_at_once(fake_bus):
@@ -136,6 +119,7 @@ def test_no_connected_message_is_a_timeout_that_leaves_nothing_behind(fake_bus):
     assert non_daemon_threads() <= before
 
 
+@pytest.mark.e2e  # a process of its own
 def test_a_process_whose_connect_times_out_exits(fake_bus):
     bus = fake_bus(lambda key: [switching_protocols(key)])
     program = ("from local_bridge.client import BusClient\n"
@@ -181,49 +165,3 @@ def test_a_refused_tcp_connection_raises_at_once():
         port = unused.getsockname()[1]
     with pytest.raises(ConnectionRefusedError):
         BusClient(f"ws://127.0.0.1:{port}/ws", timeout=3)
-
-
-# ---------------------------------------------------------------------- against the server
-
-def test_register_subscribe_and_receive_an_event(server: ServerProcess):
-    before = non_daemon_threads()
-    with BusClient(server.ws_url) as client:
-        assert non_daemon_threads() <= before, "the reader thread would keep the process alive"
-        assert client.register("script", "client test")["client_name"] == "client test"
-        assert client.subscribe(["jobs"])["channels"] == ["jobs"]
-        seq = server.publish("job_progress", {"job_id": "c-1", "progress": 10, "stage": "s"},
-                             channel="jobs")["seq"]
-        event = next(e for e in client.events() if e.get("seq") == seq)
-        assert (event["type"], event["job_id"], event["progress"]) == ("job_progress", "c-1", 10)
-
-
-def test_a_late_first_read_against_the_server(server: ServerProcess, monkeypatch):
-    monkeypatch.setattr(socket, "socket", LateSocket)
-    with BusClient(server.ws_url, timeout=5) as client:
-        assert client.hello["type"] == "connected"
-
-
-def test_a_server_side_close_ends_events_with_its_code(server: ServerProcess):
-    with BusClient(server.ws_url) as client:
-        client.register("script", "to be disconnected")
-        disconnect = server.post(f"/api/websocket/disconnect/{client.client_id}", json={})
-        assert disconnect.status_code == 200, disconnect.text
-        assert [e for e in client.events() if e["type"] != "heartbeat"] == []
-        assert client.close_code == 4009
-        with pytest.raises(ConnectionClosed):
-            client.subscribe(["jobs"])
-
-
-def test_close_leaves_the_server_and_no_thread(server: ServerProcess):
-    before = non_daemon_threads()
-    client = BusClient(server.ws_url)
-    client.register("script", "closing client")
-    client.close()
-    client.close()  # twice is harmless
-    assert client.close_code == 1000
-    assert non_daemon_threads() <= before
-    deadline = time.monotonic() + 10
-    while any(c["client_id"] == client.client_id
-              for c in server.get("/api/websocket/clients?limit=500").json()["items"]):
-        assert time.monotonic() < deadline, "the server still lists the closed client"
-        time.sleep(0.05)

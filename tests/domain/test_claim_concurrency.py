@@ -1,12 +1,11 @@
-"""Two workers claiming at once never get the same job: SQLite and PostgreSQL, threads and
-processes."""
+"""Two workers claiming at once never get the same job: SQLite and PostgreSQL, threads (two
+server processes: tests/e2e/test_claim_processes_e2e.py)."""
 from __future__ import annotations
 
 import threading
 from collections import Counter
 
 import pytest
-import requests
 from sqlalchemy import select
 
 from local_bridge import migrate
@@ -16,7 +15,6 @@ from local_bridge.domain import Domain
 from local_bridge.domain.models import Job
 from local_bridge.publisher import Publisher
 from pg import FreshDatabase
-from support import ServerProcess
 
 JOBS = 60
 WORKERS = 6
@@ -109,34 +107,3 @@ def test_decisions_racing_on_one_job_let_exactly_one_win(database):
     winner = next(o for o in outcomes if o != "Conflict")
     assert domain.jobs.get(job["id"])["status"] == ("completed" if winner == "complete" else "failed")
     domain.close()
-
-
-def test_two_server_processes_claiming_over_http(tmp_path):
-    """Two real servers on one SQLite file, each with its own workers."""
-    url = f"sqlite:///{tmp_path}/shared.db"
-    servers = [ServerProcess({"DATABASE_URL": url}).start() for _ in range(2)]
-    try:
-        for i in range(40):
-            assert servers[i % 2].post("/api/jobs", json={"kind": "k"}).status_code == 201
-        claimed: list[str] = []
-        lock = threading.Lock()
-
-        def work(server: ServerProcess, name: str) -> None:
-            session = requests.Session()
-            while True:
-                response = session.post(server.http + "/api/jobs/claim", json={"worker": name}, timeout=30)
-                if response.status_code == 204:
-                    return
-                assert response.status_code == 200, response.text
-                with lock:
-                    claimed.append(response.json()["id"])
-
-        threads = [threading.Thread(target=work, args=(servers[i % 2], f"w{i}")) for i in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
-        assert len(claimed) == 40 and len(set(claimed)) == 40
-    finally:
-        for server in servers:
-            server.stop()

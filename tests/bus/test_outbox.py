@@ -180,6 +180,7 @@ def test_wait_closed_times_out_while_the_socket_is_stalled(sock, make_outbox):
     assert sock.calls == [b"a", b"BYE"]
 
 
+@pytest.mark.e2e  # a process of its own
 def test_under_gevent_the_outbox_takes_the_os_lock():
     """gevent's patched Lock is Python code on the hot path; the outbox never switches greenlets
     while holding its lock, so it uses the OS lock gevent replaced."""
@@ -282,6 +283,7 @@ def test_an_idle_writer_retires_and_a_new_one_starts_for_new_work(sock, make_out
     assert sock.calls == [b"a", b"b", b"BYE"]
 
 
+@pytest.mark.e2e  # a process of its own
 def test_under_gevent_a_writer_starts_from_the_event_loop_without_waiting():
     """The loop reader answers pings from the event loop's own greenlet, where nothing may
     wait: starting a writer there must not block (threading.Thread.start would)."""

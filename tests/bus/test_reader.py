@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import textwrap
 
+import pytest
+
 from support import run_under_gevent
+
+pytestmark = pytest.mark.e2e  # each test runs a gevent-patched process of its own
 
 PRELUDE = textwrap.dedent("""
     import socket, threading

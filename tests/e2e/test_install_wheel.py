@@ -18,7 +18,7 @@ import requests
 from local_bridge import migrate
 from support import STARTUP_TIMEOUT, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 INSTALL_TIMEOUT = 600  # seconds for one pip step: a cold cache downloads every dependency
 NOT_SOURCE = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__",
                                     ".pytest_cache", "instance", "*.pyc")

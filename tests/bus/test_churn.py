@@ -125,6 +125,7 @@ PROGRAM = textwrap.dedent("""
 """)
 
 
+@pytest.mark.e2e  # processes of their own
 @pytest.mark.parametrize("mode", ["green", "threads"])
 def test_closed_connections_are_freed_without_the_cyclic_collector(tmp_path, mode):
     args = [f"sqlite:///{tmp_path}/churn.db", str(CONNECTIONS), mode]
