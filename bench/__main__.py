@@ -1,4 +1,5 @@
 """``python -m bench``: the benchmark against peer buses (``scripts/bench`` runs it)."""
+
 import sys
 
 from bench.cli import main

@@ -1,14 +1,20 @@
 """The Redis scenario's cases: which measurements it makes, in the order they alternate."""
+
 from __future__ import annotations
 
 from bench.servers import LABELS
 
 # (target, followers, capped) of each Redis-scenario measurement, in the order they alternate;
 # capped: each server process in a cgroup of its own allowed --redis-server-cpu cores
-REDIS_CASES = (("local_bridge", None, False), ("local_bridge-redis", None, False),
-               ("local_bridge-redis-x2", None, False), ("local_bridge-redis", None, True),
-               ("local_bridge-redis-x2", None, True), ("local_bridge-redis-x2", "steady", False),
-               ("local_bridge-redis-x2", "resuming", False))
+REDIS_CASES = (
+    ("local_bridge", None, False),
+    ("local_bridge-redis", None, False),
+    ("local_bridge-redis-x2", None, False),
+    ("local_bridge-redis", None, True),
+    ("local_bridge-redis-x2", None, True),
+    ("local_bridge-redis-x2", "steady", False),
+    ("local_bridge-redis-x2", "resuming", False),
+)
 
 
 def redis_cases(opts) -> list[tuple[str, str | None, float | None]]:
@@ -22,4 +28,3 @@ def case_label(target: str, followers: str | None, cap: float | None) -> str:
     if cap:
         label += f", capped at {cap:g} cores" + (" each" if target.endswith("-x2") else "")
     return label + (f" + {followers} followers" if followers else "")
-

@@ -1,6 +1,7 @@
 """CPU caps: a server process in a cgroup of its own allowed a number of cores (cgroup v1
 ``cpu.cfs_quota_us`` or v2 ``cpu.max``; needs a writable cpu controller, i.e. root). The groups
 are made under ``local_bridge_bench-<pid>`` and removed on every way out."""
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,9 @@ def cgroup_cpu_base() -> tuple[str, Path] | str:
     try:
         controllers = (v2 / "cgroup.controllers").read_text().split()
     except OSError:
-        return "no cgroup cpu controller (neither /sys/fs/cgroup/cpu nor a cgroup v2 /sys/fs/cgroup)"
+        return (
+            "no cgroup cpu controller (neither /sys/fs/cgroup/cpu nor a cgroup v2 /sys/fs/cgroup)"
+        )
     if "cpu" not in controllers:
         return f"the cgroup v2 hierarchy /sys/fs/cgroup offers no cpu controller ({' '.join(controllers)})"
     return "v2", v2
@@ -52,8 +55,11 @@ def cgroup_setup() -> str | None:
         if kind == "v2":
             (parent / "cgroup.subtree_control").write_text("+cpu")
         probe = cgroup_new(0.1)
-        proc = spawn([sys.executable, "-c", "import time; time.sleep(30)"], cgroup=probe,
-                     stdin=subprocess.DEVNULL)
+        proc = spawn(
+            [sys.executable, "-c", "import time; time.sleep(30)"],
+            cgroup=probe,
+            stdin=subprocess.DEVNULL,
+        )
         try:
             where = cgroup_of(proc.pid)
         finally:
@@ -143,7 +149,7 @@ def remove_cgroups() -> None:
 def remove_stale_cgroups(base: Path) -> None:
     """Remove the empty groups of earlier runs that died without cleaning up (SIGKILL)."""
     for parent in base.glob(CGROUP_PREFIX + "*"):
-        pid = parent.name[len(CGROUP_PREFIX):]
+        pid = parent.name[len(CGROUP_PREFIX) :]
         if not pid.isdigit() or Path(f"/proc/{pid}").exists():
             continue
         for path in [*parent.glob("server-*"), parent]:
@@ -160,6 +166,7 @@ def capped_use(cap: float, cpu_each: list[float], window: float, before: list, a
     for a, b in zip(before, after):
         periods = b[0] - a[0] if a and b else 0
         throttled.append(round((b[1] - a[1]) / periods, 3) if periods > 0 else None)
-    return {"quota_use": [round(c / (cap * window), 3) if window > 0 else None for c in cpu_each],
-            "throttled_share": throttled}
-
+    return {
+        "quota_use": [round(c / (cap * window), 3) if window > 0 else None for c in cpu_each],
+        "throttled_share": throttled,
+    }

@@ -14,6 +14,7 @@ What one measurement does: ``bench.measure``; the order of the run: ``bench.scen
 report (the generated part of ``docs/benchmarks.md`` and ``docs/benchmarks.png``):
 ``bench.report``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,11 @@ from bench.servers import ALL_TARGETS, BASELINE, EXTRA_TARGETS, REDIS_TARGETS, R
 
 
 def parse_args(argv: list[str]):
-    p = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_matrix_args(p)
     add_slow_client_args(p)
     add_redis_args(p)
@@ -56,22 +60,51 @@ def parse_args(argv: list[str]):
 
 def add_matrix_args(p: argparse.ArgumentParser) -> None:
     """The main matrix: targets, N, rounds and the two phases of a measurement."""
-    p.add_argument("--n", default="100,1000,5000", help="subscriber counts, comma-separated [%(default)s]")
-    p.add_argument("--targets", default=",".join(ALL_TARGETS),
-                   help=f"comma-separated, from {', '.join(ALL_TARGETS + EXTRA_TARGETS + REDIS_TARGETS)} [%(default)s]")
-    p.add_argument("--rounds", type=int, default=2, help="rounds per N (targets alternate) [%(default)s]")
+    p.add_argument(
+        "--n", default="100,1000,5000", help="subscriber counts, comma-separated [%(default)s]"
+    )
+    p.add_argument(
+        "--targets",
+        default=",".join(ALL_TARGETS),
+        help=f"comma-separated, from {', '.join(ALL_TARGETS + EXTRA_TARGETS + REDIS_TARGETS)} [%(default)s]",
+    )
+    p.add_argument(
+        "--rounds", type=int, default=2, help="rounds per N (targets alternate) [%(default)s]"
+    )
     p.add_argument("--duration", type=float, default=6.0, help="saturation seconds [%(default)s]")
-    p.add_argument("--latency-duration", type=float, default=3.0,
-                   help="seconds of publishing at --rate for latency [%(default)s]")
-    p.add_argument("--rate", type=float, default=20.0, help="events/s of the latency phase [%(default)s]")
-    p.add_argument("--publishers", type=int, default=4,
-                   help="concurrent keep-alive HTTP connections publishing at saturation [%(default)s]")
-    p.add_argument("--loadgen-procs", type=int, default=0,
-                   help="client processes (0: 1 up to N=1000, else 2) [%(default)s]")
-    p.add_argument("--samplers", type=int, default=200, help="latency-sampling clients [%(default)s]")
-    p.add_argument("--sat-decode-every", type=int, default=10,
-                   help="samplers decode every k-th event at saturation [%(default)s]")
-    p.add_argument("--concurrency", type=int, default=64, help="handshakes in flight per client process")
+    p.add_argument(
+        "--latency-duration",
+        type=float,
+        default=3.0,
+        help="seconds of publishing at --rate for latency [%(default)s]",
+    )
+    p.add_argument(
+        "--rate", type=float, default=20.0, help="events/s of the latency phase [%(default)s]"
+    )
+    p.add_argument(
+        "--publishers",
+        type=int,
+        default=4,
+        help="concurrent keep-alive HTTP connections publishing at saturation [%(default)s]",
+    )
+    p.add_argument(
+        "--loadgen-procs",
+        type=int,
+        default=0,
+        help="client processes (0: 1 up to N=1000, else 2) [%(default)s]",
+    )
+    p.add_argument(
+        "--samplers", type=int, default=200, help="latency-sampling clients [%(default)s]"
+    )
+    p.add_argument(
+        "--sat-decode-every",
+        type=int,
+        default=10,
+        help="samplers decode every k-th event at saturation [%(default)s]",
+    )
+    p.add_argument(
+        "--concurrency", type=int, default=64, help="handshakes in flight per client process"
+    )
     p.add_argument("--connect-timeout", type=float, default=120.0)
     p.add_argument("--settle", type=float, default=1.0, help="seconds idle before reading RSS")
     p.add_argument("--drain-quiet", type=float, default=2.0)
@@ -79,72 +112,136 @@ def add_matrix_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_slow_client_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--slow-client-n", type=int, default=1000, help="N of the slow-client scenario (0: skip)")
+    p.add_argument(
+        "--slow-client-n", type=int, default=1000, help="N of the slow-client scenario (0: skip)"
+    )
     p.add_argument("--slow-rounds", type=int, default=1)
     p.add_argument("--slow-max-queue", type=int, default=1000)
-    p.add_argument("--slow-pad", type=int, default=0,
-                   help="extra characters in each event of the slow-client runs, so that kernel "
-                        "buffers hold fewer events and the queue overflows sooner [%(default)s]")
-    p.add_argument("--slow-heartbeat", type=float, default=0.0,
-                   help="LOCAL_BRIDGE_HEARTBEAT_INTERVAL of the slow-client runs (0: the default "
-                        "30 s, whose liveness check drops a client silent for 60 s: raise it when "
-                        "the queue would take longer than that to overflow) [%(default)s]")
-    p.add_argument("--slow-duration", type=float, default=30.0,
-                   help="saturation seconds of the slow-client runs (the stalled client must fall "
-                        "MAX_QUEUE events behind) [%(default)s]")
+    p.add_argument(
+        "--slow-pad",
+        type=int,
+        default=0,
+        help="extra characters in each event of the slow-client runs, so that kernel "
+        "buffers hold fewer events and the queue overflows sooner [%(default)s]",
+    )
+    p.add_argument(
+        "--slow-heartbeat",
+        type=float,
+        default=0.0,
+        help="LOCAL_BRIDGE_HEARTBEAT_INTERVAL of the slow-client runs (0: the default "
+        "30 s, whose liveness check drops a client silent for 60 s: raise it when "
+        "the queue would take longer than that to overflow) [%(default)s]",
+    )
+    p.add_argument(
+        "--slow-duration",
+        type=float,
+        default=30.0,
+        help="saturation seconds of the slow-client runs (the stalled client must fall "
+        "MAX_QUEUE events behind) [%(default)s]",
+    )
 
 
 def add_redis_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--redis-n", default="1000,5000",
-                   help="subscriber counts of the Redis scenario, comma-separated ('' to skip) "
-                        "[%(default)s]")
-    p.add_argument("--redis-url", default=os.environ.get("LOCAL_BRIDGE_TEST_REDIS_URL")
-                   or "redis://127.0.0.1:6379/0",
-                   help="Redis of the Redis scenario; every key is under a prefix of its own and "
-                        "deleted afterwards [$LOCAL_BRIDGE_TEST_REDIS_URL or %(default)s]")
+    p.add_argument(
+        "--redis-n",
+        default="1000,5000",
+        help="subscriber counts of the Redis scenario, comma-separated ('' to skip) [%(default)s]",
+    )
+    p.add_argument(
+        "--redis-url",
+        default=os.environ.get("LOCAL_BRIDGE_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0",
+        help="Redis of the Redis scenario; every key is under a prefix of its own and "
+        "deleted afterwards [$LOCAL_BRIDGE_TEST_REDIS_URL or %(default)s]",
+    )
     p.add_argument("--redis-rounds", type=int, default=2)
-    p.add_argument("--redis-server-cpu", type=float, default=0.4, metavar="CORES",
-                   help="the Redis scenario's capped cases: one and two processes with each "
-                        "server process (master and worker) in a cgroup of its own allowed this "
-                        "many cores (a CFS quota), so the servers leave cores to the clients; the "
-                        "≥ 1.5× target is judged on them. Needs a writable cgroup cpu controller "
-                        "(v1 or v2, i.e. root), else they are skipped with a note (0: skip) "
-                        "[%(default)s]")
-    p.add_argument("--followers", type=int, default=10,
-                   help="steady or resuming followers in the Redis scenario's resume runs [%(default)s]")
-    p.add_argument("--follow-live", type=float, default=0.5,
-                   help="seconds a resuming follower stays connected per visit [%(default)s]")
-    p.add_argument("--follow-away", type=float, default=0.2,
-                   help="seconds a resuming follower stays away between visits [%(default)s]")
+    p.add_argument(
+        "--redis-server-cpu",
+        type=float,
+        default=0.4,
+        metavar="CORES",
+        help="the Redis scenario's capped cases: one and two processes with each "
+        "server process (master and worker) in a cgroup of its own allowed this "
+        "many cores (a CFS quota), so the servers leave cores to the clients; the "
+        "≥ 1.5× target is judged on them. Needs a writable cgroup cpu controller "
+        "(v1 or v2, i.e. root), else they are skipped with a note (0: skip) "
+        "[%(default)s]",
+    )
+    p.add_argument(
+        "--followers",
+        type=int,
+        default=10,
+        help="steady or resuming followers in the Redis scenario's resume runs [%(default)s]",
+    )
+    p.add_argument(
+        "--follow-live",
+        type=float,
+        default=0.5,
+        help="seconds a resuming follower stays connected per visit [%(default)s]",
+    )
+    p.add_argument(
+        "--follow-away",
+        type=float,
+        default=0.2,
+        help="seconds a resuming follower stays away between visits [%(default)s]",
+    )
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
     """Where the report goes, how long the run may take, how it waits for a quiet machine."""
-    p.add_argument("--baseline-tree", default="",
-                   help="a checkout of local_bridge (e.g. made by `git worktree add`) measured as "
-                        "target local_bridge-baseline, beside this tree's local_bridge")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: N=100, 1 round, short phases, slow client at N=100; "
-                        "writes to a temporary file unless --output is given")
+    p.add_argument(
+        "--baseline-tree",
+        default="",
+        help="a checkout of local_bridge (e.g. made by `git worktree add`) measured as "
+        "target local_bridge-baseline, beside this tree's local_bridge",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: N=100, 1 round, short phases, slow client at N=100; "
+        "writes to a temporary file unless --output is given",
+    )
     p.add_argument("--output", help="markdown file to update [docs/benchmarks.md]")
     p.add_argument("--plot", help="PNG to write [docs/benchmarks.png, next to --output]")
     p.add_argument("--json", help="also write every measurement as JSON here")
-    p.add_argument("--plot-only", metavar="JSON",
-                   help="only redraw --plot from the measurements a run saved with --json")
+    p.add_argument(
+        "--plot-only",
+        metavar="JSON",
+        help="only redraw --plot from the measurements a run saved with --json",
+    )
     p.add_argument("--deadline", type=float, default=1800.0, help="global time limit, seconds")
-    p.add_argument("--retries", type=int, default=1, choices=(0, 1),
-                   help="measure again once when a measurement failed (e.g. its server was killed)")
-    p.add_argument("--max-load", type=float, default=3.0, help="wait while the 1-min load is above this")
-    p.add_argument("--max-wait", type=float, default=600.0, help="longest wait for a quiet machine, seconds")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        choices=(0, 1),
+        help="measure again once when a measurement failed (e.g. its server was killed)",
+    )
+    p.add_argument(
+        "--max-load", type=float, default=3.0, help="wait while the 1-min load is above this"
+    )
+    p.add_argument(
+        "--max-wait", type=float, default=600.0, help="longest wait for a quiet machine, seconds"
+    )
     p.add_argument("--no-wait", action="store_true", help="do not wait for a quiet machine")
-    p.add_argument("--case-wait", type=float, default=30.0,
-                   help="before each measurement, wait up to this many seconds while another "
-                        "measurement (capacity.py, another bench) runs [%(default)s]")
-    p.add_argument("--case-wait-total", type=float, default=120.0,
-                   help="at most this many seconds of such waits in one run [%(default)s]")
-    p.add_argument("--profile", action="store_true",
-                   help="py-spy the server during each saturation phase (skews the numbers: "
-                        "diagnosis only; writes to a temporary file unless --output is given)")
+    p.add_argument(
+        "--case-wait",
+        type=float,
+        default=30.0,
+        help="before each measurement, wait up to this many seconds while another "
+        "measurement (capacity.py, another bench) runs [%(default)s]",
+    )
+    p.add_argument(
+        "--case-wait-total",
+        type=float,
+        default=120.0,
+        help="at most this many seconds of such waits in one run [%(default)s]",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the server during each saturation phase (skews the numbers: "
+        "diagnosis only; writes to a temporary file unless --output is given)",
+    )
 
 
 def apply_quick(opts, given: set[str]) -> None:
@@ -183,8 +280,11 @@ def check_args(p: argparse.ArgumentParser, opts) -> None:
     if "local_bridge-baseline" in opts.target_list and not BASELINE["tree"]:
         p.error("target local_bridge-baseline needs --baseline-tree")
     if opts.output is None:
-        opts.output = str(Path(tempfile.gettempdir()) / "bench-quick.md") if (opts.quick or opts.profile) \
+        opts.output = (
+            str(Path(tempfile.gettempdir()) / "bench-quick.md")
+            if (opts.quick or opts.profile)
             else str(ROOT / "docs" / "benchmarks.md")
+        )
     if opts.plot is None:
         opts.plot = str(Path(opts.output).with_suffix(".png"))
 
@@ -244,8 +344,9 @@ def measure_all(results: list[dict], opts, workdir: Path) -> tuple[dict, float]:
     return seen, started_at
 
 
-def write_report(results: list[dict], opts, info: dict, seen: dict, command: str,
-                 elapsed: float) -> None:
+def write_report(
+    results: list[dict], opts, info: dict, seen: dict, command: str, elapsed: float
+) -> None:
     from bench.plot import plot
 
     section = render(results, opts.target_list, opts.ns, opts, info, seen, command, elapsed)
@@ -266,7 +367,11 @@ def plot_only(opts) -> int:
     """--plot-only: redraw the picture from a run's --json."""
     from bench.plot import plot
 
-    plot(main_matrix(json.loads(Path(opts.plot_only).read_text())), opts.target_list, opts.ns,
-         Path(opts.plot))
+    plot(
+        main_matrix(json.loads(Path(opts.plot_only).read_text())),
+        opts.target_list,
+        opts.ns,
+        Path(opts.plot),
+    )
     log(f"wrote {opts.plot}")
     return 0

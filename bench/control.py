@@ -1,4 +1,5 @@
 """The run's clock and voice: one global deadline every loop checks, and the log."""
+
 from __future__ import annotations
 
 import sys

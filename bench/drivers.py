@@ -1,4 +1,5 @@
 """The load generators' processes (``python -m bench.loadgen``), as the measurement drives them."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,17 @@ class Loadgen:
 
     def __init__(self, server: Server, index: int, deadline: float):
         self.index = index
-        self.proc = _start(["clients", "--port", str(server.port), "--proto", server.proto,
-                            "--deadline", str(deadline)])
+        self.proc = _start(
+            [
+                "clients",
+                "--port",
+                str(server.port),
+                "--proto",
+                server.proto,
+                "--deadline",
+                str(deadline),
+            ]
+        )
         self.reader = LineReader(self.proc, f"loadgen {index}")
 
     def send(self, cmd: dict) -> None:
@@ -50,10 +60,23 @@ class Followers:
 
     def __init__(self, servers: list[Server], kind: str, opts, deadline: float):
         self.kind = kind
-        self.proc = _start(["followers", "--ports", ",".join(str(s.port) for s in servers),
-                            "--clients", str(opts.followers), "--kind", kind,
-                            "--live", str(opts.follow_live), "--away", str(opts.follow_away),
-                            "--deadline", str(deadline)])
+        self.proc = _start(
+            [
+                "followers",
+                "--ports",
+                ",".join(str(s.port) for s in servers),
+                "--clients",
+                str(opts.followers),
+                "--kind",
+                kind,
+                "--live",
+                str(opts.follow_live),
+                "--away",
+                str(opts.follow_away),
+                "--deadline",
+                str(deadline),
+            ]
+        )
         self.reader = LineReader(self.proc, f"followers ({kind})")
         started = self.reader.read(60)
         if started.get("event") != "started" or started.get("subscribed") != opts.followers:
@@ -72,12 +95,34 @@ class Followers:
         terminate(self.proc, grace=2.0)
 
 
-def run_publisher(port: int | str, conns: int, duration: float, rate: float, deadline: float,
-                  on_started=None, pad: int = 0) -> dict:
+def run_publisher(
+    port: int | str,
+    conns: int,
+    duration: float,
+    rate: float,
+    deadline: float,
+    on_started=None,
+    pad: int = 0,
+) -> dict:
     """One ``publish`` process from start to result; ``on_started`` runs once it is connected."""
-    proc = _start(["publish", "--port", str(port), "--conns", str(conns),
-                   "--duration", str(duration), "--rate", str(rate),
-                   "--deadline", str(deadline), "--pad", str(pad)], stdin=subprocess.DEVNULL)
+    proc = _start(
+        [
+            "publish",
+            "--port",
+            str(port),
+            "--conns",
+            str(conns),
+            "--duration",
+            str(duration),
+            "--rate",
+            str(rate),
+            "--deadline",
+            str(deadline),
+            "--pad",
+            str(pad),
+        ],
+        stdin=subprocess.DEVNULL,
+    )
     try:
         reader = LineReader(proc, "publisher")
         first = reader.read(30)

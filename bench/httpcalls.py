@@ -1,4 +1,5 @@
 """One HTTP request on a fresh connection to a server under test (127.0.0.1)."""
+
 from __future__ import annotations
 
 import http.client
@@ -11,8 +12,8 @@ from bench.wsclient import HOST
 
 class Answer(NamedTuple):
     status: int | None  # None: no answer (``error`` says why)
-    body: Any           # the JSON body, decoded; None when there is none or it is not JSON
-    elapsed: float      # seconds from the request to the whole answer (or the error)
+    body: Any  # the JSON body, decoded; None when there is none or it is not JSON
+    elapsed: float  # seconds from the request to the whole answer (or the error)
     error: str | None
 
 

@@ -1,5 +1,6 @@
 """The machine: whether it is quiet enough to measure on (no other measurement running, CPU
 idle), how busy it was during a measurement, and what it is (cores, versions, commit)."""
+
 from __future__ import annotations
 
 import os
@@ -119,11 +120,21 @@ def wait_for_quiet(max_load: float, max_wait: float, every: float = 30.0) -> dic
         if (load[0] <= max_load or busy <= 0.15) and not others:
             return {"load": load, "cpu_busy": busy, "waited_s": waited, "busy": False}
         if time.monotonic() + every > end:
-            log(f"machine still busy after {waited:.0f} s (load {load[0]:.1f}, CPU {busy:.0%} busy, "
-                f"others: {others}); measuring anyway")
-            return {"load": load, "cpu_busy": busy, "waited_s": waited, "busy": True, "others": others}
-        log(f"machine busy (load {load[0]:.1f}, CPU {busy:.0%} busy, others: {others or 'none'}): "
-            f"waiting {every:.0f} s")
+            log(
+                f"machine still busy after {waited:.0f} s (load {load[0]:.1f}, CPU {busy:.0%} busy, "
+                f"others: {others}); measuring anyway"
+            )
+            return {
+                "load": load,
+                "cpu_busy": busy,
+                "waited_s": waited,
+                "busy": True,
+                "others": others,
+            }
+        log(
+            f"machine busy (load {load[0]:.1f}, CPU {busy:.0%} busy, others: {others or 'none'}): "
+            f"waiting {every:.0f} s"
+        )
         t = time.monotonic()
         while time.monotonic() - t < every:
             check_deadline()
@@ -134,14 +145,29 @@ def wait_for_quiet(max_load: float, max_wait: float, every: float = 30.0) -> dic
 def machine_info() -> dict:
     """Cores, memory, kernel, Python, the versions of the servers' packages, and the last
     commit touching local_bridge/ (with a mark when the tree has uncommitted changes)."""
-    return {"cpus": os.cpu_count(), "cpu_model": _proc_field("/proc/cpuinfo", "model name") or "?",
-            "mem_mib": int((_proc_field("/proc/meminfo", "MemTotal") or "0").split()[0]) // 1024,
-            "lb_commit": _lb_commit(), "python": platform.python_version(),
-            "kernel": platform.release(), "versions": versions(VERSIONS)}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": _proc_field("/proc/cpuinfo", "model name") or "?",
+        "mem_mib": int((_proc_field("/proc/meminfo", "MemTotal") or "0").split()[0]) // 1024,
+        "lb_commit": _lb_commit(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "versions": versions(VERSIONS),
+    }
 
 
-VERSIONS = ("local-bridge", "flask", "flask-sock", "simple-websocket", "gunicorn", "gevent",
-            "websockets", "flask-socketio", "python-socketio", "python-engineio")
+VERSIONS = (
+    "local-bridge",
+    "flask",
+    "flask-sock",
+    "simple-websocket",
+    "gunicorn",
+    "gevent",
+    "websockets",
+    "flask-socketio",
+    "python-socketio",
+    "python-engineio",
+)
 
 
 def versions(packages: tuple[str, ...]) -> dict[str, str | None]:
@@ -169,8 +195,13 @@ def _proc_field(path: str, key: str) -> str | None:
 
 def _lb_commit() -> str:
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(ROOT), *args, "--", "local_bridge"],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(ROOT), *args, "--", "local_bridge"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+
     try:
         commit, dirty = git("log", "-1", "--format=%h %ci"), git("status", "--porcelain")
     except (OSError, subprocess.SubprocessError):

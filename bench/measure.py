@@ -6,6 +6,7 @@ process); read the server's RSS before and after; publish at a fixed rate for a 
 ``--duration`` seconds (saturation: deliveries counted at the clients, CPU from /proc); wait for
 the stragglers; stop everything.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,7 +26,9 @@ from bench.servers import REDIS_TARGETS, Server
 from bench.stats import merge_counts, ms, pct
 
 
-def server_cpu_split(servers: list[Server], before: tuple[float, float] | None = None) -> tuple[float, float]:
+def server_cpu_split(
+    servers: list[Server], before: tuple[float, float] | None = None
+) -> tuple[float, float]:
     """(user, system) CPU seconds of the servers' processes (minus ``before``)."""
     user = system = 0.0
     for pid in (pid for server in servers for pid in server.pids()):
@@ -37,9 +40,16 @@ def server_cpu_split(servers: list[Server], before: tuple[float, float] | None =
     return user, system
 
 
-def measure(target: str, n: int, opts, workdir: Path, stall: bool = False,
-            max_queue: int | None = None, followers: str | None = None,
-            cpu_cap: float | None = None) -> dict:
+def measure(
+    target: str,
+    n: int,
+    opts,
+    workdir: Path,
+    stall: bool = False,
+    max_queue: int | None = None,
+    followers: str | None = None,
+    cpu_cap: float | None = None,
+) -> dict:
     """One measurement's figures (with ``error`` when it failed). ``stall``: one client stops
     reading (the slow-client scenario); ``followers``: a ``followers`` process of that kind runs
     through both phases (the Redis scenario); ``cpu_cap``: each server process capped at that
@@ -50,8 +60,17 @@ def measure(target: str, n: int, opts, workdir: Path, stall: bool = False,
 class Measurement:
     """The state of one :func:`measure`; its phases are methods, in the order they run."""
 
-    def __init__(self, target: str, n: int, opts, workdir: Path, stall: bool,
-                 max_queue: int | None, followers: str | None, cpu_cap: float | None):
+    def __init__(
+        self,
+        target: str,
+        n: int,
+        opts,
+        workdir: Path,
+        stall: bool,
+        max_queue: int | None,
+        followers: str | None,
+        cpu_cap: float | None,
+    ):
         self.target, self.n, self.opts, self.workdir = target, n, opts, workdir
         self.stall, self.followers, self.cpu_cap = stall, followers, cpu_cap
         self.r: dict[str, Any] = {"target": target, "n": n, "stall": stall, "t": time.time()}
@@ -63,10 +82,20 @@ class Measurement:
         self.redis_url = opts.redis_url if target in REDIS_TARGETS else None
         self.prefix = f"bench-{os.getpid()}-{int(time.time() * 1000)}:" if self.redis_url else None
         heartbeat = opts.slow_heartbeat if self.slow and opts.slow_heartbeat else None
-        self.servers = [Server(target, n, workdir, max_queue=max_queue, heartbeat=heartbeat,
-                               redis_url=self.redis_url, redis_prefix=self.prefix, index=i,
-                               cpu_cap=cpu_cap)
-                        for i in range(2 if target.endswith("-x2") else 1)]
+        self.servers = [
+            Server(
+                target,
+                n,
+                workdir,
+                max_queue=max_queue,
+                heartbeat=heartbeat,
+                redis_url=self.redis_url,
+                redis_prefix=self.prefix,
+                index=i,
+                cpu_cap=cpu_cap,
+            )
+            for i in range(2 if target.endswith("-x2") else 1)
+        ]
         self.pad = opts.slow_pad if self.slow else 0
         self.lgs: list[Loadgen] = []
         self.fol: Followers | None = None
@@ -125,8 +154,12 @@ class Measurement:
         self.workers = [s.worker_pid() for s in self.servers]
         for s in self.servers:
             for _ in range(3):
-                http_call(s.http_port, "POST", "/api/websocket/broadcast",
-                          {"type": "bench.event", "channel": "jobs", "data": {"t": time.time()}})
+                http_call(
+                    s.http_port,
+                    "POST",
+                    "/api/websocket/broadcast",
+                    {"type": "bench.event", "channel": "jobs", "data": {"t": time.time()}},
+                )
         time.sleep(0.5)
 
     def worker_rss(self) -> int:
@@ -138,27 +171,44 @@ class Measurement:
         opts, n, r = self.opts, self.n, self.r
         rss0 = self.worker_rss()
         threads0 = threads_of(self.workers[0])
-        self.lgs = [Loadgen(self.servers[i % len(self.servers)], i, self.lg_deadline)
-                    for i in range(self.procs)]
+        self.lgs = [
+            Loadgen(self.servers[i % len(self.servers)], i, self.lg_deadline)
+            for i in range(self.procs)
+        ]
         shares = [n // self.procs + (1 if i < n % self.procs else 0) for i in range(self.procs)]
         sample = max(1, opts.samplers // self.procs)
         t0 = time.monotonic()
         for lg, share in zip(self.lgs, shares):
-            lg.send({"cmd": "connect", "n": share, "concurrency": opts.concurrency,
-                     "timeout": opts.connect_timeout, "sample": sample,
-                     "small_rcvbuf": [0] if (self.stall and lg.index == 0) else []})
+            lg.send(
+                {
+                    "cmd": "connect",
+                    "n": share,
+                    "concurrency": opts.concurrency,
+                    "timeout": opts.connect_timeout,
+                    "sample": sample,
+                    "small_rcvbuf": [0] if (self.stall and lg.index == 0) else [],
+                }
+            )
         replies = [lg.reader.read(opts.connect_timeout + 30) for lg in self.lgs]
         r["connect_s"] = time.monotonic() - t0
         ready = sum(x["ok"] for x in replies)
         setup = sorted(v for x in replies for v in x["setup"])
-        r.update(ready=ready, connect_failures=merge_counts([x["failures"] for x in replies]),
-                 setup_p50_ms=ms(pct(setup, 50)), setup_p99_ms=ms(pct(setup, 99)),
-                 connect_rate=ready / r["connect_s"] if r["connect_s"] else None)
+        r.update(
+            ready=ready,
+            connect_failures=merge_counts([x["failures"] for x in replies]),
+            setup_p50_ms=ms(pct(setup, 50)),
+            setup_p99_ms=ms(pct(setup, 99)),
+            connect_rate=ready / r["connect_s"] if r["connect_s"] else None,
+        )
         time.sleep(opts.settle)
         rss1 = self.worker_rss()
-        r.update(rss_before_kib=rss0, rss_after_kib=rss1,
-                 rss_per_conn_kib=(rss1 - rss0) / ready if ready else None,
-                 threads_before=threads0, threads_after=threads_of(self.workers[0]))
+        r.update(
+            rss_before_kib=rss0,
+            rss_after_kib=rss1,
+            rss_per_conn_kib=(rss1 - rss0) / ready if ready else None,
+            threads_before=threads0,
+            threads_after=threads_of(self.workers[0]),
+        )
         if ready < n:
             log(f"{self.target} N={n}: only {ready} of {n} connected: {r['connect_failures']}")
         if self.stall:
@@ -170,8 +220,13 @@ class Measurement:
     def gather(self, latencies: bool = False) -> list[dict]:
         """Every client process's counters (and latency samples)."""
         for lg in self.lgs:
-            lg.send({"cmd": "stats", "latencies": latencies,
-                     "exclude": (self.exclude or {}).get(lg.index, [])})
+            lg.send(
+                {
+                    "cmd": "stats",
+                    "latencies": latencies,
+                    "exclude": (self.exclude or {}).get(lg.index, []),
+                }
+            )
         return [lg.reader.read(30) for lg in self.lgs]
 
     def drain(self, expected: int, quiet: float, limit: float) -> list[dict]:
@@ -203,16 +258,29 @@ class Measurement:
         """Publish at ``--rate`` on one connection; publish → receive latency."""
         opts = self.opts
         self.reset_clients(1)
-        pub = run_publisher(self.ports, 1, opts.latency_duration, opts.rate,
-                            opts.latency_duration + 30, pad=self.pad)
+        pub = run_publisher(
+            self.ports,
+            1,
+            opts.latency_duration,
+            opts.rate,
+            opts.latency_duration + 30,
+            pad=self.pad,
+        )
         expected = pub["ok"] * self.others
         self.drain(expected, quiet=1.5, limit=10)
         received, lat = self.received()
-        self.r.update(lat_events=pub["ok"], lat_rate=pub["rate"], lat_expected=expected,
-                      lat_received=received, lat_missing=expected - received,
-                      p50_ms=ms(pct(lat, 50)), p99_ms=ms(pct(lat, 99)),
-                      lat_max_ms=ms(max(lat) if lat else None),
-                      lat_samples=len(lat), lat_errors=pub["errors"])
+        self.r.update(
+            lat_events=pub["ok"],
+            lat_rate=pub["rate"],
+            lat_expected=expected,
+            lat_received=received,
+            lat_missing=expected - received,
+            p50_ms=ms(pct(lat, 50)),
+            p99_ms=ms(pct(lat, 99)),
+            lat_max_ms=ms(max(lat) if lat else None),
+            lat_samples=len(lat),
+            lat_errors=pub["errors"],
+        )
 
     def saturation_phase(self) -> None:
         """Publish as fast as ``--publishers`` connections allow; deliveries/s and CPU over
@@ -221,10 +289,19 @@ class Measurement:
         self.reset_clients(opts.sat_decode_every)
         self.window: dict[str, Any] = {}
         duration = opts.slow_duration if self.slow else opts.duration
-        self.watcher = StallWatcher(self.servers[0], self.r["ready"], self.lgs[0]) if self.stall else None
+        self.watcher = (
+            StallWatcher(self.servers[0], self.r["ready"], self.lgs[0]) if self.stall else None
+        )
         try:
-            pub = run_publisher(self.ports, opts.publishers, duration, 0, duration + 60,
-                                pad=self.pad, on_started=self.window_opens)
+            pub = run_publisher(
+                self.ports,
+                opts.publishers,
+                duration,
+                0,
+                duration + 60,
+                pad=self.pad,
+                on_started=self.window_opens,
+            )
         finally:
             if self.watcher:
                 self.watcher.stop()
@@ -234,16 +311,22 @@ class Measurement:
         drained_at = time.monotonic()
         received, lat = self.received()
         self.r.update(self.publisher_figures(pub))
-        self.r.update(sat_expected=expected, sat_received=received, sat_missing=expected - received,
-                      sat_p50_ms=ms(pct(lat, 50)), sat_p99_ms=ms(pct(lat, 99)),
-                      sat_min_per_client=min(s["min"] for s in stats),
-                      sat_max_per_client=max(s["max"] for s in stats),
-                      closes=merge_counts([s["closes"] for s in stats]),
-                      ready_after=sum(s["ready"] for s in stats),
-                      drain_s=drained_at - self.window["t_end"])
+        self.r.update(
+            sat_expected=expected,
+            sat_received=received,
+            sat_missing=expected - received,
+            sat_p50_ms=ms(pct(lat, 50)),
+            sat_p99_ms=ms(pct(lat, 99)),
+            sat_min_per_client=min(s["min"] for s in stats),
+            sat_max_per_client=max(s["max"] for s in stats),
+            closes=merge_counts([s["closes"] for s in stats]),
+            ready_after=sum(s["ready"] for s in stats),
+            drain_s=drained_at - self.window["t_end"],
+        )
         if self.r.get("worker_restarted"):  # a worker was replaced: its CPU is meaningless
-            self.r.update(cpu_server_s=None, cpu_server_split=None, cpu_per_server_s=None,
-                          quota_use=None)
+            self.r.update(
+                cpu_server_s=None, cpu_server_split=None, cpu_per_server_s=None, quota_use=None
+            )
 
     def window_opens(self) -> None:
         """The publisher is connected: the counters at the start of the saturation window."""
@@ -257,8 +340,9 @@ class Measurement:
         w["m0"] = cpu_times()  # the whole machine: Redis and foreign load included
         w["f0"] = self.fol.cpu() if self.fol else 0.0
         if self.opts.profile:
-            w["spy"] = pyspy.start(self.workers[0], self.opts.duration,
-                                   self.workdir / f"{self.target}-{self.n}.spy")
+            w["spy"] = pyspy.start(
+                self.workers[0], self.opts.duration, self.workdir / f"{self.target}-{self.n}.spy"
+            )
         if self.watcher:
             self.watcher.start()
 
@@ -271,9 +355,15 @@ class Measurement:
         r["cpu_window_s"] = time.monotonic() - w["t0"]
         r["machine_busy"] = round(busy_share(w["m0"], cpu_times()), 3)
         if self.cpu_cap:
-            r.update(cgroups.capped_use(self.cpu_cap, r["cpu_per_server_s"], r["cpu_window_s"],
-                                        w["thr0"], [cgroups.cgroup_throttling(s.cgroup)
-                                                    for s in servers]))
+            r.update(
+                cgroups.capped_use(
+                    self.cpu_cap,
+                    r["cpu_per_server_s"],
+                    r["cpu_window_s"],
+                    w["thr0"],
+                    [cgroups.cgroup_throttling(s.cgroup) for s in servers],
+                )
+            )
         if self.fol:
             r["cpu_followers_s"] = self.fol.cpu() - w["f0"]
         w["t_end"] = time.monotonic()
@@ -284,17 +374,30 @@ class Measurement:
         r["cpu_server_split"] = server_cpu_split(servers, w["c0_split"])
         if w.get("spy"):
             r["profile"] = pyspy.finish(*w["spy"])
-        r["deliveries_per_s"] = sum(((b["received"] - a["received"]) / (b["t"] - a["t"])
-                                     for a, b in zip(w["s0"], s1) if b["t"] > a["t"]), 0.0)
+        r["deliveries_per_s"] = sum(
+            (
+                (b["received"] - a["received"]) / (b["t"] - a["t"])
+                for a, b in zip(w["s0"], s1)
+                if b["t"] > a["t"]
+            ),
+            0.0,
+        )
         r["cpu_server_s"] = c1[0] - w["c0"][0]
         r["cpu_clients_s"] = c1[1] - w["c0"][1]
 
     def publisher_figures(self, pub: dict) -> dict:
-        return dict(sat_events=pub["ok"], worker_pid=self.workers[0],
-                    sat_publish_rate=pub["rate"], sat_errors=pub["errors"],
-                    sat_reconnects=pub["reconnects"], sat_recipients=pub["recipients"],
-                    sat_http_p50_ms=pub["http_p50_ms"], sat_http_p99_ms=pub["http_p99_ms"],
-                    cpu_publisher_s=pub.get("cpu_s"), sat_window_s=pub["elapsed"])
+        return dict(
+            sat_events=pub["ok"],
+            worker_pid=self.workers[0],
+            sat_publish_rate=pub["rate"],
+            sat_errors=pub["errors"],
+            sat_reconnects=pub["reconnects"],
+            sat_recipients=pub["recipients"],
+            sat_http_p50_ms=pub["http_p50_ms"],
+            sat_http_p99_ms=pub["http_p99_ms"],
+            cpu_publisher_s=pub.get("cpu_s"),
+            sat_window_s=pub["elapsed"],
+        )
 
 
 class StallWatcher(threading.Thread):
@@ -338,6 +441,7 @@ def stalled_client_fate(lg: Loadgen, server: Server) -> dict:
         if state["state"] == 5 or time.monotonic() > end:  # 5: CLOSED
             break
         time.sleep(0.25)
-    fate.update(close_code=state["close_code"], closed=state["state"] == 5,
-                events_received=state["seen"])
+    fate.update(
+        close_code=state["close_code"], closed=state["state"] == 5, events_received=state["seen"]
+    )
     return fate

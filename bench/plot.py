@@ -1,4 +1,5 @@
 """docs/benchmarks.png: deliveries/s and p99 against N, one line per target."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -51,6 +52,7 @@ def series(table: dict, target: str, ns: list[int]) -> tuple[list, list, list, s
         xs.append(n)
         dv.append(s["deliveries_per_s"])
         p99.append(s["p99_ms"])
-    label = LABELS[target] + (" (collapsed at N=" + ", ".join(f"{n:,}" for n in collapsed) + ")"
-                              if collapsed else "")
+    label = LABELS[target] + (
+        " (collapsed at N=" + ", ".join(f"{n:,}" for n in collapsed) + ")" if collapsed else ""
+    )
     return xs, dv, p99, label

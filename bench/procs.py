@@ -1,5 +1,6 @@
 """Processes: children started in sessions of their own and stopped for sure, what /proc says
 about a process (CPU, RSS, threads, fds, children), and the few system odds and ends."""
+
 from __future__ import annotations
 
 import ctypes
@@ -40,6 +41,7 @@ def raise_nofile() -> tuple[int, int]:
 
 # --------------------------------------------------------------------------- children
 
+
 def _child_setup() -> None:
     """In each child: die with the parent (PR_SET_PDEATHSIG)."""
     try:
@@ -65,6 +67,7 @@ def _joining(cgroup: Path):
         _child_setup()
         with open(procs, "w") as f:
             f.write(str(os.getpid()))
+
     return setup
 
 
@@ -135,6 +138,7 @@ class LineReader:
 
 
 # --------------------------------------------------------------------------- /proc
+
 
 def proc_stat(pid: int) -> list[str] | None:
     """Fields of /proc/PID/stat after the ``(comm)`` field: [state, ppid, pgrp, ...]."""

@@ -1,4 +1,5 @@
 """The Redis the Redis scenario shares between its servers (keys under a prefix per measurement)."""
+
 from __future__ import annotations
 
 import redis  # a dependency of local_bridge itself, so in the README's .venv
@@ -24,4 +25,3 @@ def forget_redis_keys(url: str, prefix: str) -> None:
             client.delete(*keys)
     except (OSError, redis.RedisError) as exc:
         log(f"could not delete the Redis keys {prefix}*: {exc!r}")
-

@@ -7,6 +7,7 @@ that stay connected (*steady*) or keep resuming on the other process (*resuming*
 writable cgroup cpu controller, one and two processes each capped at ``--redis-server-cpu``
 cores, so that the servers leave cores to the clients.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,14 +59,31 @@ def run_slow_client(results: list[dict], opts, workdir: Path) -> None:
             before_case(opts)
             log(f"slow client: local_bridge N={n} {'one client stalled' if stall else 'no stall'}")
             marks = {} if stall else {"slow_client_baseline": True}
-            r = run_case(results, opts, rnd, "local_bridge", n, workdir, marks, stall=stall,
-                         max_queue=opts.slow_max_queue)
+            r = run_case(
+                results,
+                opts,
+                rnd,
+                "local_bridge",
+                n,
+                workdir,
+                marks,
+                stall=stall,
+                max_queue=opts.slow_max_queue,
+            )
             if stall:
                 log(f"    stalled: {r.get('stalled')}")
 
 
-def run_case(results: list[dict], opts, rnd: int, target: str, n: int, workdir: Path,
-             marks: dict | None = None, **kwargs) -> dict:
+def run_case(
+    results: list[dict],
+    opts,
+    rnd: int,
+    target: str,
+    n: int,
+    workdir: Path,
+    marks: dict | None = None,
+    **kwargs,
+) -> dict:
     """One measurement (again once if it failed and --retries allows), recorded and logged."""
     r = measure(target, n, opts, workdir, **kwargs)
     if "error" in r and opts.retries:
@@ -101,9 +119,20 @@ def run_redis_scenario(results: list[dict], opts, workdir: Path) -> None:
             for target, followers, cap in cases:
                 before_case(opts)
                 k += 1
-                log(f"[redis {k}/{total}] {case_label(target, followers, cap)} N={n} round {rnd + 1}")
-                r = run_case(results, opts, rnd, target, n, workdir, {"scenario": "redis"},
-                             followers=followers, cpu_cap=cap)
+                log(
+                    f"[redis {k}/{total}] {case_label(target, followers, cap)} N={n} round {rnd + 1}"
+                )
+                r = run_case(
+                    results,
+                    opts,
+                    rnd,
+                    target,
+                    n,
+                    workdir,
+                    {"scenario": "redis"},
+                    followers=followers,
+                    cpu_cap=cap,
+                )
                 if followers:
                     log(f"    followers: {r.get('followers_result')}")
 
@@ -117,19 +146,25 @@ def brief(r: dict) -> str:
         value = r.get(key)
         return "—" if value is None else fmt.format(value)
 
-    return (f"ready {r.get('ready')} connect {f('connect_s', '{:.2f}')}s "
-            f"rss/conn {f('rss_per_conn_kib')}KiB p50 {f('p50_ms')}ms p99 {f('p99_ms')}ms | "
-            f"sat {f('deliveries_per_s', '{:,.0f}')}/s ({f('sat_publish_rate', '{:.0f}')} ev/s) "
-            f"missing {r.get('sat_missing')}+{r.get('lat_missing')} sat-p99 {f('sat_p99_ms', '{:.0f}')}ms "
-            f"cpu srv {f('cpu_server_s')}s cli {f('cpu_clients_s')}s (usr {f('cpu_clients_user_s')} "
-            f"sys {f('cpu_clients_sys_s')}) srv usr/sys {r.get('cpu_server_split')} "
-            f"pub {f('cpu_publisher_s')}s closes {r.get('closes')}"
-            + (f" cap {r['server_cpu']:g} cores: quota used "
-               + ", ".join("—" if u is None else f"{u:.0%}" for u in r.get("quota_use") or [])
-               + " throttled in " + ", ".join("—" if t is None else f"{t:.0%}"
-                                              for t in r.get("throttled_share") or [])
-               + " of periods" if r.get("server_cpu") else "")
-            + (" WORKER RESTARTED" if r.get("worker_restarted") else ""))
+    return (
+        f"ready {r.get('ready')} connect {f('connect_s', '{:.2f}')}s "
+        f"rss/conn {f('rss_per_conn_kib')}KiB p50 {f('p50_ms')}ms p99 {f('p99_ms')}ms | "
+        f"sat {f('deliveries_per_s', '{:,.0f}')}/s ({f('sat_publish_rate', '{:.0f}')} ev/s) "
+        f"missing {r.get('sat_missing')}+{r.get('lat_missing')} sat-p99 {f('sat_p99_ms', '{:.0f}')}ms "
+        f"cpu srv {f('cpu_server_s')}s cli {f('cpu_clients_s')}s (usr {f('cpu_clients_user_s')} "
+        f"sys {f('cpu_clients_sys_s')}) srv usr/sys {r.get('cpu_server_split')} "
+        f"pub {f('cpu_publisher_s')}s closes {r.get('closes')}"
+        + (
+            f" cap {r['server_cpu']:g} cores: quota used "
+            + ", ".join("—" if u is None else f"{u:.0%}" for u in r.get("quota_use") or [])
+            + " throttled in "
+            + ", ".join("—" if t is None else f"{t:.0%}" for t in r.get("throttled_share") or [])
+            + " of periods"
+            if r.get("server_cpu")
+            else ""
+        )
+        + (" WORKER RESTARTED" if r.get("worker_restarted") else "")
+    )
 
 
 def save_json(path: str | None, results: list[dict]) -> None:

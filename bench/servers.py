@@ -1,5 +1,6 @@
 """The servers under test: ``local-bridge serve`` (its public entry point) and the peers of
 ``bench/peers``, each started fresh on a free loopback port."""
+
 from __future__ import annotations
 
 import os
@@ -51,15 +52,17 @@ def serve_env(port: int, n: int, database: Path, worker_class: str) -> dict[str,
     rate limit, room for N connections, a throw-away SQLite file (the caller's LOCAL_BRIDGE_*
     variables are not passed on)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCAL_BRIDGE_")}
-    env.update({
-        "PYTHONUNBUFFERED": "1",
-        "LOCAL_BRIDGE_HOST": HOST,
-        "LOCAL_BRIDGE_PORT": str(port),
-        "LOCAL_BRIDGE_CONNECT_RATE": "0",
-        "LOCAL_BRIDGE_MAX_CONNECTIONS": str(n + 100),
-        "LOCAL_BRIDGE_DATABASE_URL": f"sqlite:///{database}",
-        "LOCAL_BRIDGE_WORKER_CLASS": worker_class,
-    })
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            "LOCAL_BRIDGE_HOST": HOST,
+            "LOCAL_BRIDGE_PORT": str(port),
+            "LOCAL_BRIDGE_CONNECT_RATE": "0",
+            "LOCAL_BRIDGE_MAX_CONNECTIONS": str(n + 100),
+            "LOCAL_BRIDGE_DATABASE_URL": f"sqlite:///{database}",
+            "LOCAL_BRIDGE_WORKER_CLASS": worker_class,
+        }
+    )
     return env
 
 
@@ -76,16 +79,27 @@ class Server:
     """One target server process (and, for gunicorn, its worker); given ``cpu_cap``, both in
     a cgroup of their own allowed that many cores."""
 
-    def __init__(self, target: str, n: int, workdir: Path, max_queue: int | None = None,
-                 heartbeat: float | None = None, redis_url: str | None = None,
-                 redis_prefix: str | None = None, index: int = 0, cpu_cap: float | None = None):
+    def __init__(
+        self,
+        target: str,
+        n: int,
+        workdir: Path,
+        max_queue: int | None = None,
+        heartbeat: float | None = None,
+        redis_url: str | None = None,
+        redis_prefix: str | None = None,
+        index: int = 0,
+        cpu_cap: float | None = None,
+    ):
         self.target = target
         self.n = n
         self.port = free_port()
         self.http_port = self.port
         self.proto = "socketio" if target == "flask-socketio" else "bus"
         self.health = "/api/system/health" if target.startswith("local_bridge") else "/health"
-        self.log_path = workdir / f"{target}-{n}-{os.getpid()}-{int(time.time() * 1000)}-{index}.log"
+        self.log_path = (
+            workdir / f"{target}-{n}-{os.getpid()}-{int(time.time() * 1000)}-{index}.log"
+        )
         self.proc: subprocess.Popen | None = None
         self.max_queue = max_queue
         self.heartbeat = heartbeat
@@ -101,18 +115,46 @@ class Server:
         env["PYTHONUNBUFFERED"] = "1"
         if self.target == "websockets":
             self.http_port = free_port()
-            return [sys.executable, str(PEERS / "websockets_server.py"), "--port", str(self.port),
-                    "--http-port", str(self.http_port)], env
+            return [
+                sys.executable,
+                str(PEERS / "websockets_server.py"),
+                "--port",
+                str(self.port),
+                "--http-port",
+                str(self.http_port),
+            ], env
         apps = {"flask-sock": "flask_sock_naive:app", "flask-socketio": "socketio_server:app"}
         return self.gunicorn_command() + [apps[self.target]], env
 
     def gunicorn_command(self) -> list[str]:
         """A peer app under gunicorn's threaded worker, a thread per connection."""
-        return [sys.executable, "-m", "gunicorn", "-w", "1", "-k", "gthread",
-                "--threads", str(self.n + 64), "--worker-connections", str(self.n + 100),
-                "--backlog", "2048", "--bind", f"{HOST}:{self.port}", "--timeout", "120",
-                "--graceful-timeout", "3", "--keep-alive", "30", "--log-level", "warning",
-                "--chdir", str(PEERS)]
+        return [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            "1",
+            "-k",
+            "gthread",
+            "--threads",
+            str(self.n + 64),
+            "--worker-connections",
+            str(self.n + 100),
+            "--backlog",
+            "2048",
+            "--bind",
+            f"{HOST}:{self.port}",
+            "--timeout",
+            "120",
+            "--graceful-timeout",
+            "3",
+            "--keep-alive",
+            "30",
+            "--log-level",
+            "warning",
+            "--chdir",
+            str(PEERS),
+        ]
 
     def local_bridge_command(self) -> tuple[list[str], dict[str, str]]:
         worker = "gthread" if self.target.endswith("gthread") else "gevent"
@@ -138,8 +180,15 @@ class Server:
         # `python -m` puts the working directory first on sys.path: the baseline must run
         # from its own tree, or it would import this one.
         cwd = BASELINE["tree"] if self.target == "local_bridge-baseline" else str(ROOT)
-        self.proc = spawn(cmd, cgroup=self.cgroup, env=env, stdin=subprocess.DEVNULL,
-                          stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd)
+        self.proc = spawn(
+            cmd,
+            cgroup=self.cgroup,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+        )
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
@@ -148,10 +197,14 @@ class Server:
         while True:
             check_deadline()
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.target} exited at start (status {self.proc.returncode}); "
-                                   f"see {self.log_path}")
-            if http_call(self.http_port, "GET", self.health, timeout=2).status == 200 \
-                    and self.worker_pid():
+                raise RuntimeError(
+                    f"{self.target} exited at start (status {self.proc.returncode}); "
+                    f"see {self.log_path}"
+                )
+            if (
+                http_call(self.http_port, "GET", self.health, timeout=2).status == 200
+                and self.worker_pid()
+            ):
                 self.check_cgroup()
                 return
             if time.monotonic() > end:
@@ -185,8 +238,9 @@ class Server:
         if self.cgroup is None:
             return
         want = cgroups.cgroup_rel(self.cgroup)
-        wrong = {pid: cgroups.cgroup_of(pid) for pid in self.pids()
-                 if cgroups.cgroup_of(pid) != want}
+        wrong = {
+            pid: cgroups.cgroup_of(pid) for pid in self.pids() if cgroups.cgroup_of(pid) != want
+        }
         if wrong:
             raise RuntimeError(f"{self.target}: processes outside their cgroup {want}: {wrong}")
 

@@ -1,4 +1,5 @@
 """Small arithmetic and formatting of figures, shared by the measurement and the report."""
+
 from __future__ import annotations
 
 import statistics

@@ -1,5 +1,6 @@
 """The benchmark's targets (N = 1,000 unless said), each with the measured value and whether
 it is met."""
+
 from __future__ import annotations
 
 from bench.report_redis import capped_caveats, quota_text, redis_medians
@@ -25,12 +26,19 @@ def render_targets(table: dict, results: list[dict], opts) -> list[str]:
         rows += redis_targets(medians, rn, opts)
     if not rows:
         return []
-    out = ["Targets (N = 1,000 unless said; medians of this run):", "",
-           "| target | measured | met |", "|---|---|---|"]
+    out = [
+        "Targets (N = 1,000 unless said; medians of this run):",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+    ]
     for name, value, met in rows:
         out.append(f"| {name} | {value} | {'—' if met is None else 'yes' if met else '**no**'} |")
-    out += ["", "10,000 connections in one process: `python -m bench.capacity` "
-            "(docs/worker-choice.md).", ""]
+    out += [
+        "",
+        "10,000 connections in one process: `python -m bench.capacity` (docs/worker-choice.md).",
+        "",
+    ]
     return out
 
 
@@ -42,7 +50,9 @@ def peer_targets(table: dict) -> list[Row]:
     for peer, at_least in (("websockets", 2.0), ("flask-sock", 3.0)):
         x = ratio(lb.get("deliveries_per_s"), table.get((peer, n), {}).get("deliveries_per_s"))
         if x is not None:
-            rows.append((f"deliveries/s ≥ {at_least:g}× {LABELS[peer]}", f"{x:.2f}×", x >= at_least))
+            rows.append(
+                (f"deliveries/s ≥ {at_least:g}× {LABELS[peer]}", f"{x:.2f}×", x >= at_least)
+            )
     ws = table.get(("websockets", n), {})
     x = ratio(lb.get("p99_ms"), ws.get("p99_ms"))
     if x is not None:
@@ -61,11 +71,19 @@ def slow_client_targets(results: list[dict]) -> list[Row]:
     d = med([r["deliveries_per_s"] for r in stall]) / med([r["deliveries_per_s"] for r in base])
     q = med([r["p99_ms"] for r in stall]) / med([r["p99_ms"] for r in base])
     codes = [(r.get("stalled") or {}).get("close_code") for r in stall]
-    return [("slow client: the others keep ≥ 90 % of their deliveries/s", f"{d:.2f}×", d >= 0.9),
-            ("slow client: the others keep their p99 (at most 1/0.9 = 1.11×)",
-             f"{q:.2f}×", q <= 1 / 0.9),
-            ("slow client: the stalled one is closed 4008",
-             ", ".join(str(c) for c in codes), all(c == 4008 for c in codes))]
+    return [
+        ("slow client: the others keep ≥ 90 % of their deliveries/s", f"{d:.2f}×", d >= 0.9),
+        (
+            "slow client: the others keep their p99 (at most 1/0.9 = 1.11×)",
+            f"{q:.2f}×",
+            q <= 1 / 0.9,
+        ),
+        (
+            "slow client: the stalled one is closed 4008",
+            ", ".join(str(c) for c in codes),
+            all(c == 4008 for c in codes),
+        ),
+    ]
 
 
 def redis_targets(medians: dict, rn: int, opts) -> list[Row]:
@@ -76,35 +94,64 @@ def redis_targets(medians: dict, rn: int, opts) -> list[Row]:
 
     def get(target, followers, key, cap=None):
         return (medians.get((rn, target, followers, cap)) or {}).get(key)
+
     one_c = medians.get((rn, "local_bridge-redis", None, cap)) if cap else None
     two_c = medians.get((rn, "local_bridge-redis-x2", None, cap)) if cap else None
     xc = ratio(two_c and two_c.get("deliveries_per_s"), one_c and one_c.get("deliveries_per_s"))
     if xc is not None:  # the target: servers on a fixed CPU budget, cores left to the clients
         caveats = capped_caveats(one_c, two_c, short=True)
-        rows.append((f"Redis, N = {rn:,}: two processes deliver ≥ 1.5× one, each capped at "
-                     f"{cap:g} cores",
-                     f"{xc:.2f}× (quota used: one {quota_text(one_c)}, two {quota_text(two_c)}; "
-                     f"machine CPU {fmt(one_c.get('machine') and 100 * one_c['machine'], 0, ' %')} / "
-                     f"{fmt(two_c.get('machine') and 100 * two_c['machine'], 0, ' %')})"
-                     + (f" — {caveats}" if caveats else ""), xc >= 1.5))
-    x = ratio(get("local_bridge-redis-x2", None, "deliveries_per_s"),
-              get("local_bridge-redis", None, "deliveries_per_s"))
+        rows.append(
+            (
+                f"Redis, N = {rn:,}: two processes deliver ≥ 1.5× one, each capped at "
+                f"{cap:g} cores",
+                f"{xc:.2f}× (quota used: one {quota_text(one_c)}, two {quota_text(two_c)}; "
+                f"machine CPU {fmt(one_c.get('machine') and 100 * one_c['machine'], 0, ' %')} / "
+                f"{fmt(two_c.get('machine') and 100 * two_c['machine'], 0, ' %')})"
+                + (f" — {caveats}" if caveats else ""),
+                xc >= 1.5,
+            )
+        )
+    x = ratio(
+        get("local_bridge-redis-x2", None, "deliveries_per_s"),
+        get("local_bridge-redis", None, "deliveries_per_s"),
+    )
     if x is not None:
         cpu = get("local_bridge-redis-x2", None, "machine")
         value = f"{x:.2f}×" + (f" (machine CPU {100 * cpu:.0f} %)" if cpu else "")
         if xc is not None:  # for reference: uncapped, the pair is bound by the machine
-            rows.append((f"Redis, N = {rn:,}: two uncapped processes / one (reference; "
-                         "they share the cores with the clients)", value, None))
+            rows.append(
+                (
+                    f"Redis, N = {rn:,}: two uncapped processes / one (reference; "
+                    "they share the cores with the clients)",
+                    value,
+                    None,
+                )
+            )
         else:
             why = opts.redis_cap_skipped or "capped cases failed"
-            rows.append((f"Redis, N = {rn:,}: two processes deliver ≥ 1.5× one (uncapped: "
-                         f"the capped cases did not run: {why})", value, x >= 1.5))
-    d = ratio(get("local_bridge-redis-x2", "resuming", "deliveries_per_s"),
-              get("local_bridge-redis-x2", "steady", "deliveries_per_s"))
-    q = ratio(get("local_bridge-redis-x2", "resuming", "p99_ms"),
-              get("local_bridge-redis-x2", "steady", "p99_ms"))
+            rows.append(
+                (
+                    f"Redis, N = {rn:,}: two processes deliver ≥ 1.5× one (uncapped: "
+                    f"the capped cases did not run: {why})",
+                    value,
+                    x >= 1.5,
+                )
+            )
+    d = ratio(
+        get("local_bridge-redis-x2", "resuming", "deliveries_per_s"),
+        get("local_bridge-redis-x2", "steady", "deliveries_per_s"),
+    )
+    q = ratio(
+        get("local_bridge-redis-x2", "resuming", "p99_ms"),
+        get("local_bridge-redis-x2", "steady", "p99_ms"),
+    )
     if d is not None and q is not None:
-        rows.append((f"Redis, N = {rn:,}: resuming followers cost live delivery nothing "
-                     f"measurable (deliveries/s and p99 within ±{NOISE:.0%})",
-                     f"{d:.2f}×, p99 {q:.2f}×", abs(d - 1) <= NOISE and abs(q - 1) <= NOISE))
+        rows.append(
+            (
+                f"Redis, N = {rn:,}: resuming followers cost live delivery nothing "
+                f"measurable (deliveries/s and p99 within ±{NOISE:.0%})",
+                f"{d:.2f}×, p99 {q:.2f}×",
+                abs(d - 1) <= NOISE and abs(q - 1) <= NOISE,
+            )
+        )
     return rows

@@ -7,6 +7,7 @@ sends. :class:`BlockingClient` puts them together on one blocking socket; the ma
 loops (``bench.loadgen.subscribers``, ``bench.capacity.clients``) drive the same functions from
 their own event loops.
 """
+
 from __future__ import annotations
 
 import base64
@@ -49,9 +50,11 @@ def close_code(payload: bytes) -> int:
 def handshake_request(port: int, path: str = "/ws") -> bytes:
     """The opening GET of a WebSocket to ``HOST:port`` (a fresh random key each call)."""
     key = base64.b64encode(os.urandom(16)).decode()
-    return (f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n").encode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
 
 
 def handshake_status(buf: bytes | bytearray) -> tuple[str, int] | None:
@@ -60,7 +63,7 @@ def handshake_status(buf: bytes | bytearray) -> tuple[str, int] | None:
     end = buf.find(b"\r\n\r\n")
     if end < 0:
         return None
-    status_line = bytes(buf[:buf.find(b"\r\n")])
+    status_line = bytes(buf[: buf.find(b"\r\n")])
     parts = status_line.split(b" ", 2)
     return (parts[1].decode("latin-1", "replace") if len(parts) > 1 else "?"), end + 4
 
@@ -81,7 +84,7 @@ def frame_at(buf: bytes | bytearray, pos: int) -> tuple[int, int, int] | None:
     elif n == 127:
         if size - pos < 10:
             return None
-        n = int.from_bytes(buf[pos + 2:pos + 10], "big")
+        n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
         head = 10
     end = pos + head + n
     return None if end > size else (buf[pos], pos + head, end)
@@ -126,7 +129,7 @@ class BlockingClient:
         chunk = self.sock.recv(262144)
         if not chunk:
             raise ConnectionError("closed by the server")
-        self.buf = self.buf[self.pos:] + chunk
+        self.buf = self.buf[self.pos :] + chunk
         self.pos = 0
 
     def message(self) -> dict | None:

@@ -1,5 +1,6 @@
 """Fixtures of the in-process tier: the application on SQLite and PostgreSQL, and Flask's test
 client for it (no server process: these tests run in seconds)."""
+
 from __future__ import annotations
 
 import pytest

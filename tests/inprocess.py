@@ -1,4 +1,5 @@
 """In-process tier: what the bus of an application built by ``create_app`` published."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,5 @@
 """A fresh PostgreSQL database per test module, on the server named by the environment."""
+
 from __future__ import annotations
 
 import uuid

@@ -1,4 +1,5 @@
 """Test support: run the real server on a free loopback port, and talk to it like a client."""
+
 from __future__ import annotations
 
 import base64
@@ -12,8 +13,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import requests
@@ -45,8 +47,9 @@ def run_under_gevent(code: str, timeout: float = 60) -> str:
     """Run ``code`` in a fresh interpreter after gevent's ``patch_all()``; its standard output.
     Fails the test with the program's standard error when it exits non-zero."""
     program = "from gevent import monkey; monkey.patch_all()\n" + code
-    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                         timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=timeout
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -73,23 +76,34 @@ class ServerProcess:
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
-    def start(self) -> "ServerProcess":
+    def start(self) -> ServerProcess:
         self._dir = tempfile.TemporaryDirectory(prefix="local-bridge-test-")
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOCAL_BRIDGE_")}
-        env.update({"LOCAL_BRIDGE_PORT": str(self.port),
-                    "LOCAL_BRIDGE_DATABASE_URL": f"sqlite:///{self._dir.name}/test.db",
-                    "LOCAL_BRIDGE_CONNECT_RATE": "0"})
+        env.update(
+            {
+                "LOCAL_BRIDGE_PORT": str(self.port),
+                "LOCAL_BRIDGE_DATABASE_URL": f"sqlite:///{self._dir.name}/test.db",
+                "LOCAL_BRIDGE_CONNECT_RATE": "0",
+            }
+        )
         env.update({f"LOCAL_BRIDGE_{k}": str(v) for k, v in self.settings.items()})
         self.log_path = os.path.join(self._dir.name, "server.log")
         self._log = open(self.log_path, "wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "local_bridge.cli", "serve"],
-                                        env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "local_bridge.cli", "serve"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if requests.get(self.http + "/api/system/health", timeout=1).status_code in (200, 503):
+                if requests.get(self.http + "/api/system/health", timeout=1).status_code in (
+                    200,
+                    503,
+                ):
                     return self  # answering: up (503 is a degraded dependency, still up)
             except requests.RequestException:
                 pass
@@ -129,8 +143,13 @@ class ServerProcess:
     def patch(self, path: str, **kwargs) -> requests.Response:
         return requests.patch(self.http + path, timeout=10, **kwargs)
 
-    def publish(self, type_: str, data: dict[str, Any], channel: str | None = None,
-                client_types: list[str] | None = None) -> dict[str, Any]:
+    def publish(
+        self,
+        type_: str,
+        data: dict[str, Any],
+        channel: str | None = None,
+        client_types: list[str] | None = None,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"type": type_, "data": data}
         if channel is not None:
             body["channel"] = channel
@@ -140,7 +159,7 @@ class ServerProcess:
         assert response.status_code == 202, response.text
         return response.json()
 
-    def client(self, **kwargs) -> "BusClient":
+    def client(self, **kwargs) -> BusClient:
         return BusClient(self.ws_url, **kwargs)
 
 
@@ -187,14 +206,16 @@ class BusClient:
         return reply
 
     def register(self, client_type: str = "gui", name: str = "test client") -> dict[str, Any]:
-        return self.request({"type": "register", "client_type": client_type, "client_name": name},
-                            "registered")
+        return self.request(
+            {"type": "register", "client_type": client_type, "client_name": name}, "registered"
+        )
 
     def subscribe(self, *channels: str) -> dict[str, Any]:
         return self.request({"type": "subscribe", "channels": list(channels)}, "subscribed")
 
-    def until(self, predicate: Callable[[dict[str, Any]], bool],
-              timeout: float = RECV_TIMEOUT) -> list[dict[str, Any]]:
+    def until(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = RECV_TIMEOUT
+    ) -> list[dict[str, Any]]:
         """Messages up to and including the first that satisfies ``predicate``."""
         seen = []
         deadline = time.monotonic() + timeout
@@ -235,16 +256,27 @@ def expect_only_marker(client: BusClient, seq: int) -> None:
 class RawClient:
     """A WebSocket client on a bare socket: it can stop reading, or never answer pings."""
 
-    def __init__(self, port: int, path: str = "/ws", rcvbuf: int | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        port: int,
+        path: str = "/ws",
+        rcvbuf: int | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         self.sock = socket.socket()
         if rcvbuf:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(RECV_TIMEOUT)
         self.sock.connect(("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()
-        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
-                 "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+        lines = [
+            f"GET {path} HTTP/1.1",
+            f"Host: 127.0.0.1:{port}",
+            "Upgrade: websocket",
+            "Connection: Upgrade",
+            f"Sec-WebSocket-Key: {key}",
+            "Sec-WebSocket-Version: 13",
+        ]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
         self.buffer = b""
@@ -335,8 +367,11 @@ class Watcher:
     def drain(self) -> list[dict[str, Any]]:
         """Every event up to a fresh marker (the marker itself left out)."""
         seq = marker(self.server)
-        return [m for m in self.client.until(lambda m: m.get("seq") == seq, timeout=15)
-                if m.get("seq") != seq]
+        return [
+            m
+            for m in self.client.until(lambda m: m.get("seq") == seq, timeout=15)
+            if m.get("seq") != seq
+        ]
 
     def after(self, action: Callable[[], Any]) -> tuple[Any, list[dict[str, Any]]]:
         """Run ``action``; return its result and the events it published, in order."""

@@ -6,6 +6,7 @@
 - ``state_of(app).close()`` leaves no backplane thread, and no socket or file of the database
   or of Redis, open; the gunicorn worker calls it when it exits.
 """
+
 from __future__ import annotations
 
 import ast
@@ -18,8 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from local_bridge import create_app, state_of
-from local_bridge import gunicorn_app, migrate
+from local_bridge import create_app, gunicorn_app, migrate, state_of
 from local_bridge import websocket_events as we
 
 PACKAGE = Path(__file__).resolve().parent.parent / "local_bridge"
@@ -35,7 +35,7 @@ def imported_modules(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                parent = package.split(".")[:len(package.split(".")) - node.level + 1]
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(parent + ([node.module] if node.module else []))
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
@@ -45,8 +45,11 @@ def imported_modules(path: Path) -> set[str]:
 def test_bus_imports_neither_api_nor_domain():
     offenders = {}
     for path in sorted((PACKAGE / "bus").glob("*.py")):
-        bad = sorted(name for name in imported_modules(path)
-                     if name.startswith(("local_bridge.api", "local_bridge.domain")))
+        bad = sorted(
+            name
+            for name in imported_modules(path)
+            if name.startswith(("local_bridge.api", "local_bridge.domain"))
+        )
         if bad:
             offenders[path.name] = bad
     assert offenders == {}
@@ -72,11 +75,14 @@ def test_nobody_outside_the_bus_reaches_for_the_backplane():
 
 @pytest.mark.e2e  # a process of its own
 def test_protocol_and_client_import_without_the_server_libraries():
-    program = ("import sys, local_bridge.protocol, local_bridge.client\n"
-               "print(sorted(m for m in ('flask', 'sqlalchemy', 'alembic', 'marshmallow', "
-               "'gunicorn') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+    program = (
+        "import sys, local_bridge.protocol, local_bridge.client\n"
+        "print(sorted(m for m in ('flask', 'sqlalchemy', 'alembic', 'marshmallow', "
+        "'gunicorn') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     assert out.strip() == "[]"
 
 
@@ -90,6 +96,7 @@ def test_the_public_names_still_import_from_the_package():
 
 
 # --------------------------------------------------------------------------- lifecycle
+
 
 def _socket_inodes_to(port: int) -> set[str]:
     """Inodes of this process's TCP sockets connected to ``port`` (from /proc)."""
@@ -184,8 +191,7 @@ def test_close_releases_postgresql_connections():
         database.drop()
 
 
-def test_the_worker_closes_the_application_when_it_exits(tmp_path, redis_settings,
-                                                        monkeypatch):
+def test_the_worker_closes_the_application_when_it_exits(tmp_path, redis_settings, monkeypatch):
     app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/w.db", **redis_settings})
     assert _backplane_threads()
     released = []

@@ -1,4 +1,5 @@
 """``local_bridge.client.BusClient``: the handshake, failures that leave nothing behind, the bus."""
+
 from __future__ import annotations
 
 import base64
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -17,14 +18,24 @@ from local_bridge import protocol as p
 from local_bridge.client import BusClient, HandshakeError
 from support import LateSocket, non_daemon_threads
 
-CONNECTED = p.text_frame({"type": "connected", "client_id": "c" * 32, "seq": 0, "epoch": "e",
-                          "heartbeat_interval": 30, "protocol": 1})
+CONNECTED = p.text_frame(
+    {
+        "type": "connected",
+        "client_id": "c" * 32,
+        "seq": 0,
+        "epoch": "e",
+        "heartbeat_interval": 30,
+        "protocol": 1,
+    }
+)
 
 
 def switching_protocols(key: bytes) -> bytes:
     accept = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
-    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+    return (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+    )
 
 
 class FakeBus:
@@ -84,6 +95,7 @@ def fake_bus():
 
 # ---------------------------------------------------------------------- the handshake
 
+
 def test_a_frame_in_the_same_packet_as_the_101_is_read_at_once(fake_bus):
     bus = fake_bus(lambda key: [switching_protocols(key) + CONNECTED])
     started = time.monotonic()
@@ -122,10 +134,10 @@ def test_no_connected_message_is_a_timeout_that_leaves_nothing_behind(fake_bus):
 @pytest.mark.e2e  # a process of its own
 def test_a_process_whose_connect_times_out_exits(fake_bus):
     bus = fake_bus(lambda key: [switching_protocols(key)])
-    program = ("from local_bridge.client import BusClient\n"
-               f"BusClient({bus.url!r}, timeout=0.5)\n")
-    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                            timeout=20)
+    program = f"from local_bridge.client import BusClient\nBusClient({bus.url!r}, timeout=0.5)\n"
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=20
+    )
     assert result.returncode == 1 and "TimeoutError" in result.stderr, result.stderr
     assert bus.eof.wait(5)
 
@@ -141,8 +153,10 @@ def test_a_server_that_never_answers_the_upgrade_is_a_timeout(fake_bus):
 
 def test_a_refused_upgrade_names_the_status_and_the_servers_error(fake_bus):
     body = b'{"error": {"code": "unavailable", "message": "too many connections"}}'
-    head = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body))
+    head = (
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    )
     bus = fake_bus(lambda key: [head + body])
     with pytest.raises(HandshakeError) as raised:
         BusClient(bus.url, timeout=3)

@@ -1,4 +1,5 @@
 """Unit tests of local_bridge.config against API.md's configuration table."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,24 +15,64 @@ def load(overrides=None, **env):
 def test_defaults_match_api_md():
     settings = load()
     assert settings == Settings()
-    assert {name: getattr(settings, name) for name in (
-        "HOST", "PORT", "DATABASE_URL", "REDIS_URL", "AUTH", "SECRET_KEY", "ALLOWED_ORIGINS",
-        "HEARTBEAT_INTERVAL", "HISTORY_SIZE", "HISTORY_TTL", "MAX_QUEUE", "MAX_BODY_SIZE",
-        "MAX_MESSAGE_SIZE", "MESSAGE_RATE", "MESSAGE_BURST", "CONNECT_RATE", "HTTP_RATE",
-        "MAX_CONNECTIONS", "PROGRESS_RATE")} == {
-        "HOST": "127.0.0.1", "PORT": 5100, "DATABASE_URL": None, "REDIS_URL": None,
-        "AUTH": "none", "SECRET_KEY": None, "ALLOWED_ORIGINS": (), "HEARTBEAT_INTERVAL": 30,
-        "HISTORY_SIZE": 10000, "HISTORY_TTL": 600, "MAX_QUEUE": 1000, "MAX_BODY_SIZE": 1048576,
-        "MAX_MESSAGE_SIZE": 65536, "MESSAGE_RATE": 20, "MESSAGE_BURST": 50, "CONNECT_RATE": 300,
-        "HTTP_RATE": 0, "MAX_CONNECTIONS": 10000, "PROGRESS_RATE": 10}
+    assert {
+        name: getattr(settings, name)
+        for name in (
+            "HOST",
+            "PORT",
+            "DATABASE_URL",
+            "REDIS_URL",
+            "AUTH",
+            "SECRET_KEY",
+            "ALLOWED_ORIGINS",
+            "HEARTBEAT_INTERVAL",
+            "HISTORY_SIZE",
+            "HISTORY_TTL",
+            "MAX_QUEUE",
+            "MAX_BODY_SIZE",
+            "MAX_MESSAGE_SIZE",
+            "MESSAGE_RATE",
+            "MESSAGE_BURST",
+            "CONNECT_RATE",
+            "HTTP_RATE",
+            "MAX_CONNECTIONS",
+            "PROGRESS_RATE",
+        )
+    } == {
+        "HOST": "127.0.0.1",
+        "PORT": 5100,
+        "DATABASE_URL": None,
+        "REDIS_URL": None,
+        "AUTH": "none",
+        "SECRET_KEY": None,
+        "ALLOWED_ORIGINS": (),
+        "HEARTBEAT_INTERVAL": 30,
+        "HISTORY_SIZE": 10000,
+        "HISTORY_TTL": 600,
+        "MAX_QUEUE": 1000,
+        "MAX_BODY_SIZE": 1048576,
+        "MAX_MESSAGE_SIZE": 65536,
+        "MESSAGE_RATE": 20,
+        "MESSAGE_BURST": 50,
+        "CONNECT_RATE": 300,
+        "HTTP_RATE": 0,
+        "MAX_CONNECTIONS": 10000,
+        "PROGRESS_RATE": 10,
+    }
     assert not settings.auth_enabled
     assert settings.extra == {}
 
 
 def test_environment_overrides_are_typed():
-    settings = load(PORT="6001", HEARTBEAT_INTERVAL="2.5", MAX_QUEUE=" 10 ",
-                    ALLOWED_ORIGINS="http://a.test, http://b.test,,",
-                    DATABASE_URL="sqlite://", REDIS_URL="redis://r:6379/0", WORKER_CLASS="gthread")
+    settings = load(
+        PORT="6001",
+        HEARTBEAT_INTERVAL="2.5",
+        MAX_QUEUE=" 10 ",
+        ALLOWED_ORIGINS="http://a.test, http://b.test,,",
+        DATABASE_URL="sqlite://",
+        REDIS_URL="redis://r:6379/0",
+        WORKER_CLASS="gthread",
+    )
     assert settings.PORT == 6001 and isinstance(settings.PORT, int)
     assert settings.HEARTBEAT_INTERVAL == 2.5
     assert settings.MAX_QUEUE == 10
@@ -51,8 +92,16 @@ def test_empty_numeric_variable_keeps_default():
 
 
 def test_overrides_beat_environment_and_accept_any_spelling():
-    settings = load({"port": 7000, "LOCAL_BRIDGE_MAX_QUEUE": 3, "heartbeat_interval": "0.5",
-                     "ALLOWED_ORIGINS": ["http://x.test "]}, PORT="6000", MAX_QUEUE="9")
+    settings = load(
+        {
+            "port": 7000,
+            "LOCAL_BRIDGE_MAX_QUEUE": 3,
+            "heartbeat_interval": "0.5",
+            "ALLOWED_ORIGINS": ["http://x.test "],
+        },
+        PORT="6000",
+        MAX_QUEUE="9",
+    )
     assert (settings.PORT, settings.MAX_QUEUE, settings.HEARTBEAT_INTERVAL) == (7000, 3, 0.5)
     assert settings.ALLOWED_ORIGINS == ("http://x.test",)
 
@@ -67,22 +116,42 @@ def test_override_none_clears_optional_url():
     assert load({"DATABASE_URL": None}, DATABASE_URL="sqlite://").DATABASE_URL is None
 
 
-@pytest.mark.parametrize("name, value", [
-    ("PORT", "abc"), ("PORT", "70000"), ("PORT", "-1"), ("PORT", "5100.5"),
-    ("MAX_QUEUE", "0"), ("MAX_QUEUE", "many"), ("HEARTBEAT_INTERVAL", "nan"),
-    ("HEARTBEAT_INTERVAL", "0"), ("HISTORY_TTL", "inf"), ("MAX_MESSAGE_SIZE", "64"),
-    ("MESSAGE_BURST", "0"), ("CONNECT_RATE", "-5"), ("PROGRESS_RATE", "0"),
-    ("MAX_CONNECTIONS", "1e3"), ("AUTH", "basic"), ("AUTH", "TOKEN"), ("WORKER_CLASS", "sync"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("PORT", "abc"),
+        ("PORT", "70000"),
+        ("PORT", "-1"),
+        ("PORT", "5100.5"),
+        ("MAX_QUEUE", "0"),
+        ("MAX_QUEUE", "many"),
+        ("HEARTBEAT_INTERVAL", "nan"),
+        ("HEARTBEAT_INTERVAL", "0"),
+        ("HISTORY_TTL", "inf"),
+        ("MAX_MESSAGE_SIZE", "64"),
+        ("MESSAGE_BURST", "0"),
+        ("CONNECT_RATE", "-5"),
+        ("PROGRESS_RATE", "0"),
+        ("MAX_CONNECTIONS", "1e3"),
+        ("AUTH", "basic"),
+        ("AUTH", "TOKEN"),
+        ("WORKER_CLASS", "sync"),
+    ],
+)
 def test_bad_environment_value_names_the_variable(name, value):
     with pytest.raises(ConfigError, match=f"LOCAL_BRIDGE_{name}"):
         load(**{name: value})
 
 
-@pytest.mark.parametrize("overrides, name", [
-    ({"MAX_QUEUE": "x"}, "MAX_QUEUE"), ({"PORT": [1]}, "PORT"),
-    ({"ALLOWED_ORIGINS": 5}, "ALLOWED_ORIGINS"), ({"MESSAGE_RATE": -1}, "MESSAGE_RATE"),
-])
+@pytest.mark.parametrize(
+    "overrides, name",
+    [
+        ({"MAX_QUEUE": "x"}, "MAX_QUEUE"),
+        ({"PORT": [1]}, "PORT"),
+        ({"ALLOWED_ORIGINS": 5}, "ALLOWED_ORIGINS"),
+        ({"MESSAGE_RATE": -1}, "MESSAGE_RATE"),
+    ],
+)
 def test_bad_override_value_names_the_variable(overrides, name):
     with pytest.raises(ConfigError, match=f"LOCAL_BRIDGE_{name}"):
         load(overrides)

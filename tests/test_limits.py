@@ -1,12 +1,12 @@
 """Unit tests of local_bridge.limits with an injected clock."""
+
 from __future__ import annotations
 
 import threading
 
 import pytest
 
-from local_bridge.limits import (AddressRateLimiter, ConnectRateLimiter, MessageLimiter,
-                                 TokenBucket)
+from local_bridge.limits import AddressRateLimiter, ConnectRateLimiter, MessageLimiter, TokenBucket
 
 TIMEOUT = 10.0
 
@@ -25,6 +25,7 @@ def clock():
 
 
 # --------------------------------------------------------------------------- TokenBucket
+
 
 def test_token_bucket_burst_then_refill(clock):
     bucket = TokenBucket(rate=4, burst=2, clock=clock)
@@ -49,6 +50,7 @@ def test_token_bucket_rate_zero_allows_everything(clock):
 
 
 # --------------------------------------------------------------------------- MessageLimiter
+
 
 def slow_limiter(clock, burst=1) -> MessageLimiter:
     """A limiter whose bucket never refills within a test (0.001 tokens a second)."""
@@ -106,6 +108,7 @@ def test_message_limiter_drops_at_window_edge_still_count(clock):
 
 # --------------------------------------------------------------------------- ConnectRateLimiter
 
+
 def test_connect_rate_per_address_sliding_minute(clock):
     limiter = ConnectRateLimiter(per_minute=2, clock=clock)
     assert [limiter.allow("10.0.0.1") for _ in range(3)] == [True, True, False]
@@ -160,6 +163,7 @@ def test_connect_rate_is_exact_under_concurrency():
 
 
 # --------------------------------------------------------------------------- AddressRateLimiter
+
 
 def test_address_rate_per_second_per_address(clock):
     limiter = AddressRateLimiter(rate=2, clock=clock)

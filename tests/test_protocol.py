@@ -1,10 +1,11 @@
 """Unit tests of local_bridge.protocol: frames, client-message parsing, channels, envelopes."""
+
 from __future__ import annotations
 
 import json
 import re
 import struct
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -31,11 +32,17 @@ def decode_frame(frame: bytes) -> tuple[bool, int, bytes]:
 
 # --------------------------------------------------------------------------- frames
 
-@pytest.mark.parametrize("size, len_byte, header_len", [
-    (0, 0, 2), (125, 125, 2),          # 7-bit length
-    (126, 126, 4), (65535, 126, 4),    # 16-bit extended length
-    (65536, 127, 10),                  # 64-bit extended length
-])
+
+@pytest.mark.parametrize(
+    "size, len_byte, header_len",
+    [
+        (0, 0, 2),
+        (125, 125, 2),  # 7-bit length
+        (126, 126, 4),
+        (65535, 126, 4),  # 16-bit extended length
+        (65536, 127, 10),  # 64-bit extended length
+    ],
+)
 def test_encode_frame_length_forms(size, len_byte, header_len):
     payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
     frame = p.encode_frame(payload)
@@ -86,26 +93,35 @@ def test_close_frame_truncation_keeps_valid_utf8():
 
 def test_close_codes_match_protocol_table():
     assert {c.name: int(c) for c in p.CloseCode} == {
-        "NORMAL": 1000, "GOING_AWAY": 1001, "MESSAGE_TOO_BIG": 1009, "INTERNAL_ERROR": 1011,
-        "UNAUTHORIZED": 4001, "FORBIDDEN": 4003, "NOT_FOUND": 4004, "SLOW_CONSUMER": 4008,
-        "ADMIN_DISCONNECT": 4009, "RATE_LIMITED": 4029}
+        "NORMAL": 1000,
+        "GOING_AWAY": 1001,
+        "MESSAGE_TOO_BIG": 1009,
+        "INTERNAL_ERROR": 1011,
+        "UNAUTHORIZED": 4001,
+        "FORBIDDEN": 4003,
+        "NOT_FOUND": 4004,
+        "SLOW_CONSUMER": 4008,
+        "ADMIN_DISCONNECT": 4009,
+        "RATE_LIMITED": 4029,
+    }
     assert set(p.CLOSE_REASONS) == set(p.CloseCode)
 
 
 # --------------------------------------------------------------------------- time and replies
 
+
 def test_utc_timestamp_format():
-    moment = datetime(2026, 11, 22, 14, 32, 15, 123456, tzinfo=timezone.utc)
+    moment = datetime(2026, 11, 22, 14, 32, 15, 123456, tzinfo=UTC)
     assert p.utc_timestamp(moment) == "2026-11-22T14:32:15.123456Z"
     assert p.utc_timestamp(moment.replace(microsecond=0)) == "2026-11-22T14:32:15.000000Z"
 
 
 def test_utc_timestamp_now_is_current_utc():
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     stamp = p.utc_timestamp()
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
     assert TIMESTAMP_RE.match(stamp)
-    parsed = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    parsed = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     assert before <= parsed <= after
 
 
@@ -121,10 +137,14 @@ def test_reply_and_error_reply_envelope():
     error = p.error_reply(p.ErrorCode.UNKNOWN_TYPE, "nope")
     assert error["type"] == "error"
     assert {k: error[k] for k in ("code", "message", "request_type")} == {
-        "code": "unknown_type", "message": "nope", "request_type": None}
+        "code": "unknown_type",
+        "message": "nope",
+        "request_type": None,
+    }
 
 
 # --------------------------------------------------------------------------- parse_client_frame
+
 
 def _protocol_error(data) -> p.ProtocolError:
     with pytest.raises(p.ProtocolError) as info:
@@ -142,8 +162,9 @@ def test_parse_non_object(data):
     assert _protocol_error(data).code == p.ErrorCode.INVALID_MESSAGE
 
 
-@pytest.mark.parametrize("data", ["{}", '{"type": 5}', '{"type": ""}', '{"type": null}',
-                                  '{"channels": ["jobs"]}'])
+@pytest.mark.parametrize(
+    "data", ["{}", '{"type": 5}', '{"type": ""}', '{"type": null}', '{"channels": ["jobs"]}']
+)
 def test_parse_missing_or_bad_type_names_the_field(data):
     error = _protocol_error(data)
     assert error.code == p.ErrorCode.INVALID_MESSAGE
@@ -171,15 +192,18 @@ def test_parse_deeply_nested_json_is_invalid_json():
     assert _protocol_error("[" * 50000).code == p.ErrorCode.INVALID_JSON
 
 
-@pytest.mark.parametrize("data, says", [
-    ('{"type": "ping", "n": ' + "1" * 5000 + "}", "a number has too many digits"),
-    ('{"type": "ping", "n": 1e400}', "a number is too large"),
-    ('{"type": "ping", "n": -1e400}', "a number is too large"),
-    ('{"type": "ping", "n": NaN}', "NaN is not a JSON value"),
-    ('{"type": "ping", "n": Infinity}', "Infinity is not a JSON value"),
-    ('{"type": "ping",}', "(line 1, column 17)"),
-    ('{\n  "type": oops}', "Expecting value (line 2, column 11)"),
-])
+@pytest.mark.parametrize(
+    "data, says",
+    [
+        ('{"type": "ping", "n": ' + "1" * 5000 + "}", "a number has too many digits"),
+        ('{"type": "ping", "n": 1e400}', "a number is too large"),
+        ('{"type": "ping", "n": -1e400}', "a number is too large"),
+        ('{"type": "ping", "n": NaN}', "NaN is not a JSON value"),
+        ('{"type": "ping", "n": Infinity}', "Infinity is not a JSON value"),
+        ('{"type": "ping",}', "(line 1, column 17)"),
+        ('{\n  "type": oops}', "Expecting value (line 2, column 11)"),
+    ],
+)
 def test_invalid_json_messages_are_plain(data, says):
     error = _protocol_error(data)
     assert error.code == p.ErrorCode.INVALID_JSON and error.request_type is None
@@ -190,15 +214,20 @@ def test_invalid_json_messages_are_plain(data, says):
 
 # --------------------------------------------------------------------------- validators
 
+
 def test_validate_register_accepts_boundaries():
     assert p.validate_register({"client_type": "gui", "client_name": "Desk"}) == ("gui", "Desk")
     longest = "a" + "b" * 31
-    assert p.validate_register({"client_type": longest, "client_name": "n" * 128}) == (longest, "n" * 128)
+    assert p.validate_register({"client_type": longest, "client_name": "n" * 128}) == (
+        longest,
+        "n" * 128,
+    )
     assert p.validate_register({"client_type": "web-app_2", "client_name": "x"})[0] == "web-app_2"
 
 
-@pytest.mark.parametrize("client_type", [None, 5, "", "Gui", "1gui", "-x", "a" * 33, "gui app", "gü",
-                                         "gui\n"])
+@pytest.mark.parametrize(
+    "client_type", [None, 5, "", "Gui", "1gui", "-x", "a" * 33, "gui app", "gü", "gui\n"]
+)
 def test_validate_register_bad_client_type(client_type):
     with pytest.raises(p.ProtocolError) as info:
         p.validate_register({"client_type": client_type, "client_name": "x"})
@@ -227,7 +256,9 @@ def test_validate_channel_list_accepts_64_names():
     assert p.validate_channel_list({"channels": names}, "subscribe") == (names, [])
 
 
-@pytest.mark.parametrize("channels", [None, "jobs", {"jobs": 1}, [], [f"jobs:{i}" for i in range(65)]])
+@pytest.mark.parametrize(
+    "channels", [None, "jobs", {"jobs": 1}, [], [f"jobs:{i}" for i in range(65)]]
+)
 def test_validate_channel_list_refuses_malformed_whole(channels):
     body = {} if channels is None else {"channels": channels}
     with pytest.raises(p.ProtocolError) as info:
@@ -237,19 +268,33 @@ def test_validate_channel_list_refuses_malformed_whole(channels):
     assert "channels" in info.value.message
 
 
-@pytest.mark.parametrize("body, expected", [
-    ({}, (None, None)), ({"since": 0}, (0, None)), ({"since": 17, "epoch": "e1"}, (17, "e1")),
-    ({"since": None, "epoch": None}, (None, None)), ({"since": 2**63 - 1}, (2**63 - 1, None)),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ({}, (None, None)),
+        ({"since": 0}, (0, None)),
+        ({"since": 17, "epoch": "e1"}, (17, "e1")),
+        ({"since": None, "epoch": None}, (None, None)),
+        ({"since": 2**63 - 1}, (2**63 - 1, None)),
+    ],
+)
 def test_validate_resume_valid(body, expected):
     assert p.validate_resume(body) == expected
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"since": -1}, "since"), ({"since": True}, "since"), ({"since": 1.0}, "since"),
-    ({"since": "5"}, "since"), ({"since": 1, "epoch": 5}, "epoch"), ({"epoch": ["e"]}, "epoch"),
-    ({"since": 2**63}, "since"), ({"since": 10**4000}, "since"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"since": -1}, "since"),
+        ({"since": True}, "since"),
+        ({"since": 1.0}, "since"),
+        ({"since": "5"}, "since"),
+        ({"since": 1, "epoch": 5}, "epoch"),
+        ({"epoch": ["e"]}, "epoch"),
+        ({"since": 2**63}, "since"),
+        ({"since": 10**4000}, "since"),
+    ],
+)
 def test_validate_resume_invalid(body, field):
     with pytest.raises(p.ProtocolError) as info:
         p.validate_resume(body)
@@ -260,29 +305,53 @@ def test_validate_resume_invalid(body, field):
 
 # --------------------------------------------------------------------------- channels
 
-@pytest.mark.parametrize("name", sorted(p.CHANNELS) + [
-    "jobs:abc123", "sessions:12", "photos:A-b_c.9", "jobs:" + "x" * 64])
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(p.CHANNELS) + ["jobs:abc123", "sessions:12", "photos:A-b_c.9", "jobs:" + "x" * 64],
+)
 def test_is_valid_channel_true(name):
     assert p.is_valid_channel(name)
 
 
-@pytest.mark.parametrize("name", [
-    None, 5, ["jobs"], "", "Jobs", "job", "jobs:", "jobs:" + "x" * 65, "jobs:a b", "jobs:a:b",
-    "system:1", "queue:1", "export:1", "approval:1", ":1", "jobs:é", "jobs:a\n",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        None,
+        5,
+        ["jobs"],
+        "",
+        "Jobs",
+        "job",
+        "jobs:",
+        "jobs:" + "x" * 65,
+        "jobs:a b",
+        "jobs:a:b",
+        "system:1",
+        "queue:1",
+        "export:1",
+        "approval:1",
+        ":1",
+        "jobs:é",
+        "jobs:a\n",
+    ],
+)
 def test_is_valid_channel_false(name):
     assert not p.is_valid_channel(name)
 
 
 def test_entity_channels_main_channel_adds_named_entities():
-    targets = p.entity_channels("photos", {"photo_id": "p1", "session_id": "12", "job_id": "j9",
-    "other": "x"})
+    targets = p.entity_channels(
+        "photos", {"photo_id": "p1", "session_id": "12", "job_id": "j9", "other": "x"}
+    )
     assert targets[0] == "photos"
     assert sorted(targets[1:]) == ["jobs:j9", "photos:p1", "sessions:12"]
 
 
 def test_entity_channels_skips_unset_ids():
-    assert p.entity_channels("export", {"photo_id": None, "session_id": "", "job_id": None}) == ("export",)
+    assert p.entity_channels("export", {"photo_id": None, "session_id": "", "job_id": None}) == (
+        "export",
+    )
     assert p.entity_channels("jobs", {"job_id": 0}) == ("jobs", "jobs:0")
 
 
@@ -293,12 +362,24 @@ def test_entity_channels_sub_channel_and_none():
 
 # --------------------------------------------------------------------------- make_event
 
+
 def test_make_event_envelope_first_and_flat_fields():
-    event = p.make_event(42, "job_progress", "jobs", {"job_id": "j1", "progress": 45.5},
-                         timestamp="2026-11-22T14:32:15.123456Z")
+    event = p.make_event(
+        42,
+        "job_progress",
+        "jobs",
+        {"job_id": "j1", "progress": 45.5},
+        timestamp="2026-11-22T14:32:15.123456Z",
+    )
     assert list(event.message) == ["type", "timestamp", "channel", "seq", "job_id", "progress"]
-    assert event.message == {"type": "job_progress", "timestamp": "2026-11-22T14:32:15.123456Z",
-                             "channel": "jobs", "seq": 42, "job_id": "j1", "progress": 45.5}
+    assert event.message == {
+        "type": "job_progress",
+        "timestamp": "2026-11-22T14:32:15.123456Z",
+        "channel": "jobs",
+        "seq": 42,
+        "job_id": "j1",
+        "progress": 45.5,
+    }
     assert (event.seq, event.type, event.channel) == (42, "job_progress", "jobs")
     assert event.targets == ("jobs", "jobs:j1")
     assert event.client_types is None

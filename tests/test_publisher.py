@@ -1,4 +1,5 @@
 """The one publish path: validation before numbering, channels, counting."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,8 +25,14 @@ def test_catalog_event_goes_to_its_channel_with_every_field(publisher, delivered
     published = publisher.publish("job_cancelled", {"job_id": 4})
     assert published.seq == 1 and publisher.events_published == 1
     (event,) = delivered
-    assert event.message == {"type": "job_cancelled", "timestamp": event.message["timestamp"],
-                             "channel": "jobs", "seq": 1, "job_id": "4", "reason": None}
+    assert event.message == {
+        "type": "job_cancelled",
+        "timestamp": event.message["timestamp"],
+        "channel": "jobs",
+        "seq": 1,
+        "job_id": "4",
+        "reason": None,
+    }
     assert event.targets == ("jobs", "jobs:4")
 
 
@@ -34,11 +41,14 @@ def test_channel_none_reaches_everyone_and_custom_types_pass(publisher, delivere
     assert delivered[0].channel is None and delivered[0].targets == ()
 
 
-@pytest.mark.parametrize("type_, fields, culprit", [
-    ("system_status", {"status": "ok", "details": {"load": float("inf")}}, "details"),
-    ("job_completed", {"job_id": "j1", "result": [float("nan")]}, "result"),
-    ("notice", {"ratio": float("nan"), "fine": 1}, "ratio"),
-])
+@pytest.mark.parametrize(
+    "type_, fields, culprit",
+    [
+        ("system_status", {"status": "ok", "details": {"load": float("inf")}}, "details"),
+        ("job_completed", {"job_id": "j1", "result": [float("nan")]}, "result"),
+        ("notice", {"ratio": float("nan"), "fine": 1}, "ratio"),
+    ],
+)
 def test_non_json_values_are_refused_before_numbering(publisher, delivered, type_, fields, culprit):
     """Everything a client receives must be JSON; NaN and Infinity are not."""
     with pytest.raises(EventValidationError) as info:

@@ -1,5 +1,6 @@
 """A database whose schema is missing or behind: health is degraded, requests are 503 naming
 ``local-bridge db upgrade``, and ``db upgrade`` says what it did or why it could not."""
+
 from __future__ import annotations
 
 import os
@@ -42,6 +43,7 @@ def no_migrations(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ Database.check()
 
+
 def test_check_names_db_upgrade_when_the_schema_is_missing(tmp_path):
     database = Database(f"sqlite:///{tmp_path}/empty.db")
     try:
@@ -77,6 +79,7 @@ def test_check_is_not_ok_when_no_migration_is_shipped(tmp_path, no_migrations):
 
 
 # ------------------------------------------------------------------ HTTP, in process
+
 
 @pytest.fixture
 def app_on_sqlite(tmp_path):
@@ -126,6 +129,7 @@ def test_a_faulty_statement_on_a_current_schema_stays_an_internal_error(app_on_s
 
 # ------------------------------------------------------------------ local-bridge db upgrade
 
+
 def test_db_upgrade_prints_the_revision_it_reached(tmp_path, monkeypatch):
     monkeypatch.setenv("LOCAL_BRIDGE_DATABASE_URL", f"sqlite:///{tmp_path}/cli.db")
     result = CliRunner().invoke(cli, ["db", "upgrade"])
@@ -147,7 +151,12 @@ def test_db_upgrade_fails_when_no_migration_is_shipped(tmp_path, monkeypatch, no
 def test_db_upgrade_fails_in_one_line_when_the_database_is_unreachable(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCAL_BRIDGE_")}
     env["LOCAL_BRIDGE_DATABASE_URL"] = f"sqlite:///{tmp_path}/no/such/folder/x.db"
-    out = subprocess.run([sys.executable, "-m", "local_bridge.cli", "db", "upgrade"], env=env,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "local_bridge.cli", "db", "upgrade"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode != 0 and out.stdout == ""
     assert out.stderr.startswith("Error: cannot migrate") and len(out.stderr.splitlines()) == 1

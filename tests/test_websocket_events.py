@@ -1,4 +1,5 @@
 """Unit tests of local_bridge.websocket_events on a real application's publish path and hub."""
+
 from __future__ import annotations
 
 import inspect
@@ -8,7 +9,8 @@ import struct
 import pytest
 
 import local_bridge
-from local_bridge import catalog, websocket_events as we
+from local_bridge import catalog
+from local_bridge import websocket_events as we
 from local_bridge.bus.hub import Client
 from local_bridge.catalog import EventValidationError
 
@@ -17,40 +19,75 @@ SAMPLES = {
     "job_created": dict(job_id="j1", photo_id="p1", priority=70, kind="analysis"),
     "job_queued": dict(job_id="j1", position=2, estimated_start_seconds=30.0),
     "job_started": dict(job_id="j1", photo_id="p1", worker="w1"),
-    "job_progress": dict(job_id="j1", stage="analyzing", progress=45.5, message="Analyzing",
-                         counters={"files_scanned": 3, "issues_found": 0}),
-    "job_completed": dict(job_id="j1", photo_id="p1", result={"score": 1}, result_url="http://x/r",
-                          duration_seconds=1.5),
-    "job_failed": dict(job_id="j1", photo_id="p1", error_message="boom", error_details={"a": 1},
-                       retryable=True, stage="analyzing"),
+    "job_progress": dict(
+        job_id="j1",
+        stage="analyzing",
+        progress=45.5,
+        message="Analyzing",
+        counters={"files_scanned": 3, "issues_found": 0},
+    ),
+    "job_completed": dict(
+        job_id="j1",
+        photo_id="p1",
+        result={"score": 1},
+        result_url="http://x/r",
+        duration_seconds=1.5,
+    ),
+    "job_failed": dict(
+        job_id="j1",
+        photo_id="p1",
+        error_message="boom",
+        error_details={"a": 1},
+        retryable=True,
+        stage="analyzing",
+    ),
     "job_cancelled": dict(job_id="j1", reason="user"),
-    "photo_imported": dict(photo_id="p1", session_id="s1", file_name="a.jpg", file_path="/in/a.jpg",
-                           source="web"),
-    "photo_analyzed": dict(photo_id="p1", session_id="s1", ai_score=0.9,
-                           analysis_results={"sharp": True}),
-    "photo_selected": dict(photo_id="p1", session_id="s1", context_tag="portrait",
-                           selected_preset="warm"),
+    "photo_imported": dict(
+        photo_id="p1", session_id="s1", file_name="a.jpg", file_path="/in/a.jpg", source="web"
+    ),
+    "photo_analyzed": dict(
+        photo_id="p1", session_id="s1", ai_score=0.9, analysis_results={"sharp": True}
+    ),
+    "photo_selected": dict(
+        photo_id="p1", session_id="s1", context_tag="portrait", selected_preset="warm"
+    ),
     "photo_approved": dict(photo_id="p1", session_id="s1"),
     "photo_rejected": dict(photo_id="p1", session_id="s1", reason="blurry"),
     "session_created": dict(session_id="s1", session_name="Wedding", import_folder="/in"),
-    "session_updated": dict(session_id="s1", total_photos=4, processed_photos=3,
-                            progress_percent=75.0, status="processing"),
-    "session_completed": dict(session_id="s1", session_name="Wedding", total_photos=4,
-                              approved_photos=2),
+    "session_updated": dict(
+        session_id="s1",
+        total_photos=4,
+        processed_photos=3,
+        progress_percent=75.0,
+        status="processing",
+    ),
+    "session_completed": dict(
+        session_id="s1", session_name="Wedding", total_photos=4, approved_photos=2
+    ),
     "system_status": dict(status="ok", details={"database": "ok"}),
     "resource_warning": dict(resource_type="disk", current_value=95, threshold=90, message="full"),
-    "error_occurred": dict(error_type="job", error_message="boom", error_details=None,
-                           job_id="j1", photo_id="p1"),
-    "queue_status": dict(pending_count=1, processing_count=2, completed_count=3, failed_count=4,
-                         cancelled_count=5),
+    "error_occurred": dict(
+        error_type="job", error_message="boom", error_details=None, job_id="j1", photo_id="p1"
+    ),
+    "queue_status": dict(
+        pending_count=1, processing_count=2, completed_count=3, failed_count=4, cancelled_count=5
+    ),
     "priority_changed": dict(job_id="j1", old_priority=10, new_priority=90, reason="rush"),
     "approval_queue_updated": dict(queue_count=3, session_id="s1"),
-    "export_started": dict(export_id="e1", photo_id="p1", session_id="s1", preset_name="web",
-                           destination="/out"),
-    "export_completed": dict(export_id="e1", photo_id="p1", session_id="s1", preset_name="web",
-                             output_path="/out/a.jpg", file_size=1024),
-    "export_failed": dict(export_id="e1", photo_id="p1", session_id="s1", preset_name="web",
-                          error_message="disk full"),
+    "export_started": dict(
+        export_id="e1", photo_id="p1", session_id="s1", preset_name="web", destination="/out"
+    ),
+    "export_completed": dict(
+        export_id="e1",
+        photo_id="p1",
+        session_id="s1",
+        preset_name="web",
+        output_path="/out/a.jpg",
+        file_size=1024,
+    ),
+    "export_failed": dict(
+        export_id="e1", photo_id="p1", session_id="s1", preset_name="web", error_message="disk full"
+    ),
 }
 
 
@@ -105,6 +142,7 @@ def subscribe(state):
         hub.add(client)
         hub.subscribe(client, channels)
         return transport
+
     return make
 
 
@@ -115,8 +153,11 @@ def ctx(app):
 
 
 def test_one_broadcast_function_per_catalog_type():
-    functions = {name.removeprefix("broadcast_") for name, obj in vars(we).items()
-                 if name.startswith("broadcast_") and inspect.isfunction(obj)}
+    functions = {
+        name.removeprefix("broadcast_")
+        for name, obj in vars(we).items()
+        if name.startswith("broadcast_") and inspect.isfunction(obj)
+    }
     assert functions == set(catalog.CATALOG)
     assert set(SAMPLES) == set(catalog.CATALOG)
 
@@ -125,8 +166,9 @@ def test_one_broadcast_function_per_catalog_type():
 def test_broadcast_publishes_on_its_channel(type_, state, subscribe, ctx):
     channel = catalog.channel_of(type_)
     subscriber = subscribe(channel)
-    bystander = subscribe(*sorted({"jobs", "photos", "sessions", "system", "queue", "approval",
-                                   "export"} - {channel}))
+    bystander = subscribe(
+        *sorted({"jobs", "photos", "sessions", "system", "queue", "approval", "export"} - {channel})
+    )
     published = getattr(we, f"broadcast_{type_}")(**SAMPLES[type_])
     [message] = subscriber.messages
     timestamp = message.pop("timestamp")
@@ -144,7 +186,11 @@ def test_unset_optional_fields_are_null(subscribe, ctx):
     started, failed = subscriber.messages
     assert (started["photo_id"], started["worker"]) == (None, None)
     assert {k: failed[k] for k in ("photo_id", "error_details", "retryable", "stage")} == {
-        "photo_id": None, "error_details": None, "retryable": False, "stage": None}
+        "photo_id": None,
+        "error_details": None,
+        "retryable": False,
+        "stage": None,
+    }
 
 
 def test_entity_sub_channels_receive_named_events_once(subscribe, ctx):
@@ -155,7 +201,9 @@ def test_entity_sub_channels_receive_named_events_once(subscribe, ctx):
     we.broadcast_export_completed("e1", "p1", "web", "/o", 10, session_id="s1")
     we.broadcast_job_progress("j1", "scan", 10)
     assert [(m["type"], m["channel"], m["photo_id"]) for m in session.messages] == [
-        ("photo_imported", "photos", "p1"), ("export_completed", "export", "p1")]
+        ("photo_imported", "photos", "p1"),
+        ("export_completed", "export", "p1"),
+    ]
     assert [(m["type"], m["job_id"]) for m in job.messages] == [("job_progress", "j1")]
 
 
@@ -164,7 +212,11 @@ def test_job_queued_position_update_goes_to_the_job_sub_channel_only(subscribe, 
     we.broadcast_job_queued("j7", 3, estimated_start_seconds=12, position_update=True)
     assert jobs.frames == []
     [message] = one_job.messages
-    assert (message["type"], message["channel"], message["position"]) == ("job_queued", "jobs:j7", 3)
+    assert (message["type"], message["channel"], message["position"]) == (
+        "job_queued",
+        "jobs:j7",
+        3,
+    )
     we.broadcast_job_queued("j7", 1)
     assert [m["channel"] for m in jobs.messages] == ["jobs"]
 
@@ -176,19 +228,22 @@ def test_session_updated_computes_progress_percent(total, processed, expected, s
     assert subscriber.messages[0]["progress_percent"] == expected
 
 
-@pytest.mark.parametrize("call", [
-    lambda: we.broadcast_job_created(None),
-    lambda: we.broadcast_job_created("j1", priority=101),
-    lambda: we.broadcast_job_progress("j1", "scan", 150),
-    lambda: we.broadcast_job_progress("j1", "scan", 5, counters={"files": "3"}),
-    lambda: we.broadcast_job_queued("j1", 0, position_update=True),
-    lambda: we.broadcast_job_failed("j1", error_message=None),
-    lambda: we.broadcast_photo_imported("p1", "s1", None),
-    lambda: we.broadcast_session_updated("s1", -1, 0, "active"),
-    lambda: we.broadcast_resource_warning("disk", "95", 90),
-    lambda: we.broadcast_queue_status(1, 2, 3, "4"),
-    lambda: we.broadcast_export_completed("e1", "p1", "web", "/o", file_size=-1),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: we.broadcast_job_created(None),
+        lambda: we.broadcast_job_created("j1", priority=101),
+        lambda: we.broadcast_job_progress("j1", "scan", 150),
+        lambda: we.broadcast_job_progress("j1", "scan", 5, counters={"files": "3"}),
+        lambda: we.broadcast_job_queued("j1", 0, position_update=True),
+        lambda: we.broadcast_job_failed("j1", error_message=None),
+        lambda: we.broadcast_photo_imported("p1", "s1", None),
+        lambda: we.broadcast_session_updated("s1", -1, 0, "active"),
+        lambda: we.broadcast_resource_warning("disk", "95", 90),
+        lambda: we.broadcast_queue_status(1, 2, 3, "4"),
+        lambda: we.broadcast_export_completed("e1", "p1", "web", "/o", file_size=-1),
+    ],
+)
 def test_invalid_fields_raise_and_publish_nothing(call, state, subscribe, ctx):
     everyone = subscribe("jobs", "jobs:j1", "photos", "sessions", "system", "queue", "export")
     seq, count = state.bus.last_seq, state.bus.events_published

@@ -1,6 +1,7 @@
 """The capacity test's clients: N WebSockets opened and held in one ``selectors`` loop, each
 doing the handshake, waiting for ``connected``, subscribing to ``jobs`` and waiting for
 ``subscribed``; then the time each one receives the marked broadcast."""
+
 from __future__ import annotations
 
 import errno
@@ -11,16 +12,38 @@ import threading
 import time
 from collections import Counter
 
-from bench.wsclient import (HOST, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, close_code, close_frame,
-                            frame_at, handshake_request, handshake_status, masked_frame,
-                            read_some, send_some)
+from bench.wsclient import (
+    HOST,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    close_code,
+    close_frame,
+    frame_at,
+    handshake_request,
+    handshake_status,
+    masked_frame,
+    read_some,
+    send_some,
+)
 
 CONNECTING, HANDSHAKE, WAIT_CONNECTED, WAIT_SUBSCRIBED, OPEN, DONE = range(6)
 
 
 class Conn:
-    __slots__ = ("sock", "state", "buf", "out", "t_start", "t_open", "t_event", "frag",
-                 "frag_op", "events")
+    __slots__ = (
+        "sock",
+        "state",
+        "buf",
+        "out",
+        "t_start",
+        "t_open",
+        "t_event",
+        "frag",
+        "frag_op",
+        "events",
+    )
 
     def __init__(self, sock: socket.socket, now: float):
         self.sock = sock
@@ -63,7 +86,9 @@ class LoadGenerator:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="load", daemon=True)
         self.loop_error: BaseException | None = None
-        self._subscribe = masked_frame(json.dumps({"type": "subscribe", "channels": ["jobs"]}).encode())
+        self._subscribe = masked_frame(
+            json.dumps({"type": "subscribe", "channels": ["jobs"]}).encode()
+        )
 
     # -- control (main thread)
 
@@ -320,4 +345,3 @@ class LoadGenerator:
                 self.inflight.discard(c)
             elif kind == "error":
                 self._fail(c, f"subscribe refused: {message.get('code')}")
-

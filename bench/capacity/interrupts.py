@@ -1,5 +1,6 @@
 """Signals during the capacity test: the first SIGINT/SIGTERM/SIGHUP unwinds the run (so the
 ``finally`` blocks stop the server), but never between starting a server and keeping track of it."""
+
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +22,9 @@ def on_signal(signum, frame):
     if _signals["seen"]:
         return
     _signals["seen"] = True
-    exc = KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signal.Signals(signum).name)
+    exc = (
+        KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signal.Signals(signum).name)
+    )
     if _signals["defer"]:
         _signals["pending"] = exc
         return
@@ -39,7 +42,6 @@ def no_interrupt():
     if not _signals["defer"] and _signals["pending"] is not None:
         exc, _signals["pending"] = _signals["pending"], None
         raise exc
-
 
 
 def install() -> None:

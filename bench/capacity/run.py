@@ -1,5 +1,6 @@
 """One worker class of the capacity test, phase by phase: start the server, warm up, measure it
 idle, connect N clients, hold them, broadcast once, close them all, stop the server."""
+
 from __future__ import annotations
 
 import argparse
@@ -27,18 +28,29 @@ def measure_health(port: int, count: int, deadline: float, timeout: float) -> di
             break
         attempted += 1
         status, body, elapsed, err = http_call(
-            port, "GET", "/api/system/health",
-            timeout=min(timeout, max(0.5, deadline - time.monotonic())))
+            port,
+            "GET",
+            "/api/system/health",
+            timeout=min(timeout, max(0.5, deadline - time.monotonic())),
+        )
         if status == 200:
             times.append(elapsed)
         else:
             errors[err or f"HTTP {status}"] += 1
-    return {"count": count, "attempted": attempted, "ok": len(times), "errors": dict(errors),
-            "p50": pct(times, 50), "p99": pct(times, 99), "max": max(times) if times else None}
+    return {
+        "count": count,
+        "attempted": attempted,
+        "ok": len(times),
+        "errors": dict(errors),
+        "p50": pct(times, 50),
+        "p99": pct(times, 99),
+        "max": max(times) if times else None,
+    }
 
 
-def run_class(worker_class: str, args: argparse.Namespace, class_deadline: float,
-              workdir: str) -> dict[str, Any]:
+def run_class(
+    worker_class: str, args: argparse.Namespace, class_deadline: float, workdir: str
+) -> dict[str, Any]:
     """The figures of one worker class; ``problems`` lists what failed (empty: PASS)."""
     return ClassRun(worker_class, args, class_deadline, workdir).run()
 
@@ -46,8 +58,9 @@ def run_class(worker_class: str, args: argparse.Namespace, class_deadline: float
 class ClassRun:
     """The state of one :func:`run_class`; its phases are methods, in the order they run."""
 
-    def __init__(self, worker_class: str, args: argparse.Namespace, class_deadline: float,
-                 workdir: str):
+    def __init__(
+        self, worker_class: str, args: argparse.Namespace, class_deadline: float, workdir: str
+    ):
         self.args, self.deadline, self.n = args, class_deadline, args.connections
         self.r: dict[str, Any] = {"worker_class": worker_class, "n": self.n, "problems": []}
         self.problems: list[str] = self.r["problems"]
@@ -67,7 +80,9 @@ class ClassRun:
     def run(self) -> dict[str, Any]:
         try:
             self.server.start()
-            worker, err = self.server.wait_ready(time.monotonic() + min(30.0, max(1.0, self.left())))
+            worker, err = self.server.wait_ready(
+                time.monotonic() + min(30.0, max(1.0, self.left()))
+            )
             if worker is None:
                 self.problems.append(f"server did not start: {err}")
                 return self.r
@@ -90,8 +105,16 @@ class ClassRun:
         warm.start(time.monotonic() + min(10.0, max(1.0, self.left())))
         while warm.settled < 1 and time.monotonic() < warm.connect_deadline:
             time.sleep(0.01)
-        http_call(self.port, "POST", "/api/websocket/broadcast", {
-            "type": "job_progress", "channel": "jobs", "data": {"job_id": "warmup", "progress": 1}})
+        http_call(
+            self.port,
+            "POST",
+            "/api/websocket/broadcast",
+            {
+                "type": "job_progress",
+                "channel": "jobs",
+                "data": {"job_id": "warmup", "progress": 1},
+            },
+        )
         warm.stop()
         warm.close_all()
         if warm.opened != 1:
@@ -106,16 +129,20 @@ class ClassRun:
         r["rss_before"] = rss_kib(worker)
         r["threads_before"] = threads_of(worker)
         r["fds_before"] = fds_of(worker)
-        r["health_idle"] = measure_health(self.port, self.args.health_requests,
-                                          time.monotonic() + min(30.0, max(1.0, self.left())),
-                                          self.args.http_timeout)
+        r["health_idle"] = measure_health(
+            self.port,
+            self.args.health_requests,
+            time.monotonic() + min(30.0, max(1.0, self.left())),
+            self.args.http_timeout,
+        )
 
     def connect(self) -> None:
         """Open the N connections, in at most 60 % of what is left for this class."""
         r, n = self.r, self.n
         self.marker = "cap-" + uuid.uuid4().hex[:12]
-        load = self.load = LoadGenerator(self.port, n, self.args.window,
-                                         self.args.connect_timeout, self.marker)
+        load = self.load = LoadGenerator(
+            self.port, n, self.args.window, self.args.connect_timeout, self.marker
+        )
         cpu0 = cpu_seconds(self.worker)
         machine0 = cpu_times()
         t0 = time.monotonic()
@@ -139,7 +166,9 @@ class ClassRun:
         if load.loop_error is not None:
             self.problems.append(f"load generator crashed: {load.loop_error!r}")
         if load.opened < n:
-            self.problems.append(f"only {load.opened}/{n} connections opened: {r['connect_failures']}")
+            self.problems.append(
+                f"only {load.opened}/{n} connections opened: {r['connect_failures']}"
+            )
 
     def hold(self) -> None:
         """Let the server settle, then read its process state and ask it over HTTP."""
@@ -150,21 +179,29 @@ class ClassRun:
         r["fds_held"] = fds_of(worker)
         if r.get("rss_before") and r.get("rss_held") and self.load.open_now:
             r["rss_per_conn"] = (r["rss_held"] - r["rss_before"]) / self.load.open_now
-        status, body, elapsed, err = http_call(self.port, "GET", "/api/system/status",
-                                               timeout=args.http_timeout)
+        status, body, elapsed, err = http_call(
+            self.port, "GET", "/api/system/status", timeout=args.http_timeout
+        )
         r["status_total"] = body["connections"]["total"] if status == 200 and body else None
         r["status_latency"] = elapsed if status == 200 else None
         if status != 200:
             self.problems.append(f"/api/system/status failed: {err or status}")
         elif r["status_total"] != n:
-            self.problems.append(f"/api/system/status connections.total={r['status_total']}, expected {n}")
-        r["health_held"] = measure_health(self.port, args.health_requests,
-                                          time.monotonic() + max(1.0, min(60.0, self.left() - 10)),
-                                          args.http_timeout)
+            self.problems.append(
+                f"/api/system/status connections.total={r['status_total']}, expected {n}"
+            )
+        r["health_held"] = measure_health(
+            self.port,
+            args.health_requests,
+            time.monotonic() + max(1.0, min(60.0, self.left() - 10)),
+            args.http_timeout,
+        )
         h = r["health_held"]
         if h["ok"] < h["count"]:
-            self.problems.append(f"/health with {n} open: {h['ok']}/{h['count']} answered "
-                                 f"({h['errors'] or 'deadline'})")
+            self.problems.append(
+                f"/health with {n} open: {h['ok']}/{h['count']} answered "
+                f"({h['errors'] or 'deadline'})"
+            )
 
     def broadcast(self) -> None:
         """One broadcast to every subscriber: until every client has it."""
@@ -173,9 +210,16 @@ class ClassRun:
         expected = load.open_now
         t_post = time.monotonic()
         status, body, elapsed, err = http_call(
-            self.port, "POST", "/api/websocket/broadcast",
-            {"type": "job_progress", "channel": "jobs", "data": {"job_id": self.marker, "progress": 50}},
-            timeout=self.args.http_timeout)
+            self.port,
+            "POST",
+            "/api/websocket/broadcast",
+            {
+                "type": "job_progress",
+                "channel": "jobs",
+                "data": {"job_id": self.marker, "progress": 50},
+            },
+            timeout=self.args.http_timeout,
+        )
         r["broadcast_post"] = elapsed
         r["broadcast_recipients"] = body.get("recipients") if status == 202 and body else None
         if status != 202:
@@ -201,8 +245,9 @@ class ClassRun:
             self.problems.append(f"server dropped open connections: {dict(load.lost_after_open)}")
         r["pings_answered"] = load.pings
         if self.server.worker() != worker:
-            self.problems.append(f"worker {worker} is gone (now {self.server.worker()}): "
-                                 "restarted or crashed")
+            self.problems.append(
+                f"worker {worker} is gone (now {self.server.worker()}): restarted or crashed"
+            )
 
     def release(self) -> None:
         """Close every client at once, then wait for the server to count zero."""
@@ -217,18 +262,25 @@ class ClassRun:
         r["drain_cpu"] = (cpu_drained - cpu_close) if None not in (cpu_close, cpu_drained) else None
         r["drain_worker_replaced"] = self.server.worker() != worker
         if r["drain_worker_replaced"]:
-            self.problems.append(f"worker {worker} died after the clients closed (now "
-                                 f"{self.server.worker()}): its count of 0 is a new worker's")
+            self.problems.append(
+                f"worker {worker} died after the clients closed (now "
+                f"{self.server.worker()}): its count of 0 is a new worker's"
+            )
         if r["drain"] is None:
-            seen = ("no /api/system/status answer" if last_total is None
-                    else f"last count {last_total}")
-            self.problems.append(f"server did not count 0 connections within "
-                                 f"{drain_until - t_close:.0f} s of the clients closing ({seen})")
+            seen = (
+                "no /api/system/status answer" if last_total is None else f"last count {last_total}"
+            )
+            self.problems.append(
+                f"server did not count 0 connections within "
+                f"{drain_until - t_close:.0f} s of the clients closing ({seen})"
+            )
         polls, failed_polls, _ = r["drain_polls"]
         if failed_polls:
-            self.problems.append(f"HTTP stopped answering after the clients closed: {failed_polls}/"
-                                 f"{polls} /api/system/status polls failed "
-                                 f"({args.http_timeout:g} s timeout)")
+            self.problems.append(
+                f"HTTP stopped answering after the clients closed: {failed_polls}/"
+                f"{polls} /api/system/status polls failed "
+                f"({args.http_timeout:g} s timeout)"
+            )
         time.sleep(0.5)
         r["rss_after_close"] = rss_kib(worker)
         r["threads_after_close"] = threads_of(worker)
@@ -245,8 +297,11 @@ class ClassRun:
         while time.monotonic() < drain_until:
             polls += 1
             status, body, elapsed, _ = http_call(
-                self.port, "GET", "/api/system/status",
-                timeout=max(0.2, min(self.args.http_timeout, drain_until - time.monotonic())))
+                self.port,
+                "GET",
+                "/api/system/status",
+                timeout=max(0.2, min(self.args.http_timeout, drain_until - time.monotonic())),
+            )
             slowest = max(slowest, elapsed)
             if status == 200 and isinstance(body, dict):
                 last_total = body["connections"]["total"]

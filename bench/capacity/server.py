@@ -1,5 +1,6 @@
 """``local-bridge serve`` for the capacity test: one worker class, as a subprocess in a session
 of its own, stopped for sure (and how it stopped, said)."""
+
 from __future__ import annotations
 
 import os
@@ -35,9 +36,15 @@ class Server:
 
         self._log = open(self.log_path, "wb")
         with no_interrupt():  # never lose track of a child between fork and assignment
-            self.proc = subprocess.Popen(serve_command(), env=self.env, stdin=subprocess.DEVNULL,
-                                         stdout=self._log, stderr=subprocess.STDOUT,
-                                         start_new_session=True, preexec_fn=child_limits)
+            self.proc = subprocess.Popen(
+                serve_command(),
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=child_limits,
+            )
 
     @property
     def master(self) -> int:

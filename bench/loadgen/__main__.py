@@ -1,4 +1,5 @@
 """``python -m bench.loadgen clients|publish|followers``: see :mod:`bench.loadgen`."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,8 +10,9 @@ from bench.procs import raise_nofile
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.loadgen",
-                                     description="load generator for scripts/bench")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.loadgen", description="load generator for scripts/bench"
+    )
     sub = parser.add_subparsers(dest="mode", required=True)
     c = sub.add_parser("clients")
     c.add_argument("--port", type=int, required=True)
@@ -21,7 +23,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--path", default="/api/websocket/broadcast")
     p.add_argument("--conns", type=int, default=4)
     p.add_argument("--duration", type=float, default=10.0)
-    p.add_argument("--rate", type=float, default=0.0, help="events/s in total (0: as fast as possible)")
+    p.add_argument(
+        "--rate", type=float, default=0.0, help="events/s in total (0: as fast as possible)"
+    )
     p.add_argument("--pad", type=int, default=0, help="extra characters in each event")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP exchange")
     p.add_argument("--deadline", type=float, default=600.0)
@@ -56,12 +60,15 @@ def main() -> None:
     keep_buffers_on_the_heap()
     if args.mode == "clients":
         from bench.loadgen.subscribers import Clients
+
         Clients(args.port, args.proto, time.monotonic() + args.deadline).run()
     elif args.mode == "followers":
         from bench.loadgen.followers import followers
+
         followers(args)
     else:
         from bench.loadgen.publisher import Publisher
+
         Publisher(args).run()
 
 

@@ -6,6 +6,7 @@ TCP connection, wait ``--away`` seconds, connect to the next port and resume wit
 ``epoch``. Each follower's stream is compared with the witness's (a client on the first port
 that never leaves): missing, duplicated and out-of-order events.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,15 @@ class Follower(threading.Thread):
     """A subscriber of ``jobs`` that records the seq of every event it receives. ``live=None``:
     stays connected; otherwise drops its connection every ``live`` seconds and resumes."""
 
-    def __init__(self, ports: list[int], index: int, stop: threading.Event, live: float | None,
-                 away: float, timeout: float):
+    def __init__(
+        self,
+        ports: list[int],
+        index: int,
+        stop: threading.Event,
+        live: float | None,
+        away: float,
+        timeout: float,
+    ):
         super().__init__(daemon=True)
         self.ports, self.index, self.stop, self.live, self.away = ports, index, stop, live, away
         self.timeout = timeout
@@ -31,7 +39,9 @@ class Follower(threading.Thread):
         self.subscribed = threading.Event()
         self.resumes = self.replayed = self.unrecovered = 0
         self.errors: dict[str, int] = {}
-        self.first: int | None = None  # the seq of the first `subscribed`: the stream starts after it
+        self.first: int | None = (
+            None  # the seq of the first `subscribed`: the stream starts after it
+        )
         self.since: int | None = None  # the newest seq received (or subscribed at)
         self.epoch: str | None = None
 
@@ -116,8 +126,10 @@ def followers(args) -> None:
         print(json.dumps({"error": "the witness did not subscribe"}), flush=True)
         return
     group = start_group(ports, stop, args)
-    print(json.dumps({"event": "started", "subscribed": sum(f.subscribed.is_set() for f in group)}),
-          flush=True)
+    print(
+        json.dumps({"event": "started", "subscribed": sum(f.subscribed.is_set() for f in group)}),
+        flush=True,
+    )
     done = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.readline(), done.set()), daemon=True).start()
     done.wait(args.deadline)
@@ -148,9 +160,19 @@ def start_group(ports: list[int], stop: threading.Event, args) -> list[Follower]
 
 def compare(kind: str, group: list[Follower], reference: list[int]) -> dict:
     """The followers' counts, and their streams checked against the witness's."""
-    result = {"kind": kind, "clients": len(group), "witness_events": len(reference),
-              "resumes": 0, "replayed": 0, "unrecovered": 0, "missing": 0, "duplicates": 0,
-              "out_of_order": 0, "events": 0, "errors": {}}
+    result = {
+        "kind": kind,
+        "clients": len(group),
+        "witness_events": len(reference),
+        "resumes": 0,
+        "replayed": 0,
+        "unrecovered": 0,
+        "missing": 0,
+        "duplicates": 0,
+        "out_of_order": 0,
+        "events": 0,
+        "errors": {},
+    }
     for f in group:
         seqs = f.seqs
         result["resumes"] += f.resumes

@@ -1,5 +1,6 @@
 """The HTTP publisher (``python -m bench.loadgen publish``): events POSTed on keep-alive
 connections, one thread each, as fast as answers come or at a fixed total rate."""
+
 from __future__ import annotations
 
 import json
@@ -13,12 +14,21 @@ from bench.wsclient import HOST
 EVENT_TYPE = "bench.event"
 
 
-def http_post(sock: socket.socket, port: int, path: str, body: bytes, buf: list) -> tuple[int, bytes]:
+def http_post(
+    sock: socket.socket, port: int, path: str, body: bytes, buf: list
+) -> tuple[int, bytes]:
     """One POST on a keep-alive connection: (status, body). ``buf[0]`` carries bytes read past
     the answer; raises ``ConnectionAbortedError(status)`` when the server closes after it."""
-    sock.sendall(b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1:" + str(port).encode()
-                 + b"\r\nContent-Type: application/json\r\nContent-Length: "
-                 + str(len(body)).encode() + b"\r\n\r\n" + body)
+    sock.sendall(
+        b"POST "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: 127.0.0.1:"
+        + str(port).encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
     data = buf[0]
     while b"\r\n\r\n" not in data:
         data += _recv(sock)
@@ -79,8 +89,10 @@ class Publisher:
 
     def run(self) -> None:
         """Print ``{"event": "started"}`` once connected, publish, print the result."""
-        threads = [threading.Thread(target=self.connection, args=(k,), daemon=True)
-                   for k in range(self.args.conns)]
+        threads = [
+            threading.Thread(target=self.connection, args=(k,), daemon=True)
+            for k in range(self.args.conns)
+        ]
         usage0 = resource.getrusage(resource.RUSAGE_SELF)
         for t in threads:
             t.start()
@@ -94,9 +106,12 @@ class Publisher:
         result = self.result
         result["cpu_s"] = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
         lat = sorted(result.pop("http_ms"))
-        result.update(elapsed=elapsed, rate=result["ok"] / elapsed if elapsed else 0.0,
-                      http_p50_ms=lat[len(lat) // 2] if lat else None,
-                      http_p99_ms=lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None)
+        result.update(
+            elapsed=elapsed,
+            rate=result["ok"] / elapsed if elapsed else 0.0,
+            http_p50_ms=lat[len(lat) // 2] if lat else None,
+            http_p99_ms=lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
+        )
         print(json.dumps(result), flush=True)
 
     def next_event(self, end: float) -> int | None:
@@ -115,10 +130,20 @@ class Publisher:
         return i
 
     def body(self, i: int) -> bytes:
-        return json.dumps({"type": EVENT_TYPE, "channel": "jobs",
-                           "data": {"t": time.time(), "i": i, "task": "bench", "progress": 45.5,
-                                    "message": "Analyzing image quality" + self.pad}},
-                          separators=(",", ":")).encode()
+        return json.dumps(
+            {
+                "type": EVENT_TYPE,
+                "channel": "jobs",
+                "data": {
+                    "t": time.time(),
+                    "i": i,
+                    "task": "bench",
+                    "progress": 45.5,
+                    "message": "Analyzing image quality" + self.pad,
+                },
+            },
+            separators=(",", ":"),
+        ).encode()
 
     def connection(self, k: int) -> None:
         """One connection's loop; its counts are added to the result at the end."""

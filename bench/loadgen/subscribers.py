@@ -7,6 +7,7 @@ decoded, except the samplers' events (``json.loads``, for the publish timestamp 
 and the few setup replies. Pings are answered with pongs (Engine.IO ``2`` with ``3``), close
 frames are answered and their codes counted.
 """
+
 from __future__ import annotations
 
 import errno
@@ -17,9 +18,20 @@ import socket
 import sys
 import time
 
-from bench.wsclient import (HOST, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, close_code, frame_at,
-                            handshake_request, handshake_status, masked_frame, read_some,
-                            send_some)
+from bench.wsclient import (
+    HOST,
+    OP_CLOSE,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    close_code,
+    frame_at,
+    handshake_request,
+    handshake_status,
+    masked_frame,
+    read_some,
+    send_some,
+)
 
 EVENT_TYPE = "bench.event"
 
@@ -27,19 +39,44 @@ HANDSHAKE, WAIT_OPEN, WAIT_NS, WAIT_SUBSCRIBED, READY, CLOSED = range(6)
 READ, WRITE, ERRMASK = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR | select.EPOLLHUP
 # Each protocol's setup dialogue: (in state, a text frame starting with, go to state, and answer).
 SETUP = {
-    "bus": ((WAIT_OPEN, b'{"type":"connected"', WAIT_SUBSCRIBED,
-             b'{"type":"subscribe","channels":["jobs"]}'),
-            (WAIT_SUBSCRIBED, b'{"type":"subscribed"', READY, b"")),
-    "socketio": ((WAIT_OPEN, b"0", WAIT_NS, b"40"),  # Engine.IO open, then the namespace
-                 (WAIT_NS, b"40", WAIT_SUBSCRIBED, b'42["subscribe",{"channels":["jobs"]}]'),
-                 (WAIT_SUBSCRIBED, b'42["subscribed"', READY, b"")),
+    "bus": (
+        (
+            WAIT_OPEN,
+            b'{"type":"connected"',
+            WAIT_SUBSCRIBED,
+            b'{"type":"subscribe","channels":["jobs"]}',
+        ),
+        (WAIT_SUBSCRIBED, b'{"type":"subscribed"', READY, b""),
+    ),
+    "socketio": (
+        (WAIT_OPEN, b"0", WAIT_NS, b"40"),  # Engine.IO open, then the namespace
+        (WAIT_NS, b"40", WAIT_SUBSCRIBED, b'42["subscribe",{"channels":["jobs"]}]'),
+        (WAIT_SUBSCRIBED, b'42["subscribed"', READY, b""),
+    ),
 }
 
 
 class Conn:
     """One subscriber's socket, where it is in its setup, and its counts."""
-    __slots__ = ("index", "sock", "fd", "recv", "state", "buf", "out", "count", "sampler", "t_start",
-                 "t_ready", "stalled", "close_code", "registered", "events", "seen")
+
+    __slots__ = (
+        "index",
+        "sock",
+        "fd",
+        "recv",
+        "state",
+        "buf",
+        "out",
+        "count",
+        "sampler",
+        "t_start",
+        "t_ready",
+        "stalled",
+        "close_code",
+        "registered",
+        "events",
+        "seen",
+    )
 
     def __init__(self, index: int, sock: socket.socket, sampler: bool):
         self.index = index
@@ -57,7 +94,7 @@ class Conn:
         self.close_code: int | None = None
         self.registered = 0
         self.events = 0  # decoded-sample counter (for decode_every)
-        self.seen = 0    # every event since connect
+        self.seen = 0  # every event since connect
 
 
 class Clients:
@@ -122,7 +159,9 @@ class Clients:
         """Start opening connections; answered by :meth:`finish_connect`."""
         n = int(cmd["n"])
         self.concurrency = int(cmd.get("concurrency", 64))
-        self.connect_deadline = min(self.deadline, time.monotonic() + float(cmd.get("timeout", 120)))
+        self.connect_deadline = min(
+            self.deadline, time.monotonic() + float(cmd.get("timeout", 120))
+        )
         sample = max(1, int(cmd.get("sample", 100)))
         stride = max(1, n // sample)
         self.small_rcvbuf = set(cmd.get("small_rcvbuf") or ())
@@ -163,36 +202,64 @@ class Clients:
             c.stalled = False
             if c.state != CLOSED and not c.registered:
                 self._want(c, READ | (WRITE if c.out else 0))
-        self.reply({"ok": c is not None, "state": None if c is None else c.state,
-                    "close_code": None if c is None else c.close_code})
+        self.reply(
+            {
+                "ok": c is not None,
+                "state": None if c is None else c.state,
+                "close_code": None if c is None else c.close_code,
+            }
+        )
 
     def cmd_conn(self, cmd: dict) -> None:
         c = self.conns[int(cmd["index"])]
-        self.reply({"state": None if c is None else c.state,
-                    "close_code": None if c is None else c.close_code,
-                    "seen": None if c is None else c.seen})
+        self.reply(
+            {
+                "state": None if c is None else c.state,
+                "close_code": None if c is None else c.close_code,
+                "seen": None if c is None else c.seen,
+            }
+        )
 
     def cmd_quit(self, cmd: dict) -> None:
         self.quit = True
 
-    COMMANDS = {"connect": cmd_connect, "reset": cmd_reset, "stats": cmd_stats,
-                "stall": cmd_stall, "resume": cmd_resume, "conn": cmd_conn, "quit": cmd_quit}
+    COMMANDS = {
+        "connect": cmd_connect,
+        "reset": cmd_reset,
+        "stats": cmd_stats,
+        "stall": cmd_stall,
+        "resume": cmd_resume,
+        "conn": cmd_conn,
+        "quit": cmd_quit,
+    }
 
     def stats(self, with_latencies: bool, exclude) -> dict:
         exclude = set(exclude)
-        counts = [c.count for c in self.conns if c is not None and c.state == READY
-                  and c.index not in exclude]
+        counts = [
+            c.count
+            for c in self.conns
+            if c is not None and c.state == READY and c.index not in exclude
+        ]
         total = sum(c.count for c in self.conns if c is not None and c.index not in exclude)
         states: dict[str, int] = {}
         for c in self.conns:
             key = "none" if c is None else str(c.state)
             states[key] = states.get(key, 0) + 1
-        doc = {"t": time.monotonic(), "since": time.monotonic() - self.t_reset, "received": total,
-               "ready": sum(1 for c in self.conns if c is not None and c.state == READY),
-               "min": min(counts) if counts else 0, "max": max(counts) if counts else 0,
-               "closes": self.closes, "failures": self.failures, "states": states,
-               "other_frames": self.frames_other, "n_latencies": len(self.latencies),
-               "cpu_user": os.times().user, "cpu_sys": os.times().system}
+        doc = {
+            "t": time.monotonic(),
+            "since": time.monotonic() - self.t_reset,
+            "received": total,
+            "ready": sum(1 for c in self.conns if c is not None and c.state == READY),
+            "min": min(counts) if counts else 0,
+            "max": max(counts) if counts else 0,
+            "closes": self.closes,
+            "failures": self.failures,
+            "states": states,
+            "other_frames": self.frames_other,
+            "n_latencies": len(self.latencies),
+            "cpu_user": os.times().user,
+            "cpu_sys": os.times().system,
+        }
         if with_latencies:
             doc["latencies"] = [round(x, 6) for x in self.latencies]
         return doc
@@ -204,18 +271,29 @@ class Clients:
         while self.pending and self.inflight < self.concurrency and now < self.connect_deadline:
             index = self.pending.pop(0)
             self.open_one(index)
-        if self.connecting and self.inflight == 0 and (not self.pending or now >= self.connect_deadline):
+        if (
+            self.connecting
+            and self.inflight == 0
+            and (not self.pending or now >= self.connect_deadline)
+        ):
             self.finish_connect()
 
     def finish_connect(self) -> None:
         self.connecting = False
-        for index in self.pending:
-            self.failures["not_started"] = self.failures.get("not_started", 0) + 1
+        if self.pending:
+            self.failures["not_started"] = self.failures.get("not_started", 0) + len(self.pending)
         self.pending = []
-        setup = sorted(c.t_ready - c.t_start for c in self.conns if c is not None and c.state == READY)
-        self.reply({"ok": sum(1 for c in self.conns if c is not None and c.state == READY),
-                    "failures": self.failures, "wall": time.monotonic() - self.connect_started,
-                    "setup": [round(x, 5) for x in setup]})
+        setup = sorted(
+            c.t_ready - c.t_start for c in self.conns if c is not None and c.state == READY
+        )
+        self.reply(
+            {
+                "ok": sum(1 for c in self.conns if c is not None and c.state == READY),
+                "failures": self.failures,
+                "wall": time.monotonic() - self.connect_started,
+                "setup": [round(x, 5) for x in setup],
+            }
+        )
 
     def open_one(self, index: int) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -400,7 +478,7 @@ class Clients:
 
     def sample(self, payload: bytes, now: float) -> None:
         try:
-            doc = json.loads(payload[self.skip:])
+            doc = json.loads(payload[self.skip :])
             if self.skip:
                 doc = doc[1]
             self.latencies.append(time.time() - float(doc["t"]))

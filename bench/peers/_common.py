@@ -4,17 +4,18 @@ An event published as ``{"type": T, "channel": C, "data": {...}}`` reaches subsc
 ``{"type": T, "timestamp": ISO-8601, "channel": C, "seq": n, ...data}`` (PROTOCOL.md section 2),
 serialized once for all recipients.
 """
+
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 ENVELOPE = ("type", "timestamp", "channel", "seq")
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def envelope(type_: str, channel: str | None, seq: int, data: dict) -> dict:

@@ -9,6 +9,7 @@ answers 200.
     gunicorn -k gthread -w 1 --threads N+64 --worker-connections N+100 \
         --chdir bench/peers flask_sock_naive:app
 """
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import dumps, envelope, parse_publish, reply  # noqa: E402
 from flask import Flask, jsonify, request  # noqa: E402
 from flask_sock import ConnectionClosed, Sock  # noqa: E402
-
-from _common import dumps, envelope, parse_publish, reply  # noqa: E402
 
 app = Flask(__name__)
 sock = Sock(app)

@@ -10,6 +10,7 @@ answers 200.
     gunicorn -k gthread -w 1 --threads N+64 --worker-connections N+100 \
         --chdir bench/peers socketio_server:app
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,10 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import envelope, now_iso, parse_publish  # noqa: E402
 from flask import Flask, jsonify, request  # noqa: E402
 from flask_socketio import SocketIO, emit, join_room  # noqa: E402
-
-from _common import envelope, now_iso, parse_publish  # noqa: E402
 
 app = Flask(__name__)
 socketio = SocketIO(app, async_mode="threading", logger=False, engineio_logger=False)
@@ -34,8 +34,15 @@ def on_subscribe(body):
     channels = [c for c in (body or {}).get("channels") or () if isinstance(c, str)]
     for channel in channels:
         join_room(channel)
-    emit("subscribed", {"type": "subscribed", "timestamp": now_iso(), "channels": sorted(channels),
-                        "seq": state["seq"]})
+    emit(
+        "subscribed",
+        {
+            "type": "subscribed",
+            "timestamp": now_iso(),
+            "channels": sorted(channels),
+            "seq": state["seq"],
+        },
+    )
 
 
 @app.post("/api/websocket/broadcast")

@@ -8,6 +8,7 @@ same event loop on ``--http-port``: ``POST /api/websocket/broadcast`` with local
 builds the same envelope once and hands it to ``websockets.broadcast()`` for every subscriber of
 the channel (no backpressure: that is what ``broadcast()`` does). ``GET /health`` answers 200.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,10 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import dumps, envelope, parse_publish, reply  # noqa: E402
 from websockets.asyncio.server import broadcast, serve  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
-
-from _common import dumps, envelope, parse_publish, reply  # noqa: E402
 
 subscribers: dict[str, set] = {}
 seq = 0
@@ -52,9 +52,11 @@ async def ws_handler(ws) -> None:
 
 
 def _response(status: str, body: bytes, keep_alive: bool) -> bytes:
-    return (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n"
-            f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
+    ).encode() + body
 
 
 async def http_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -79,16 +81,23 @@ async def http_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
                 try:
                     type_, channel, data = parse_publish(body)
                 except (ValueError, TypeError) as exc:
-                    out = _response("400 Bad Request", dumps({"error": str(exc)}).encode(), keep_alive)
+                    out = _response(
+                        "400 Bad Request", dumps({"error": str(exc)}).encode(), keep_alive
+                    )
                 else:
                     seq += 1
                     text = dumps(envelope(type_, channel, seq, data))
-                    targets = subscribers.get(channel, ()) if channel else \
-                        {ws for group in subscribers.values() for ws in group}
+                    targets = (
+                        subscribers.get(channel, ())
+                        if channel
+                        else {ws for group in subscribers.values() for ws in group}
+                    )
                     broadcast(targets, text)
-                    out = _response("202 Accepted",
-                                    dumps({"seq": seq, "recipients": len(targets)}).encode(),
-                                    keep_alive)
+                    out = _response(
+                        "202 Accepted",
+                        dumps({"seq": seq, "recipients": len(targets)}).encode(),
+                        keep_alive,
+                    )
             elif method == "GET" and path == "/health":
                 out = _response("200 OK", b'{"status":"ok"}', keep_alive)
             else:
@@ -108,8 +117,7 @@ async def main(host: str, port: int, http_port: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
     http = await asyncio.start_server(http_handler, host, http_port, backlog=2048)
-    async with serve(ws_handler, host, port, backlog=2048, compression=None,
-                     max_size=65536):
+    async with serve(ws_handler, host, port, backlog=2048, compression=None, max_size=65536):
         async with http:
             await stop
 

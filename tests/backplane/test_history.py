@@ -1,4 +1,5 @@
 """History: bounded by size and age, and honest about what it no longer holds."""
+
 from __future__ import annotations
 
 from local_bridge.backplane.history import History

@@ -9,6 +9,7 @@ off: when the application returns, every object of the connection must already b
 by reference counting alone. Under gevent (the default worker: the event loop reads the socket)
 and with threads (the gthread worker: simple-websocket's reader thread).
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -132,8 +133,9 @@ def test_closed_connections_are_freed_without_the_cyclic_collector(tmp_path, mod
     if mode == "green":
         out = run_under_gevent("import sys; sys.argv[1:] = " + repr(args) + "\n" + PROGRAM)
     else:
-        done = subprocess.run([sys.executable, "-c", PROGRAM, *args], capture_output=True,
-                              text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-c", PROGRAM, *args], capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0, done.stderr
         out = done.stdout
     result = __import__("json").loads(out.strip().splitlines()[-1])

@@ -1,4 +1,5 @@
 """Unit tests of local_bridge.bus.hub: registry, subscriptions, recipients and closing."""
+
 from __future__ import annotations
 
 import itertools
@@ -36,8 +37,13 @@ class FakeTransport:
 
 
 def event(channel, client_types=None, type_="job_progress", **fields):
-    return make_event(next(_seq), type_, channel, fields,
-                      frozenset(client_types) if client_types is not None else None)
+    return make_event(
+        next(_seq),
+        type_,
+        channel,
+        fields,
+        frozenset(client_types) if client_types is not None else None,
+    )
 
 
 @pytest.fixture
@@ -48,6 +54,7 @@ def hub():
 @pytest.fixture
 def add_client(hub):
     """add_client(*channels, client_type=None) -> a new client added to the hub and subscribed."""
+
     def make(*channels, client_type=None, accept=True):
         client = Client(FakeTransport(accept))
         hub.add(client)
@@ -56,6 +63,7 @@ def add_client(hub):
         if channels:
             hub.subscribe(client, channels)
         return client
+
     return make
 
 
@@ -77,12 +85,15 @@ def test_recipients_by_channel(hub, add_client):
     assert hub.recipients(event("system", type_="system_status")) == []
 
 
-@pytest.mark.parametrize("sub_channel, channel, fields", [
-    ("jobs:j1", "jobs", {"job_id": "j1"}),
-    ("sessions:s1", "photos", {"photo_id": "p1", "session_id": "s1"}),
-    ("photos:p1", "export", {"export_id": "e1", "photo_id": "p1"}),
-    ("jobs:j1", "system", {"error_type": "x", "job_id": "j1"}),
-])
+@pytest.mark.parametrize(
+    "sub_channel, channel, fields",
+    [
+        ("jobs:j1", "jobs", {"job_id": "j1"}),
+        ("sessions:s1", "photos", {"photo_id": "p1", "session_id": "s1"}),
+        ("photos:p1", "export", {"export_id": "e1", "photo_id": "p1"}),
+        ("jobs:j1", "system", {"error_type": "x", "job_id": "j1"}),
+    ],
+)
 def test_entity_sub_channels(hub, add_client, sub_channel, channel, fields):
     subscriber, main = add_client(sub_channel), add_client(channel)
     other = add_client(sub_channel.split(":")[0] + ":other")
@@ -180,7 +191,11 @@ def test_subscribe_limit_raises_and_changes_nothing(hub, add_client):
     assert hub.recipients(event("sessions", type_="session_created")) == []
     assert hub.recipients(event("system", type_="system_status")) == [watcher]
     # channels already held do not count again; reaching the limit exactly is allowed
-    assert hub.subscribe(client, ["jobs", "photos", "queue"], limit=3) == {"jobs", "photos", "queue"}
+    assert hub.subscribe(client, ["jobs", "photos", "queue"], limit=3) == {
+        "jobs",
+        "photos",
+        "queue",
+    }
 
 
 def test_subscribe_limit_counts_repeated_names_once(hub, add_client):
@@ -193,8 +208,11 @@ def test_register_and_describe(hub, add_client):
     hub.register(client, "lightroom", "LR Classic")
     view = client.describe()
     assert {k: view[k] for k in ("client_id", "client_type", "client_name", "channels")} == {
-        "client_id": client.client_id, "client_type": "lightroom", "client_name": "LR Classic",
-        "channels": ["jobs", "jobs:1"]}
+        "client_id": client.client_id,
+        "client_type": "lightroom",
+        "client_name": "LR Classic",
+        "channels": ["jobs", "jobs:1"],
+    }
     assert view["connected_at"].endswith("Z") and view["sent"] == 0
 
 
@@ -240,6 +258,7 @@ def test_concurrent_churn_while_delivering(hub, add_client):
                 fn()
             except BaseException as exc:  # noqa: BLE001 - reported by the main thread
                 errors.append(exc)
+
         return run
 
     def churn():
@@ -262,8 +281,9 @@ def test_concurrent_churn_while_delivering(hub, add_client):
             hub.deliver(e)
             delivered.append(e.seq)
 
-    workers = [threading.Thread(target=guarded(fn), daemon=True)
-               for fn in (churn, churn, churn, toggle)]
+    workers = [
+        threading.Thread(target=guarded(fn), daemon=True) for fn in (churn, churn, churn, toggle)
+    ]
     deliverer = threading.Thread(target=guarded(deliver), daemon=True)
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)  # switch threads often, to interleave hub operations finely

@@ -1,4 +1,5 @@
 """Unit tests of local_bridge.bus.outbox.Outbox with a fake, stallable sendall."""
+
 from __future__ import annotations
 
 import threading
@@ -48,6 +49,7 @@ def make_outbox(sock):
         outbox = Outbox(sock.sendall, **kwargs)
         made.append(outbox)
         return outbox
+
     yield make
     sock.gate.set()  # never leave a writer blocked
     for outbox in made:
@@ -108,8 +110,11 @@ def test_on_overflow_runs_outside_the_lock(sock, make_outbox):
     """on_overflow is called without the outbox's lock held, so it may call back into the
     outbox; were it held, the publishing thread would deadlock."""
     seen = []
-    outbox = make_outbox(limit=1, overflow_frame=b"X",
-                         on_overflow=lambda: seen.append((outbox.put(b"late"), outbox.depth)))
+    outbox = make_outbox(
+        limit=1,
+        overflow_frame=b"X",
+        on_overflow=lambda: seen.append((outbox.put(b"late"), outbox.depth)),
+    )
     stall_on_first(sock, outbox)
     assert outbox.put(b"b")
     worker = threading.Thread(target=outbox.put, args=(b"c",), daemon=True)
@@ -190,7 +195,8 @@ def test_under_gevent_the_outbox_takes_the_os_lock():
         "box = Outbox(lambda data: None, 10)\n"
         "print(type(box._lock).__module__, type(box._lock).__name__, type(threading.Lock()).__module__)\n"
         "box.close()\n"
-        "assert box.wait_closed(10)\n")
+        "assert box.wait_closed(10)\n"
+    )
     lock_module, lock_name, patched_module = out.split()
     assert (lock_module, lock_name) == ("_thread", "lock")
     assert patched_module.startswith("gevent")  # the patch was in force
@@ -296,5 +302,6 @@ def test_under_gevent_a_writer_starts_from_the_event_loop_without_waiting():
         "gevent.sleep(0.1)\n"
         "box.close(b'bye')\n"
         "assert box.wait_closed(10)\n"
-        "print(out)\n")
+        "print(out)\n"
+    )
     assert out.strip() == "[b'from the loop', b'bye']"

@@ -1,4 +1,5 @@
 """Unit tests of local_bridge.bus.pacing.FanoutPacer with a controlled clock and CPU."""
+
 from __future__ import annotations
 
 import pytest

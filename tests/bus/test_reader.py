@@ -4,6 +4,7 @@ Each test runs a small program in a gevent-patched interpreter: a simple-websock
 one end of a socket pair (through local_bridge's Transport, as in the server) and a wsproto
 client on the other end, speaking real frames.
 """
+
 from __future__ import annotations
 
 import textwrap
@@ -123,5 +124,6 @@ def test_the_server_hands_the_loop_reader_to_simple_websocket_under_gevent(tmp_p
         "from local_bridge import create_app\n"
         "from local_bridge.bus.reader import LoopReader\n"
         f"app = create_app({{'DATABASE_URL': 'sqlite:///{tmp_path}/bus.db'}})\n"
-        "print(app.config['WEBSOCKET_SERVER_OPTIONS']['thread_class'] is LoopReader)\n")
+        "print(app.config['WEBSOCKET_SERVER_OPTIONS']['thread_class'] is LoopReader)\n"
+    )
     assert out.strip() == "True"

@@ -1,5 +1,6 @@
 """Two workers claiming at once never get the same job: SQLite and PostgreSQL, threads (two
 server processes: tests/e2e/test_claim_processes_e2e.py)."""
+
 from __future__ import annotations
 
 import threading
@@ -105,5 +106,7 @@ def test_decisions_racing_on_one_job_let_exactly_one_win(database):
         thread.join(60)
     assert sorted(outcomes).count("Conflict") == 3
     winner = next(o for o in outcomes if o != "Conflict")
-    assert domain.jobs.get(job["id"])["status"] == ("completed" if winner == "complete" else "failed")
+    assert domain.jobs.get(job["id"])["status"] == (
+        "completed" if winner == "complete" else "failed"
+    )
     domain.close()

@@ -1,4 +1,5 @@
 """The job state machine and queue, at the domain level on a real SQLite database."""
+
 from __future__ import annotations
 
 import pytest
@@ -31,18 +32,22 @@ def _types(events, since=0):
 LEGAL = {  # from status: the transitions that succeed
     "queued": {"start", "cancel", "reprioritize"},
     "running": {"progress", "complete", "fail", "cancel"},
-    "completed": set(), "failed": set(), "cancelled": set(),
+    "completed": set(),
+    "failed": set(),
+    "cancelled": set(),
 }
 
 
 def _attempt(domain, job_id, action):
     jobs = domain.jobs
-    return {"start": lambda: jobs.claim("w"),  # the job is the only one there is
-            "progress": lambda: jobs.mark_progress(job_id, 10.0),
-            "complete": lambda: jobs.mark_completed(job_id),
-            "fail": lambda: jobs.mark_failed(job_id, "x"),
-            "cancel": lambda: jobs.cancel(job_id),
-            "reprioritize": lambda: jobs.reprioritize(job_id, 7)}[action]()
+    return {
+        "start": lambda: jobs.claim("w"),  # the job is the only one there is
+        "progress": lambda: jobs.mark_progress(job_id, 10.0),
+        "complete": lambda: jobs.mark_completed(job_id),
+        "fail": lambda: jobs.mark_failed(job_id, "x"),
+        "cancel": lambda: jobs.cancel(job_id),
+        "reprioritize": lambda: jobs.reprioritize(job_id, 7),
+    }[action]()
 
 
 def _job_in(domain, status):
@@ -60,7 +65,9 @@ def _job_in(domain, status):
 
 
 @pytest.mark.parametrize("status", list(LEGAL))
-@pytest.mark.parametrize("action", ["start", "progress", "complete", "fail", "cancel", "reprioritize"])
+@pytest.mark.parametrize(
+    "action", ["start", "progress", "complete", "fail", "cancel", "reprioritize"]
+)
 def test_every_transition_from_every_status(world, status, action):
     domain, events = world
     job_id = _job_in(domain, status)
@@ -89,8 +96,10 @@ def test_queue_status_counts_follow_every_change(world):
     domain.jobs.mark_failed(a["id"], "x")
     domain.jobs.cancel(b["id"])
     counts = [e.message for e in events if e.type == "queue_status"]
-    assert [(c["pending_count"], c["processing_count"], c["failed_count"], c["cancelled_count"])
-            for c in counts] == [(1, 0, 0, 0), (2, 0, 0, 0), (1, 1, 0, 0), (1, 0, 1, 0), (0, 0, 1, 1)]
+    assert [
+        (c["pending_count"], c["processing_count"], c["failed_count"], c["cancelled_count"])
+        for c in counts
+    ] == [(1, 0, 0, 0), (2, 0, 0, 0), (1, 1, 0, 0), (1, 0, 1, 0), (0, 0, 1, 1)]
 
 
 def test_unknown_ids(world):
@@ -108,17 +117,24 @@ def test_position_moves_are_announced_on_sub_channels_after_the_row_events(world
     low = domain.jobs.create("k", priority=1)
     mark = len(events)
     domain.jobs.create("k", priority=99)
-    assert _types(events, mark) == [("job_created", "jobs"), ("job_queued", "jobs"),
-                                    ("queue_status", "queue"), ("job_queued", f"jobs:{low['id']}")]
+    assert _types(events, mark) == [
+        ("job_created", "jobs"),
+        ("job_queued", "jobs"),
+        ("queue_status", "queue"),
+        ("job_queued", f"jobs:{low['id']}"),
+    ]
     assert events[-1].message["position"] == 2
 
 
 ENDINGS = {  # how a running job ends, with values that survive a trip through the database
     "completed": lambda jobs, job_id: jobs.mark_completed(
-        job_id, {"labels": ["sky", "sea"], "score": 0.5, "nested": {"z": 1, "a": None}},
-        "https://example.test/r/1"),
+        job_id,
+        {"labels": ["sky", "sea"], "score": 0.5, "nested": {"z": 1, "a": None}},
+        "https://example.test/r/1",
+    ),
     "failed": lambda jobs, job_id: jobs.mark_failed(
-        job_id, "decoder crashed", {"trace": ["a", "b"], "code": 7}, retryable=True),
+        job_id, "decoder crashed", {"trace": ["a", "b"], "code": 7}, retryable=True
+    ),
     "cancelled": lambda jobs, job_id: (jobs.cancel(job_id, "not needed"), jobs.cancel(job_id)),
 }
 

@@ -1,4 +1,5 @@
 """ProgressConflator: rate, stage changes, the last value, order."""
+
 from __future__ import annotations
 
 import threading

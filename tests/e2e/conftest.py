@@ -1,5 +1,6 @@
 """End-to-end tier: the real server on a free loopback port, and clients connected to it.
 Every test under this folder is marked ``e2e`` (``pytest -m "not e2e"`` leaves them out)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -64,8 +65,13 @@ def postgres_url():
     """A fresh, migrated PostgreSQL database for one test module."""
     database = FreshDatabase()
     env = {"LOCAL_BRIDGE_DATABASE_URL": database.url, "PATH": ""}
-    subprocess.run([sys.executable, "-m", "local_bridge.cli", "db", "upgrade"], env=env,
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [sys.executable, "-m", "local_bridge.cli", "db", "upgrade"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     yield database.url
     database.drop()
 
@@ -84,14 +90,21 @@ def workflow_server(request):
 @pytest.fixture
 def session(workflow_server):
     """An import session on the workflow server."""
-    return ok(workflow_server.post("/api/sessions", json={"name": "Wedding", "import_folder": "/in"}), 201)
+    return ok(
+        workflow_server.post("/api/sessions", json={"name": "Wedding", "import_folder": "/in"}), 201
+    )
 
 
 @pytest.fixture
 def photo(workflow_server, session):
     """A photo imported into ``session``."""
-    return ok(workflow_server.post(f"/api/sessions/{session['id']}/photos", json={
-        "file_name": "a.jpg", "file_path": "/in/a.jpg", "source": "lightroom"}), 201)
+    return ok(
+        workflow_server.post(
+            f"/api/sessions/{session['id']}/photos",
+            json={"file_name": "a.jpg", "file_path": "/in/a.jpg", "source": "lightroom"},
+        ),
+        201,
+    )
 
 
 @pytest.fixture

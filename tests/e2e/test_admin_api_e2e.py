@@ -1,13 +1,14 @@
 """Admin and system HTTP endpoints of API.md, against the real server (their validation matrix
 runs in process: tests/api/test_admin.py)."""
+
 from __future__ import annotations
 
 import re
 
 from support import error, marker
 
-
 # ------------------------------------------------------------------ clients list
+
 
 def test_clients_list_shape(server, connect):
     client = connect()
@@ -16,8 +17,17 @@ def test_clients_list_shape(server, connect):
     body = server.get("/api/websocket/clients?limit=500").json()
     assert set(body) == {"items", "next_cursor"}
     entry = next(c for c in body["items"] if c["client_id"] == client.client_id)
-    assert set(entry) == {"client_id", "client_type", "client_name", "channels", "connected_at",
-                          "remote_addr", "sent", "dropped", "queue_depth"}
+    assert set(entry) == {
+        "client_id",
+        "client_type",
+        "client_name",
+        "channels",
+        "connected_at",
+        "remote_addr",
+        "sent",
+        "dropped",
+        "queue_depth",
+    }
     assert (entry["client_type"], entry["client_name"]) == ("mobile", "Phone")
     assert entry["channels"] == ["photos", "sessions:3"]
     assert entry["remote_addr"] == "127.0.0.1"
@@ -40,6 +50,7 @@ def test_clients_list_pages(server, connect):
 
 # ------------------------------------------------------------------ disconnect
 
+
 def test_disconnect_closes_with_4009_and_forgets_the_client(server, connect):
     client = connect()
     response = server.post(f"/api/websocket/disconnect/{client.client_id}", json={})
@@ -52,12 +63,14 @@ def test_disconnect_closes_with_4009_and_forgets_the_client(server, connect):
 
 # ------------------------------------------------------------------ broadcast
 
+
 def test_broadcast_counts_recipients(server, connect):
     a, b = connect(), connect()
     a.subscribe("queue")
     b.subscribe("queue")
-    body = server.publish("priority_changed", {"job_id": "j", "old_priority": 1, "new_priority": 90},
-                          channel="queue")
+    body = server.publish(
+        "priority_changed", {"job_id": "j", "old_priority": 1, "new_priority": 90}, channel="queue"
+    )
     assert body["recipients"] == 2 and isinstance(body["seq"], int)
     for client in (a, b):
         event = client.recv()
@@ -76,29 +89,50 @@ def test_broadcast_custom_event_fields_stand_flat(server, connect):
     client = connect()
     seq = server.publish("lightroom.catalog_synced", {"photos": 12, "catalog": "Main"})["seq"]
     event = client.recv()
-    assert event == {**event, "type": "lightroom.catalog_synced", "seq": seq, "channel": None,
-                     "photos": 12, "catalog": "Main"}
+    assert event == {
+        **event,
+        "type": "lightroom.catalog_synced",
+        "seq": seq,
+        "channel": None,
+        "photos": 12,
+        "catalog": "Main",
+    }
 
 
 def test_body_over_limit_is_413(server):
-    response = server.post("/api/websocket/broadcast", data=b"x" * (1048576 + 10),
-                           headers={"Content-Type": "application/json"})
+    response = server.post(
+        "/api/websocket/broadcast",
+        data=b"x" * (1048576 + 10),
+        headers={"Content-Type": "application/json"},
+    )
     error(response, 413, "payload_too_large")
 
 
 # ------------------------------------------------------------------ system
 
+
 def test_system_event_published_on_system(server, connect):
     client = connect()
     client.subscribe("system")
-    response = server.post("/api/system/events", json={
-        "type": "resource_warning", "resource_type": "disk", "current_value": 95.5,
-        "threshold": 90, "message": "disk almost full"})
+    response = server.post(
+        "/api/system/events",
+        json={
+            "type": "resource_warning",
+            "resource_type": "disk",
+            "current_value": 95.5,
+            "threshold": 90,
+            "message": "disk almost full",
+        },
+    )
     assert response.status_code == 202
     event = client.recv()
     assert event["seq"] == response.json()["seq"]
-    assert (event["type"], event["channel"], event["resource_type"], event["current_value"]) == \
-        ("resource_warning", "system", "disk", 95.5)
+    assert (event["type"], event["channel"], event["resource_type"], event["current_value"]) == (
+        "resource_warning",
+        "system",
+        "disk",
+        95.5,
+    )
 
 
 def test_health(server):
@@ -113,14 +147,28 @@ def test_status_counts_connections_by_type(server, connect):
     a.register("gui", "a")
     b.register("gui", "b")
     status = server.get("/api/system/status").json()
-    assert set(status) == {"version", "uptime_seconds", "seq", "epoch", "connections",
-                           "events_published", "queue"}
+    assert set(status) == {
+        "version",
+        "uptime_seconds",
+        "seq",
+        "epoch",
+        "connections",
+        "events_published",
+        "queue",
+    }
     assert status["connections"]["total"] == before["connections"]["total"] + 2
-    assert status["connections"]["by_client_type"]["gui"] == \
-        before["connections"]["by_client_type"].get("gui", 0) + 2
+    assert (
+        status["connections"]["by_client_type"]["gui"]
+        == before["connections"]["by_client_type"].get("gui", 0) + 2
+    )
     assert status["epoch"] == a.connected["epoch"]
-    assert set(status["queue"]) == {"pending_count", "processing_count", "completed_count",
-                                    "failed_count", "cancelled_count"}
+    assert set(status["queue"]) == {
+        "pending_count",
+        "processing_count",
+        "completed_count",
+        "failed_count",
+        "cancelled_count",
+    }
     marker(server)
     after = server.get("/api/system/status").json()
     assert after["seq"] == status["seq"] + 1
@@ -138,13 +186,17 @@ def test_plain_http_get_on_ws_endpoint_is_a_json_400(server):
 
 
 def test_database_down_gives_degraded_health_and_503s(make_server):
-    server = make_server(DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:9/nowhere?connect_timeout=2")
+    server = make_server(
+        DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:9/nowhere?connect_timeout=2"
+    )
     health = server.get("/api/system/health")
     assert health.status_code == 503
     body = health.json()
     assert body["status"] == "degraded" and body["checks"]["backplane"] == "ok"
     assert body["checks"]["database"] != "ok"
-    error(server.post("/api/sessions", json={"name": "x", "import_folder": "/"}), 503, "unavailable")
+    error(
+        server.post("/api/sessions", json={"name": "x", "import_folder": "/"}), 503, "unavailable"
+    )
     client = server.client()  # the bus itself keeps working
     assert client.request({"type": "ping"}, "pong")
     client.close()

@@ -2,6 +2,7 @@
 PostgreSQL: a JSON body on every state-changing request (watched on the bus), the WebSocket's
 invalid JSON and ``since`` bounds, clean ``invalid_json`` messages. The full validation matrix
 runs in process: tests/api/test_contract.py."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,12 @@ def _unique(prefix: str) -> str:
 
 @pytest.fixture
 def pending_photo(workflow_server, photo):
-    ok(workflow_server.post(f"/api/photos/{photo['id']}/analysis",
-                            json={"ai_score": 0.9, "analysis_results": {"faces": 2}}))
+    ok(
+        workflow_server.post(
+            f"/api/photos/{photo['id']}/analysis",
+            json={"ai_score": 0.9, "analysis_results": {"faces": 2}},
+        )
+    )
     return ok(workflow_server.get(f"/api/photos/{photo['id']}"))
 
 
@@ -45,29 +50,49 @@ def _refused(watcher, action, status: int, code: str) -> dict:
 
 # ------------------------------------------------------------------ a JSON body on every write
 
+
 def test_bodyless_actions_are_415_and_change_nothing(workflow_server, watcher, pending_photo):
     photo_id = pending_photo["id"]
-    body = _refused(watcher, lambda: workflow_server.post(f"/api/approval/{photo_id}/approve"),
-                    415, "unsupported_media_type")
+    body = _refused(
+        watcher,
+        lambda: workflow_server.post(f"/api/approval/{photo_id}/approve"),
+        415,
+        "unsupported_media_type",
+    )
     assert "{}" in body["message"]
     assert ok(workflow_server.get(f"/api/photos/{photo_id}"))["approval_status"] == "pending"
 
     queued = _job(workflow_server)
-    _refused(watcher, lambda: workflow_server.post(f"/api/jobs/{queued['id']}/cancel"),
-             415, "unsupported_media_type")
+    _refused(
+        watcher,
+        lambda: workflow_server.post(f"/api/jobs/{queued['id']}/cancel"),
+        415,
+        "unsupported_media_type",
+    )
     assert ok(workflow_server.get(f"/api/jobs/{queued['id']}"))["status"] == "queued"
 
     running = _job(workflow_server, "running")
-    _refused(watcher, lambda: workflow_server.post(f"/api/jobs/{running['id']}/complete"),
-             415, "unsupported_media_type")
+    _refused(
+        watcher,
+        lambda: workflow_server.post(f"/api/jobs/{running['id']}/complete"),
+        415,
+        "unsupported_media_type",
+    )
     assert ok(workflow_server.get(f"/api/jobs/{running['id']}"))["status"] == "running"
 
     # the same actions with {} go through
-    approved, events = watcher.after(lambda: ok(workflow_server.post(
-        f"/api/approval/{photo_id}/approve", json={})))
+    approved, events = watcher.after(
+        lambda: ok(workflow_server.post(f"/api/approval/{photo_id}/approve", json={}))
+    )
     assert approved["approval_status"] == "approved" and "photo_approved" in types_of(events)
-    assert ok(workflow_server.post(f"/api/jobs/{queued['id']}/cancel", json={}))["status"] == "cancelled"
-    assert ok(workflow_server.post(f"/api/jobs/{running['id']}/complete", json={}))["status"] == "completed"
+    assert (
+        ok(workflow_server.post(f"/api/jobs/{queued['id']}/cancel", json={}))["status"]
+        == "cancelled"
+    )
+    assert (
+        ok(workflow_server.post(f"/api/jobs/{running['id']}/complete", json={}))["status"]
+        == "completed"
+    )
 
 
 def test_disconnect_needs_a_json_body(workflow_server, watcher):
@@ -85,16 +110,26 @@ def test_disconnect_needs_a_json_body(workflow_server, watcher):
 
 # ------------------------------------------------------------------ invalid_json messages
 
-@pytest.mark.parametrize("raw, says", [
-    ('{"name": ' + "1" * 5000 + ', "import_folder": "/a"}', "a number has too many digits"),
-    ('{"name": "x", "import_folder": "/a", "n": 1e400}', "a number is too large"),
-    ('{"name": "x", "import_folder": NaN}', "NaN is not a JSON value"),
-    ('{"name": "x",\n "import_folder": }', "Expecting value (line 2, column 19)"),
-    (b'{"name": "\xff\xfe"}', "not valid UTF-8"),
-])
+
+@pytest.mark.parametrize(
+    "raw, says",
+    [
+        ('{"name": ' + "1" * 5000 + ', "import_folder": "/a"}', "a number has too many digits"),
+        ('{"name": "x", "import_folder": "/a", "n": 1e400}', "a number is too large"),
+        ('{"name": "x", "import_folder": NaN}', "NaN is not a JSON value"),
+        ('{"name": "x",\n "import_folder": }', "Expecting value (line 2, column 19)"),
+        (b'{"name": "\xff\xfe"}', "not valid UTF-8"),
+    ],
+)
 def test_invalid_json_messages_are_plain(workflow_server, watcher, raw, says):
-    refused = _refused(watcher, lambda: workflow_server.post(
-        "/api/sessions", data=raw, headers={"Content-Type": "application/json"}), 400, "invalid_json")
+    refused = _refused(
+        watcher,
+        lambda: workflow_server.post(
+            "/api/sessions", data=raw, headers={"Content-Type": "application/json"}
+        ),
+        400,
+        "invalid_json",
+    )
     assert says in refused["message"], refused
     assert not any(internal in refused["message"] for internal in INTERNALS), refused
 
@@ -111,8 +146,11 @@ def test_websocket_invalid_json_and_since_bounds(workflow_server):
         for since in (int("9" * 4001), MAX_INT64 + 1):
             client.send(json.dumps({"type": "subscribe", "channels": ["jobs"], "since": since}))
             reply = client.recv()
-            assert (reply["type"], reply["code"], reply["request_type"]) == \
-                ("error", "invalid_message", "subscribe"), reply
+            assert (reply["type"], reply["code"], reply["request_type"]) == (
+                "error",
+                "invalid_message",
+                "subscribe",
+            ), reply
             assert "since" in reply["message"] and len(reply["message"]) < 200
         # nothing was applied: the next subscribed lists only what this request asks for
         assert client.subscribe("photos")["channels"] == ["photos"]

@@ -1,4 +1,5 @@
 """The /ws protocol of PROTOCOL.md sections 2, 3 and 5, against the real server."""
+
 from __future__ import annotations
 
 import json
@@ -34,25 +35,35 @@ def test_register_and_rename(server, connect):
     assert (reply["client_type"], reply["client_name"]) == ("lightroom", "Lightroom Classic")
     assert TIMESTAMP.match(reply["timestamp"])
     client.register("web", "renamed")
-    listed = {c["client_id"]: c for c in server.get("/api/websocket/clients?limit=500").json()["items"]}
-    assert (listed[client.client_id]["client_type"], listed[client.client_id]["client_name"]) == ("web", "renamed")
+    listed = {
+        c["client_id"]: c for c in server.get("/api/websocket/clients?limit=500").json()["items"]
+    }
+    assert (listed[client.client_id]["client_type"], listed[client.client_id]["client_name"]) == (
+        "web",
+        "renamed",
+    )
 
 
 def test_unregistered_client_type_is_unknown(server, connect):
     client = connect()
-    listed = {c["client_id"]: c for c in server.get("/api/websocket/clients?limit=500").json()["items"]}
+    listed = {
+        c["client_id"]: c for c in server.get("/api/websocket/clients?limit=500").json()["items"]
+    }
     assert listed[client.client_id]["client_type"] == "unknown"
 
 
-@pytest.mark.parametrize("message", [
-    {"type": "register", "client_type": "GUI", "client_name": "x"},
-    {"type": "register", "client_type": "9gui", "client_name": "x"},
-    {"type": "register", "client_type": "g" * 33, "client_name": "x"},
-    {"type": "register", "client_type": "gui", "client_name": ""},
-    {"type": "register", "client_type": "gui", "client_name": "n" * 129},
-    {"type": "register", "client_type": "gui"},
-    {"type": "register", "client_name": "x"},
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "register", "client_type": "GUI", "client_name": "x"},
+        {"type": "register", "client_type": "9gui", "client_name": "x"},
+        {"type": "register", "client_type": "g" * 33, "client_name": "x"},
+        {"type": "register", "client_type": "gui", "client_name": ""},
+        {"type": "register", "client_type": "gui", "client_name": "n" * 129},
+        {"type": "register", "client_type": "gui"},
+        {"type": "register", "client_name": "x"},
+    ],
+)
 def test_register_with_wrong_fields_is_refused(connect, message):
     client = connect()
     error = client.request(message, "error")
@@ -74,7 +85,11 @@ def test_subscribe_with_unknown_channel_applies_the_valid_ones(server, connect):
     client = connect()
     client.send({"type": "subscribe", "channels": ["jobs", "nope", "job:1"]})
     error = client.recv()
-    assert (error["type"], error["code"], error["request_type"]) == ("error", "unknown_channel", "subscribe")
+    assert (error["type"], error["code"], error["request_type"]) == (
+        "error",
+        "unknown_channel",
+        "subscribe",
+    )
     assert "nope" in error["message"]
     subscribed = client.recv()
     assert subscribed["type"] == "subscribed" and subscribed["channels"] == ["jobs"]
@@ -82,7 +97,7 @@ def test_subscribe_with_unknown_channel_applies_the_valid_ones(server, connect):
     assert client.recv()["seq"] == seq
 
 
-@pytest.mark.parametrize("channels", ["jobs", [], ["c%d" % i for i in range(65)], None, [1, 2]])
+@pytest.mark.parametrize("channels", ["jobs", [], [f"c{i}" for i in range(65)], None, [1, 2]])
 def test_malformed_subscribe_is_refused_whole(server, connect, channels):
     client = connect()
     client.subscribe("photos")
@@ -133,13 +148,16 @@ def test_client_pong_is_accepted_silently(server, connect):
     expect_only_marker(client, marker(server))
 
 
-@pytest.mark.parametrize("frame, code", [
-    ("{not json", "invalid_json"),
-    ("[1, 2]", "invalid_message"),
-    ('{"no_type": 1}', "invalid_message"),
-    ('{"type": 5}', "invalid_message"),
-    ('{"type": "launch_rockets"}', "unknown_type"),
-])
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        ("{not json", "invalid_json"),
+        ("[1, 2]", "invalid_message"),
+        ('{"no_type": 1}', "invalid_message"),
+        ('{"type": 5}', "invalid_message"),
+        ('{"type": "launch_rockets"}', "unknown_type"),
+    ],
+)
 def test_bad_messages_get_errors_and_the_connection_stays(connect, frame, code):
     client = connect()
     client.send(frame)

@@ -1,4 +1,5 @@
 """Two server processes on one SQLite file, claiming jobs at once, never share a job."""
+
 from __future__ import annotations
 
 import threading
@@ -21,7 +22,9 @@ def test_two_server_processes_claiming_over_http(tmp_path):
         def work(server: ServerProcess, name: str) -> None:
             session = requests.Session()
             while True:
-                response = session.post(server.http + "/api/jobs/claim", json={"worker": name}, timeout=30)
+                response = session.post(
+                    server.http + "/api/jobs/claim", json={"worker": name}, timeout=30
+                )
                 if response.status_code == 204:
                     return
                 assert response.status_code == 200, response.text

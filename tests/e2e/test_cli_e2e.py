@@ -1,4 +1,5 @@
 """`local-bridge listen` and `local-bridge publish` against the real server."""
+
 from __future__ import annotations
 
 import json
@@ -19,17 +20,31 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "local_bridge.cli", *args]
 
 
-def _lines(process: subprocess.Popen) -> "queue.Queue[str]":
+def _lines(process: subprocess.Popen) -> queue.Queue[str]:
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
+    threading.Thread(
+        target=lambda: [lines.put(line) for line in process.stdout], daemon=True
+    ).start()
     return lines
 
 
 def _listen_and_publish(server: ServerProcess, *address: str) -> None:
     """``listen`` follows jobs; ``publish`` sends one job_progress; the listener prints it."""
-    listener = subprocess.Popen(_cli("listen", *address, "--channel", "jobs",
-                                     "--client-type", "web", "--client-name", "cli-test"),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    listener = subprocess.Popen(
+        _cli(
+            "listen",
+            *address,
+            "--channel",
+            "jobs",
+            "--client-type",
+            "web",
+            "--client-name",
+            "cli-test",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         # A fresh interpreter importing the package and connecting: slow on a loaded machine.
         deadline = time.monotonic() + 30
@@ -37,19 +52,35 @@ def _listen_and_publish(server: ServerProcess, *address: str) -> None:
             clients = server.get("/api/websocket/clients?limit=500").json()["items"]
             if any(c["client_name"] == "cli-test" and c["channels"] == ["jobs"] for c in clients):
                 break
-            assert listener.poll() is None, \
+            assert listener.poll() is None, (
                 f"the listener exited with {listener.returncode}: {listener.stderr.read()}"
+            )
             assert time.monotonic() < deadline, f"the listener never subscribed: {clients}"
             time.sleep(0.05)
-        published = subprocess.run(_cli("publish", "job_progress", "job_id=cli-1", "progress=50",
-                                         "stage=analyzing", *address),
-                                    capture_output=True, text=True, timeout=20)
+        published = subprocess.run(
+            _cli(
+                "publish",
+                "job_progress",
+                "job_id=cli-1",
+                "progress=50",
+                "stage=analyzing",
+                *address,
+            ),
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         assert published.returncode == 0, published.stderr
         assert published.stdout.count("\n") == 1, f"not one line: {published.stdout!r}"
         seq = json.loads(published.stdout)["seq"]
         event = json.loads(_lines(listener).get(timeout=10))
-        assert (event["type"], event["seq"], event["job_id"], event["progress"], event["stage"]) == \
-            ("job_progress", seq, "cli-1", 50, "analyzing")
+        assert (
+            event["type"],
+            event["seq"],
+            event["job_id"],
+            event["progress"],
+            event["stage"],
+        ) == ("job_progress", seq, "cli-1", 50, "analyzing")
     finally:
         listener.terminate()
         listener.wait(10)
@@ -86,35 +117,54 @@ def test_listen_and_publish_over_ipv6():
 
 
 def test_publish_reports_validation_errors(server: ServerProcess):
-    result = subprocess.run(_cli("publish", "job_progress", "job_id=j", "progress=500",
-                                 "--port", str(server.port)), capture_output=True, text=True, timeout=20)
+    result = subprocess.run(
+        _cli("publish", "job_progress", "job_id=j", "progress=500", "--port", str(server.port)),
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert result.returncode == 1
     assert "HTTP 422 validation_error" in result.stderr and "  data.progress: " in result.stderr
     assert '{"error"' not in result.stderr
 
 
-@pytest.mark.parametrize("command, url", [
-    (("publish", "job_progress", "job_id=j"), "http://127.0.0.1:{port}"),
-    (("listen",), "ws://127.0.0.1:{port}/ws"),
-])
+@pytest.mark.parametrize(
+    "command, url",
+    [
+        (("publish", "job_progress", "job_id=j"), "http://127.0.0.1:{port}"),
+        (("listen",), "ws://127.0.0.1:{port}/ws"),
+    ],
+)
 def test_an_unreachable_server_is_one_plain_line(command, url):
     port = free_port()  # nothing listens there
-    result = subprocess.run(_cli(*command, "--port", str(port)), capture_output=True, text=True,
-                            timeout=20)
+    result = subprocess.run(
+        _cli(*command, "--port", str(port)), capture_output=True, text=True, timeout=20
+    )
     assert result.returncode == 1
-    assert result.stderr == \
-        f"Error: cannot reach local_bridge at {url.format(port=port)}: connection refused\n"
+    assert (
+        result.stderr
+        == f"Error: cannot reach local_bridge at {url.format(port=port)}: connection refused\n"
+    )
 
 
 def test_a_bad_setting_is_a_usage_error():
-    result = subprocess.run(_cli("publish", "job_progress", "job_id=j"), capture_output=True,
-                            text=True, timeout=20, env={**os.environ, "LOCAL_BRIDGE_PORT": "http"})
+    result = subprocess.run(
+        _cli("publish", "job_progress", "job_id=j"),
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env={**os.environ, "LOCAL_BRIDGE_PORT": "http"},
+    )
     assert result.returncode == 2
     assert "LOCAL_BRIDGE_PORT" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_serve_refuses_a_public_bind_without_auth():
-    result = subprocess.run(_cli("serve", "--host", "0.0.0.0", "--port", "5999"),
-                            capture_output=True, text=True, timeout=20)
+    result = subprocess.run(
+        _cli("serve", "--host", "0.0.0.0", "--port", "5999"),
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert result.returncode != 0
     assert "loopback" in result.stderr

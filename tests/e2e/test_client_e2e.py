@@ -1,4 +1,5 @@
 """``local_bridge.client.BusClient`` against the real server."""
+
 from __future__ import annotations
 
 import socket
@@ -16,8 +17,9 @@ def test_register_subscribe_and_receive_an_event(server: ServerProcess):
         assert non_daemon_threads() <= before, "the reader thread would keep the process alive"
         assert client.register("script", "client test")["client_name"] == "client test"
         assert client.subscribe(["jobs"])["channels"] == ["jobs"]
-        seq = server.publish("job_progress", {"job_id": "c-1", "progress": 10, "stage": "s"},
-                             channel="jobs")["seq"]
+        seq = server.publish(
+            "job_progress", {"job_id": "c-1", "progress": 10, "stage": "s"}, channel="jobs"
+        )["seq"]
         event = next(e for e in client.events() if e.get("seq") == seq)
         assert (event["type"], event["job_id"], event["progress"]) == ("job_progress", "c-1", 10)
 
@@ -48,7 +50,9 @@ def test_close_leaves_the_server_and_no_thread(server: ServerProcess):
     assert client.close_code == 1000
     assert non_daemon_threads() <= before
     deadline = time.monotonic() + 10
-    while any(c["client_id"] == client.client_id
-              for c in server.get("/api/websocket/clients?limit=500").json()["items"]):
+    while any(
+        c["client_id"] == client.client_id
+        for c in server.get("/api/websocket/clients?limit=500").json()["items"]
+    ):
         assert time.monotonic() < deadline, "the server still lists the closed client"
         time.sleep(0.05)

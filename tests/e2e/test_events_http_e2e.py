@@ -1,4 +1,5 @@
 """Polling and SSE fallbacks (PROTOCOL.md section 1) agree with the WebSocket stream."""
+
 from __future__ import annotations
 
 import json
@@ -64,34 +65,49 @@ def test_polling_returns_what_the_websocket_saw(server, connect):
     client.subscribe("jobs", "photos:9")
     since = marker(server)
     client.recv()
-    published = [server.publish("job_cancelled", {"job_id": "p1"}, channel="jobs")["seq"],
-                 server.publish("photo_approved", {"photo_id": "9"}, channel="photos")["seq"],
-                 server.publish("photo_approved", {"photo_id": "8"}, channel="photos")["seq"],
-                 server.publish("web.note", {}, client_types=["web"])["seq"]]
+    published = [
+        server.publish("job_cancelled", {"job_id": "p1"}, channel="jobs")["seq"],
+        server.publish("photo_approved", {"photo_id": "9"}, channel="photos")["seq"],
+        server.publish("photo_approved", {"photo_id": "8"}, channel="photos")["seq"],
+        server.publish("web.note", {}, client_types=["web"])["seq"],
+    ]
     ws_seen = [m for m in client.until(lambda m: m["seq"] == published[-1])]
-    polled = server.get("/api/events", params={"since": since, "channels": "jobs,photos:9",
-                                               "client_type": "web"}).json()
+    polled = server.get(
+        "/api/events", params={"since": since, "channels": "jobs,photos:9", "client_type": "web"}
+    ).json()
     assert polled["items"] == ws_seen
     assert polled["next_since"] == published[-1] and polled["recovered"] is True
-    page = server.get("/api/events", params={"since": since, "channels": "jobs,photos:9",
-                                             "client_type": "web", "limit": 1}).json()
-    assert [e["seq"] for e in page["items"]] == [published[0]] and page["next_since"] == published[0]
+    page = server.get(
+        "/api/events",
+        params={"since": since, "channels": "jobs,photos:9", "client_type": "web", "limit": 1},
+    ).json()
+    assert [e["seq"] for e in page["items"]] == [published[0]] and page["next_since"] == published[
+        0
+    ]
     empty = server.get("/api/events", params={"since": published[-1], "channels": "queue"}).json()
     assert empty["items"] == [] or all(e["channel"] is None for e in empty["items"])
     assert empty["next_since"] == (empty["items"][-1]["seq"] if empty["items"] else published[-1])
 
 
 def test_polling_bad_input(server):
-    for params, field in (({"since": "x"}, "since"), ({"channels": "jobs,nope"}, "channels"),
-                          ({"client_type": "BAD"}, "client_type")):
+    for params, field in (
+        ({"since": "x"}, "since"),
+        ({"channels": "jobs,nope"}, "channels"),
+        ({"client_type": "BAD"}, "client_type"),
+    ):
         response = server.get("/api/events", params=params)
         assert response.status_code == 422 and field in response.json()["error"]["fields"]
-    assert server.get("/api/events", params={"since": 0, "epoch": "other"}).json()["recovered"] is False
+    assert (
+        server.get("/api/events", params={"since": 0, "epoch": "other"}).json()["recovered"]
+        is False
+    )
 
 
 def test_polling_reports_trimmed_history(make_server):
     server = make_server(HISTORY_SIZE=3)
-    seqs = [server.publish("job_cancelled", {"job_id": str(i)}, channel="jobs")["seq"] for i in range(6)]
+    seqs = [
+        server.publish("job_cancelled", {"job_id": str(i)}, channel="jobs")["seq"] for i in range(6)
+    ]
     body = server.get("/api/events", params={"since": 0}).json()
     assert body["recovered"] is False and [e["seq"] for e in body["items"]] == seqs[-3:]
 
@@ -101,15 +117,26 @@ def test_sse_stream_resumes_with_last_event_id_then_goes_live(server, connect):
     client.subscribe("jobs")
     since = marker(server)
     client.recv()
-    missed = [server.publish("job_cancelled", {"job_id": f"s{i}"}, channel="jobs")["seq"] for i in range(3)]
-    sse = SseClient(server.http + "/api/events/stream", params={"channels": "jobs"},
-                    headers={"Last-Event-ID": str(since)})
+    missed = [
+        server.publish("job_cancelled", {"job_id": f"s{i}"}, channel="jobs")["seq"]
+        for i in range(3)
+    ]
+    sse = SseClient(
+        server.http + "/api/events/stream",
+        params={"channels": "jobs"},
+        headers={"Last-Event-ID": str(since)},
+    )
     assert sse.response.status_code == 200
     assert sse.response.headers["Content-Type"].startswith("text/event-stream")
     replayed = [sse.next() for _ in range(3)]
     assert [(int(i), m["seq"]) for i, m in replayed] == list(zip(missed, missed))
     done_id, done = sse.next()
-    assert (done_id, done["type"], done["recovered"], done["to"]) == (None, "replay_complete", True, missed[-1])
+    assert (done_id, done["type"], done["recovered"], done["to"]) == (
+        None,
+        "replay_complete",
+        True,
+        missed[-1],
+    )
     live = server.publish("job_cancelled", {"job_id": "live"}, channel="jobs")["seq"]
     live_id, event = sse.next()
     ws_seen = client.until(lambda m: m["seq"] == live)
@@ -149,10 +176,15 @@ def test_head_on_the_stream_leaves_no_subscriber(make_server):
 def test_sse_clients_list_counts_what_the_stream_sent(make_server):
     server = make_server()
     since = marker(server)
-    missed = [server.publish("job_cancelled", {"job_id": f"m{i}"}, channel="jobs")["seq"]
-              for i in range(2)]
-    sse = SseClient(server.http + "/api/events/stream", params={"channels": "jobs"},
-                    headers={"Last-Event-ID": str(since)})
+    missed = [
+        server.publish("job_cancelled", {"job_id": f"m{i}"}, channel="jobs")["seq"]
+        for i in range(2)
+    ]
+    sse = SseClient(
+        server.http + "/api/events/stream",
+        params={"channels": "jobs"},
+        headers={"Last-Event-ID": str(since)},
+    )
     assert [int(sse.next()[0]) for _ in range(2)] == missed
     assert sse.next()[1]["type"] == "replay_complete"
     live = server.publish("job_cancelled", {"job_id": "live"}, channel="jobs")["seq"]
@@ -189,14 +221,18 @@ def test_a_stalled_sse_stream_shows_its_queue_then_leaves_the_list(make_server):
     reader.close()
 
 
-@pytest.mark.parametrize("headers, params, field", [
-    ({"Last-Event-ID": "9" * 4001}, {}, "Last-Event-ID"),
-    ({"Last-Event-ID": str(2**63)}, {}, "Last-Event-ID"),
-    ({}, {"since": "9" * 4001}, "since"),
-    ({}, {"since": "\u00b2"}, "since"),
-])
+@pytest.mark.parametrize(
+    "headers, params, field",
+    [
+        ({"Last-Event-ID": "9" * 4001}, {}, "Last-Event-ID"),
+        ({"Last-Event-ID": str(2**63)}, {}, "Last-Event-ID"),
+        ({}, {"since": "9" * 4001}, "since"),
+        ({}, {"since": "\u00b2"}, "since"),
+    ],
+)
 def test_sse_since_out_of_range_is_refused_without_echo(server, headers, params, field):
-    response = requests.get(server.http + "/api/events/stream", headers=headers, params=params,
-                            timeout=10)
+    response = requests.get(
+        server.http + "/api/events/stream", headers=headers, params=params, timeout=10
+    )
     body = error(response, 422, "validation_error")
     assert field in body["fields"] and len(response.content) < 300

@@ -1,5 +1,6 @@
 """Polling ``GET /api/events`` (API.md): resync after a restart, a stale epoch or a trimmed
 history, long polling with ``wait``, and the range of ``since``."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,10 @@ class LongPoll:
         query = "&".join(f"{k}={v}" for k, v in params.items())
         self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT_TIMEOUT)
         self.started = time.monotonic()
-        self.sock.sendall(f"GET /api/events?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                          "Connection: close\r\n\r\n".encode())
+        self.sock.sendall(
+            f"GET /api/events?{query} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
 
     def wait_until_taken_in(self) -> None:
         """Return once the server has read the whole request from its socket: it is then
@@ -93,23 +96,32 @@ def poll(server: ServerProcess, **params) -> dict:
 
 # --------------------------------------------------------------------------- resync
 
+
 def test_since_from_before_a_restart_resyncs_at_the_current_seq(make_server):
     # A fresh server (fresh in-memory history) numbers from 1 again: a poller's since=500 is
     # from the numbering before the restart.
     server = make_server()
-    first = [server.publish("job_cancelled", {"job_id": str(i)}, channel="jobs")["seq"]
-             for i in range(2)]
+    first = [
+        server.publish("job_cancelled", {"job_id": str(i)}, channel="jobs")["seq"] for i in range(2)
+    ]
     status = server.get("/api/system/status").json()
     body = poll(server, since=500)
-    assert body == {"items": [], "next_since": first[-1], "recovered": False,
-                    "seq": first[-1], "epoch": status["epoch"]}
+    assert body == {
+        "items": [],
+        "next_since": first[-1],
+        "recovered": False,
+        "seq": first[-1],
+        "epoch": status["epoch"],
+    }
     # Still stale as new events arrive (until seq passed 500 the old reply looked the same).
     later = server.publish("job_cancelled", {"job_id": "x"}, channel="jobs")["seq"]
     again = poll(server, since=500)
     assert (again["recovered"], again["next_since"], again["seq"]) == (False, later, later)
     # Going on from next_since (after reloading over REST) misses nothing afterwards.
-    new = [server.publish("job_cancelled", {"job_id": f"n{i}"}, channel="jobs")["seq"]
-           for i in range(2)]
+    new = [
+        server.publish("job_cancelled", {"job_id": f"n{i}"}, channel="jobs")["seq"]
+        for i in range(2)
+    ]
     resumed = poll(server, since=again["next_since"], epoch=again["epoch"])
     assert [e["seq"] for e in resumed["items"]] == new
     assert (resumed["recovered"], resumed["next_since"], resumed["seq"]) == (True, new[-1], new[-1])
@@ -127,8 +139,9 @@ def test_another_epoch_resyncs_at_the_current_seq(server):
 
 def test_trimmed_history_resyncs_at_the_current_seq(make_server):
     server = make_server(HISTORY_SIZE=3)
-    seqs = [server.publish("job_cancelled", {"job_id": str(i)}, channel="jobs")["seq"]
-            for i in range(6)]
+    seqs = [
+        server.publish("job_cancelled", {"job_id": str(i)}, channel="jobs")["seq"] for i in range(6)
+    ]
     body = poll(server, since=1)
     assert body["recovered"] is False and [e["seq"] for e in body["items"]] == seqs[-3:]
     assert body["next_since"] == body["seq"] == seqs[-1]
@@ -139,8 +152,9 @@ def test_trimmed_history_resyncs_at_the_current_seq(make_server):
 
 def test_a_truncated_page_goes_on_from_its_last_item(make_server):
     server = make_server()
-    seqs = [server.publish("job_cancelled", {"job_id": str(i)}, channel="jobs")["seq"]
-            for i in range(5)]
+    seqs = [
+        server.publish("job_cancelled", {"job_id": str(i)}, channel="jobs")["seq"] for i in range(5)
+    ]
     seen, since = [], 0
     for _ in range(3):
         page = poll(server, since=since, limit=2)
@@ -151,6 +165,7 @@ def test_a_truncated_page_goes_on_from_its_last_item(make_server):
 
 
 # --------------------------------------------------------------------------- long polling
+
 
 @pytest.mark.parametrize("worker", ["gevent", "gthread"])
 def test_long_poll_returns_when_a_matching_event_is_published(make_server, worker):
@@ -233,6 +248,7 @@ def test_long_poll_ends_early_at_shutdown(make_server, worker):
 
 # --------------------------------------------------------------------------- bad input
 
+
 @pytest.mark.parametrize("value", ["9" * 4001, str(2**63), "-1", "1.5", "\u00b2", "1e3", " 1"])
 def test_since_out_of_range_is_refused_without_echo(server, value):
     response = server.get("/api/events", params={"since": value})
@@ -273,5 +289,6 @@ def test_concurrent_long_polls_all_see_an_event_published_as_they_start(server):
         thread.start()
     answers = [results.get(timeout=15) for _ in threads]
     assert time.monotonic() - started < 10
-    assert all(not isinstance(a, Exception) and [e["seq"] for e in a["items"]] == [seq]
-               for a in answers), answers
+    assert all(
+        not isinstance(a, Exception) and [e["seq"] for e in a["items"]] == [seq] for a in answers
+    ), answers

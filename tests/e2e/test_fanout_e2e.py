@@ -1,4 +1,5 @@
 """Who receives what: channels, entity sub-channels, client types, seq order (PROTOCOL.md §2-3)."""
+
 from __future__ import annotations
 
 import itertools
@@ -15,8 +16,10 @@ ONE_EVENT_PER_CHANNEL = {
     "photos": ("photo_approved", {"photo_id": "p1"}),
     "sessions": ("session_created", {"session_id": "s1", "session_name": "Shoot"}),
     "system": ("system_status", {"status": "ok"}),
-    "queue": ("queue_status", {"pending_count": 1, "processing_count": 0, "completed_count": 0,
-                               "failed_count": 0}),
+    "queue": (
+        "queue_status",
+        {"pending_count": 1, "processing_count": 0, "completed_count": 0, "failed_count": 0},
+    ),
     "approval": ("approval_queue_updated", {"queue_count": 3}),
     "export": ("export_failed", {"export_id": "e1", "error_message": "disk full"}),
 }
@@ -46,14 +49,26 @@ def test_matrix_of_client_types_channels_and_type_limited_broadcasts(server, con
 def test_event_envelope_is_flat_with_channel_and_seq(server, connect):
     client = connect()
     client.subscribe("jobs")
-    server.publish("job_progress", {"job_id": "abc", "stage": "analyzing", "progress": 45.5,
-                                    "message": "Analyzing", "counters": {"files_scanned": 3}},
-                   channel="jobs")
+    server.publish(
+        "job_progress",
+        {
+            "job_id": "abc",
+            "stage": "analyzing",
+            "progress": 45.5,
+            "message": "Analyzing",
+            "counters": {"files_scanned": 3},
+        },
+        channel="jobs",
+    )
     event = client.recv()
     assert list(event)[:4] == ["type", "timestamp", "channel", "seq"]
     assert event["type"] == "job_progress" and event["channel"] == "jobs"
-    assert (event["job_id"], event["stage"], event["progress"], event["message"]) == \
-        ("abc", "analyzing", 45.5, "Analyzing")
+    assert (event["job_id"], event["stage"], event["progress"], event["message"]) == (
+        "abc",
+        "analyzing",
+        45.5,
+        "Analyzing",
+    )
     assert event["counters"] == {"files_scanned": 3}
     assert "data" not in event
 
@@ -64,12 +79,25 @@ def test_entity_sub_channels_receive_events_naming_them(server, connect):
     session_watcher.subscribe("sessions:12")
     photo_watcher.subscribe("photos:99")
     other.subscribe("jobs:8", "sessions:13", "photos:100")
-    job = server.publish("job_started", {"job_id": 7, "photo_id": 99, "worker": "w1"}, channel="jobs")["seq"]
-    photo = server.publish("photo_rejected", {"photo_id": "99", "session_id": "12", "reason": "blurry"},
-                           channel="photos")["seq"]
-    export = server.publish("export_started", {"export_id": "e", "photo_id": "98", "session_id": "12",
-                                               "preset_name": "web", "destination": "/tmp"},
-                            channel="export")["seq"]
+    job = server.publish(
+        "job_started", {"job_id": 7, "photo_id": 99, "worker": "w1"}, channel="jobs"
+    )["seq"]
+    photo = server.publish(
+        "photo_rejected",
+        {"photo_id": "99", "session_id": "12", "reason": "blurry"},
+        channel="photos",
+    )["seq"]
+    export = server.publish(
+        "export_started",
+        {
+            "export_id": "e",
+            "photo_id": "98",
+            "session_id": "12",
+            "preset_name": "web",
+            "destination": "/tmp",
+        },
+        channel="export",
+    )["seq"]
     mark = marker(server)
     upto = lambda c: [m["seq"] for m in c.until(lambda m: m["seq"] == mark)][:-1]  # noqa: E731
     assert upto(job_watcher) == [job]
@@ -104,8 +132,12 @@ def test_broadcast_without_channel_reaches_everyone(server, connect):
     seq = server.publish("maintenance.notice", {"text": "restart at 5"})["seq"]
     for client in (subscribed, unregistered):
         event = client.recv()
-        assert (event["seq"], event["type"], event["channel"], event["text"]) == \
-            (seq, "maintenance.notice", None, "restart at 5")
+        assert (event["seq"], event["type"], event["channel"], event["text"]) == (
+            seq,
+            "maintenance.notice",
+            None,
+            "restart at 5",
+        )
 
 
 def test_client_type_limited_broadcast_without_channel(server, connect):
@@ -130,7 +162,9 @@ def test_seq_strictly_increases_under_concurrent_publishers(server, connect):
         except AssertionError as exc:  # surfaced below
             errors.append(exc)
 
-    threads = [threading.Thread(target=publish_many, args=(ch,)) for ch in ("jobs", "photos", "system")]
+    threads = [
+        threading.Thread(target=publish_many, args=(ch,)) for ch in ("jobs", "photos", "system")
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

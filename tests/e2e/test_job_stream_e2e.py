@@ -1,4 +1,5 @@
 """The job stream /ws/jobs/<id> (PROTOCOL.md section 4) and progress conflation, end to end."""
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,9 @@ from support import BusClient, RawClient, ok
 def _stream(server, job_id) -> BusClient:
     """Connect to a job stream (its first message is not `connected`)."""
     client = BusClient.__new__(BusClient)
-    client.ws = websocket.create_connection(f"ws://127.0.0.1:{server.port}/ws/jobs/{job_id}", timeout=5)
+    client.ws = websocket.create_connection(
+        f"ws://127.0.0.1:{server.port}/ws/jobs/{job_id}", timeout=5
+    )
     return client
 
 
@@ -28,7 +31,11 @@ def test_unknown_job_gets_error_and_4004(workflow_server):
     for job_id in ("999999", "not-a-number"):
         stream = _stream(workflow_server, job_id)
         error = stream.recv()
-        assert (error["type"], error["code"], error["message"]) == ("error", "job_not_found", "Job not found")
+        assert (error["type"], error["code"], error["message"]) == (
+            "error",
+            "job_not_found",
+            "Job not found",
+        )
         assert stream.close_code() == 4004
 
 
@@ -74,14 +81,32 @@ def test_stream_follows_a_job_from_queue_to_completion(workflow_server):
     stream = _stream(server, job["id"])
     snapshot = stream.recv()
     assert snapshot["type"] == "job_status" and "seq" not in snapshot
-    assert (snapshot["job_id"], snapshot["status"], snapshot["progress"], snapshot["position"]) == \
-        (job["id"], "queued", 0, job["position"])
-    assert set(snapshot) == {"type", "timestamp", "job_id", "status", "progress", "stage", "message",
-                             "counters", "position", "estimated_start_seconds"}
+    assert (snapshot["job_id"], snapshot["status"], snapshot["progress"], snapshot["position"]) == (
+        job["id"],
+        "queued",
+        0,
+        job["position"],
+    )
+    assert set(snapshot) == {
+        "type",
+        "timestamp",
+        "job_id",
+        "status",
+        "progress",
+        "stage",
+        "message",
+        "counters",
+        "position",
+        "estimated_start_seconds",
+    }
     assert stream.request({"type": "ping"}, "pong")
     ok(server.post("/api/jobs/claim", json={"worker": "w1", "kinds": ["stream-a"]}))
-    ok(server.post(f"/api/jobs/{job['id']}/progress", json={"progress": 50, "stage": "analyzing",
-                                                             "counters": {"issues_found": 2}}))
+    ok(
+        server.post(
+            f"/api/jobs/{job['id']}/progress",
+            json={"progress": 50, "stage": "analyzing", "counters": {"issues_found": 2}},
+        )
+    )
     ok(server.post(f"/api/jobs/{job['id']}/complete", json={"result": {"ok": True}}))
     events = stream.until(lambda m: m["type"] == "job_completed")
     assert [e["type"] for e in events] == ["job_started", "job_progress", "job_completed"]
@@ -94,12 +119,24 @@ def test_finished_job_gets_snapshot_terminal_event_and_1000(workflow_server):
     server = workflow_server
     job = _claimable(server, "stream-b")
     ok(server.post("/api/jobs/claim", json={"worker": "w", "kinds": ["stream-b"]}))
-    ok(server.post(f"/api/jobs/{job['id']}/fail", json={"error_message": "boom", "retryable": True}))
+    ok(
+        server.post(
+            f"/api/jobs/{job['id']}/fail", json={"error_message": "boom", "retryable": True}
+        )
+    )
     stream = _stream(server, job["id"])
     snapshot, ending = stream.recv(), stream.recv()
-    assert (snapshot["type"], snapshot["status"], snapshot["position"]) == ("job_status", "failed", None)
-    assert (ending["type"], ending["error_message"], ending["retryable"], ending["job_id"]) == \
-        ("job_failed", "boom", True, job["id"])
+    assert (snapshot["type"], snapshot["status"], snapshot["position"]) == (
+        "job_status",
+        "failed",
+        None,
+    )
+    assert (ending["type"], ending["error_message"], ending["retryable"], ending["job_id"]) == (
+        "job_failed",
+        "boom",
+        True,
+        job["id"],
+    )
     assert stream.close_code() == 1000
 
 
@@ -135,7 +172,11 @@ def test_stream_sees_its_queue_position_move(workflow_server):
     assert stream.recv()["position"] == 1
     ok(server.post("/api/jobs", json={"kind": "stream-d", "priority": 90}), 201)
     moved = stream.recv()
-    assert (moved["type"], moved["channel"], moved["position"]) == ("job_queued", f"jobs:{waiting['id']}", 2)
+    assert (moved["type"], moved["channel"], moved["position"]) == (
+        "job_queued",
+        f"jobs:{waiting['id']}",
+        2,
+    )
     stream.close()
 
 
@@ -145,7 +186,15 @@ def test_polling_snapshot_matches_stream_snapshot(workflow_server):
     stream = _stream(server, job["id"])
     snapshot = stream.recv()
     polled = ok(server.get(f"/api/jobs/{job['id']}"))
-    for key in ("status", "progress", "stage", "message", "counters", "position", "estimated_start_seconds"):
+    for key in (
+        "status",
+        "progress",
+        "stage",
+        "message",
+        "counters",
+        "position",
+        "estimated_start_seconds",
+    ):
         assert polled[key] == snapshot[key], key
     stream.close()
 
@@ -160,7 +209,11 @@ def test_progress_is_conflated_but_stage_changes_and_the_last_value_arrive(workf
     started = time.monotonic()
     for i in range(1, 61):
         stage = "first" if i <= 30 else "second"
-        ok(server.post(f"/api/jobs/{job['id']}/progress", json={"progress": i * 100 / 60, "stage": stage}))
+        ok(
+            server.post(
+                f"/api/jobs/{job['id']}/progress", json={"progress": i * 100 / 60, "stage": stage}
+            )
+        )
     elapsed = time.monotonic() - started
     received = stream.until(lambda m: m["type"] == "job_progress" and m["progress"] == 100)
     progress = [m for m in received if m["type"] == "job_progress"]
@@ -190,7 +243,11 @@ def test_worker_gui_web_and_stream_clients_see_the_same_story(workflow_server):
     worker = server.post("/api/jobs/claim", json={"worker": "gpu-1", "kinds": ["story"]}).json()
     assert worker["id"] == job["id"]
     for progress, stage in ((10, "load"), (55, "analyze"), (90, "write")):
-        reply = ok(server.post(f"/api/jobs/{job['id']}/progress", json={"progress": progress, "stage": stage}))
+        reply = ok(
+            server.post(
+                f"/api/jobs/{job['id']}/progress", json={"progress": progress, "stage": stage}
+            )
+        )
         assert reply["cancel_requested"] is False
     ok(server.post(f"/api/jobs/{job['id']}/complete", json={"result": {"keep": True}}))
 
@@ -200,8 +257,13 @@ def test_worker_gui_web_and_stream_clients_see_the_same_story(workflow_server):
 
     seen = [story(gui), story(web), story(stream)]
     assert seen[0] == seen[1] == seen[2]
-    assert [t for _, t in seen[0]] == ["job_started", "job_progress", "job_progress", "job_progress",
-                                       "job_completed"]
+    assert [t for _, t in seen[0]] == [
+        "job_started",
+        "job_progress",
+        "job_progress",
+        "job_progress",
+        "job_completed",
+    ]
     for client in (gui, web):
         client.close()
     assert stream.close_code() == 1000

@@ -1,4 +1,5 @@
 """Heartbeats, liveness, admission limits, rate limits and graceful shutdown, end to end."""
+
 from __future__ import annotations
 
 import signal
@@ -134,5 +135,7 @@ def test_http_rate_limit_answers_429_json(make_server):
     statuses = [server.get("/api/system/status").status_code for _ in range(6)]
     assert statuses[:2] == [200, 200]
     assert 429 in statuses
-    refused = next(r for r in (server.get("/api/system/status") for _ in range(4)) if r.status_code == 429)
+    refused = next(
+        r for r in (server.get("/api/system/status") for _ in range(4)) if r.status_code == 429
+    )
     assert refused.json()["error"]["code"] == "rate_limited"

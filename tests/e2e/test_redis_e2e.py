@@ -1,5 +1,6 @@
 """Several server processes on one Redis and one PostgreSQL behave as one bus (issue: outgrow
 one process)."""
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,10 @@ def test_resume_on_b_after_leaving_a_misses_nothing(pair):
     epoch, since = leaving.connected["epoch"], marker(a)
     leaving.recv()
     leaving.close()
-    missed = [(a if i % 2 else b).publish("job_cancelled", {"job_id": str(i)}, channel="jobs")["seq"]
-              for i in range(6)]
+    missed = [
+        (a if i % 2 else b).publish("job_cancelled", {"job_id": str(i)}, channel="jobs")["seq"]
+        for i in range(6)
+    ]
     back = b.client()
     back.send({"type": "subscribe", "channels": ["jobs"], "since": since, "epoch": epoch})
     assert back.recv()["type"] == "subscribed"
@@ -86,8 +89,9 @@ def test_redis_restart_mid_run(tmp_path):
     returns the bus works again in a new epoch (Redis kept nothing), and the clients, whose
     epoch is void, are closed 1011 to resume."""
     redis_server = PrivateRedis().start()
-    server = ServerProcess({"REDIS_URL": redis_server.url,
-                            "DATABASE_URL": f"sqlite:///{tmp_path}/r.db"}).start()
+    server = ServerProcess(
+        {"REDIS_URL": redis_server.url, "DATABASE_URL": f"sqlite:///{tmp_path}/r.db"}
+    ).start()
     try:
         client = server.client()
         client.subscribe("jobs")
@@ -132,7 +136,10 @@ def test_client_closed_1001_by_a_restart_resumes_on_the_other_process(pair):
     assert client.recv()["seq"] == last
     a.signal(signal.SIGTERM)
     assert client.close_code(timeout=10) == 1001
-    missed = [b.publish("job_cancelled", {"job_id": f"while-{i}"}, channel="jobs")["seq"] for i in range(3)]
+    missed = [
+        b.publish("job_cancelled", {"job_id": f"while-{i}"}, channel="jobs")["seq"]
+        for i in range(3)
+    ]
     back = b.client()
     back.send({"type": "subscribe", "channels": ["jobs"], "since": last, "epoch": epoch})
     assert back.recv()["type"] == "subscribed"
@@ -190,8 +197,10 @@ class Recorder:
 
 
 def _publish_outage_event(server: ServerProcess, i: int) -> int:
-    response = server.post("/api/websocket/broadcast",
-                           json={"type": OUTAGE_EVENT, "channel": "system", "data": {"i": i}})
+    response = server.post(
+        "/api/websocket/broadcast",
+        json={"type": OUTAGE_EVENT, "channel": "system", "data": {"i": i}},
+    )
     assert response.status_code in (202, 503), response.text
     return response.status_code
 
@@ -204,21 +213,30 @@ def _wait_healthy(*servers: ServerProcess, timeout: float = 20.0) -> None:
             time.sleep(0.05)  # polling the health endpoint: nothing announces recovery
 
 
-def _assert_nothing_missed_silently(recorder: Recorder, accepted: list[int],
-                                    server: ServerProcess) -> None:
+def _assert_nothing_missed_silently(
+    recorder: Recorder, accepted: list[int], server: ServerProcess
+) -> None:
     """Every accepted event reached the client, or the client was closed 1011 and, resuming
     with since and epoch, is told ``recovered: false``."""
     received, accepted = recorder.received, recorder.expected(accepted)
-    assert received == accepted[:len(received)], \
+    assert received == accepted[: len(received)], (
         f"delivered out of order, twice, or past a silent gap: {received} vs {accepted}"
+    )
     if len(received) == len(accepted):
         return
-    assert recorder.close_code == 1011, \
-        f"events {accepted[len(received):][:10]}... never arrived, and the client was not told"
+    assert recorder.close_code == 1011, (
+        f"events {accepted[len(received) :][:10]}... never arrived, and the client was not told"
+    )
     back = server.client()
     try:
-        back.send({"type": "subscribe", "channels": ["system"], "since": recorder.last_seq,
-                   "epoch": recorder.epoch})
+        back.send(
+            {
+                "type": "subscribe",
+                "channels": ["system"],
+                "since": recorder.last_seq,
+                "epoch": recorder.epoch,
+            }
+        )
         assert back.recv()["type"] == "subscribed"
         done = back.until(lambda m: m["type"] == "replay_complete")[-1]
         assert done["recovered"] is False, done
@@ -312,8 +330,7 @@ def test_redis_restored_from_an_older_snapshot_starts_a_new_epoch():
         _wait_healthy(a, b)
         back = a.client()
         assert back.connected["epoch"] != epoch
-        back.send({"type": "subscribe", "channels": ["system"], "since": seqs[-1],
-                   "epoch": epoch})
+        back.send({"type": "subscribe", "channels": ["system"], "since": seqs[-1], "epoch": epoch})
         assert back.recv()["type"] == "subscribed"
         assert back.until(lambda m: m["type"] == "replay_complete")[-1]["recovered"] is False
         after = b.publish(OUTAGE_EVENT, {"i": 6}, channel="system")["seq"]
@@ -349,17 +366,32 @@ def _numbered_elsewhere(direct, seq: int, publish: bool) -> None:
     """Number event ``seq`` as the publish script does, but write it to only one of the two
     paths: the stream (its pub/sub message lost) or pub/sub (its stream entry trimmed)."""
     epoch = direct.get("local_bridge:epoch")
-    meta = json.dumps({"type": OUTAGE_EVENT, "channel": "system", "targets": ["system"],
-                       "types": None}, separators=(",", ":"))
-    text = json.dumps({"type": OUTAGE_EVENT, "timestamp": "2026-01-01T00:00:00.000Z",
-                       "channel": "system", "seq": seq, "i": seq}, separators=(",", ":"))
+    meta = json.dumps(
+        {"type": OUTAGE_EVENT, "channel": "system", "targets": ["system"], "types": None},
+        separators=(",", ":"),
+    )
+    text = json.dumps(
+        {
+            "type": OUTAGE_EVENT,
+            "timestamp": "2026-01-01T00:00:00.000Z",
+            "channel": "system",
+            "seq": seq,
+            "i": seq,
+        },
+        separators=(",", ":"),
+    )
     direct.set("local_bridge:seq", seq)
     if publish:
-        direct.publish("local_bridge:events", b"\n".join([epoch, str(seq).encode(),
-                                                          meta.encode(), text.encode()]))
+        direct.publish(
+            "local_bridge:events",
+            b"\n".join([epoch, str(seq).encode(), meta.encode(), text.encode()]),
+        )
     else:
-        direct.xadd("local_bridge:stream", {"m": meta, "t": text, "at": int(time.time() * 1000)},
-                    id=f"{seq}-1")
+        direct.xadd(
+            "local_bridge:stream",
+            {"m": meta, "t": text, "at": int(time.time() * 1000)},
+            id=f"{seq}-1",
+        )
 
 
 def test_listeners_cut_off_catch_up_from_the_stream(private_pair):

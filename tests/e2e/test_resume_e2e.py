@@ -1,4 +1,5 @@
 """History and resume (PROTOCOL.md section 3): exactly the missed events, in order, once."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,9 @@ def test_resume_replays_exactly_what_was_missed(server):
     epoch, since = first.connected["epoch"], marker(server)
     first.recv()
     first.close()
-    missed = [server.publish("job_cancelled", {"job_id": str(i)}, channel="jobs")["seq"] for i in range(5)]
+    missed = [
+        server.publish("job_cancelled", {"job_id": str(i)}, channel="jobs")["seq"] for i in range(5)
+    ]
     server.publish("photo_approved", {"photo_id": "1"}, channel="photos")  # not subscribed
     everyone = server.publish("studio.notice", {"text": "hi"})["seq"]  # reaches every client
     server.publish("gui.only", {}, client_types=["gui"])  # not this client's type
@@ -81,7 +84,9 @@ def test_trimmed_history_is_not_recovered(make_server):
     leaver = server.client()
     epoch, since = leaver.connected["epoch"], leaver.connected["seq"]
     leaver.close()
-    seqs = [server.publish("job_cancelled", {"job_id": str(i)}, channel="jobs")["seq"] for i in range(8)]
+    seqs = [
+        server.publish("job_cancelled", {"job_id": str(i)}, channel="jobs")["seq"] for i in range(8)
+    ]
     client, replayed, done = _resume(server, ["jobs"], since, epoch)
     assert done["recovered"] is False
     assert [e["seq"] for e in replayed] == seqs[-5:]  # what is still held, in order
@@ -109,7 +114,10 @@ def test_slow_consumer_resumes_without_a_gap(make_server):
     hello = stalled.recv_json()
     stalled.send_json({"type": "subscribe", "channels": ["jobs"]})
     stalled.recv_json()
-    seqs = [server.publish("bulk.event", {"pad": "x" * 32768}, channel="jobs")["seq"] for _ in range(200)]
+    seqs = [
+        server.publish("bulk.event", {"pad": "x" * 32768}, channel="jobs")["seq"]
+        for _ in range(200)
+    ]
     stalled.sock.settimeout(10)
     got = []
     while True:

@@ -1,5 +1,6 @@
 """An unmigrated PostgreSQL database behind the real server: health is degraded and requests
 are 503 naming ``local-bridge db upgrade`` until ``db upgrade`` runs."""
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,13 @@ def test_unmigrated_postgres_answers_503_until_db_upgrade(unmigrated_postgres):
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOCAL_BRIDGE_")}
         env["LOCAL_BRIDGE_DATABASE_URL"] = unmigrated_postgres
-        out = subprocess.run([sys.executable, "-m", "local_bridge.cli", "db", "upgrade"], env=env,
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "local_bridge.cli", "db", "upgrade"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip().endswith(f"revision {migrate.head_revision()}")
 

@@ -1,5 +1,6 @@
 """Requests the HTTP server refuses before the application sees them still get the JSON
 error envelope of API.md, with either worker class."""
+
 from __future__ import annotations
 
 import json
@@ -11,15 +12,26 @@ from support import RECV_TIMEOUT
 
 #: Raw requests gunicorn refuses itself, and the status each must get.
 BAD_REQUESTS = {
-    "request line over 4 KiB": (b"GET /api/system/status?pad=" + b"x" * 5120 + b" HTTP/1.1\r\n"
-                                b"Host: localhost\r\n\r\n", 414),
+    "request line over 4 KiB": (
+        b"GET /api/system/status?pad=" + b"x" * 5120 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        414,
+    ),
     "malformed request line": (b"GET\r\nHost: localhost\r\n\r\n", 400),
-    "malformed header": (b"GET /api/system/status HTTP/1.1\r\nHost: localhost\r\n"
-                         b"no colon here\r\n\r\n", 400),
-    "too many headers": (b"GET /api/system/status HTTP/1.1\r\nHost: localhost\r\n"
-                         + b"".join(b"X-Pad-%d: 1\r\n" % i for i in range(120)) + b"\r\n", 431),
-    "header over 8 KiB": (b"GET /api/system/status HTTP/1.1\r\nHost: localhost\r\n"
-                          b"X-Pad: " + b"y" * 9000 + b"\r\n\r\n", 431),
+    "malformed header": (
+        b"GET /api/system/status HTTP/1.1\r\nHost: localhost\r\nno colon here\r\n\r\n",
+        400,
+    ),
+    "too many headers": (
+        b"GET /api/system/status HTTP/1.1\r\nHost: localhost\r\n"
+        + b"".join(b"X-Pad-%d: 1\r\n" % i for i in range(120))
+        + b"\r\n",
+        431,
+    ),
+    "header over 8 KiB": (
+        b"GET /api/system/status HTTP/1.1\r\nHost: localhost\r\n"
+        b"X-Pad: " + b"y" * 9000 + b"\r\n\r\n",
+        431,
+    ),
 }
 
 
@@ -47,6 +59,7 @@ def parse(answer: bytes) -> tuple[int, dict[str, str], bytes]:
 @pytest.fixture(scope="module", params=["gevent", "gthread"])
 def any_worker_server(request):
     from support import ServerProcess
+
     process = ServerProcess({"WORKER_CLASS": request.param}).start()
     yield process
     process.stop()

@@ -1,4 +1,5 @@
 """A client that stops reading neither delays nor loses events for anyone else (API.md MAX_QUEUE)."""
+
 from __future__ import annotations
 
 import json
@@ -28,13 +29,17 @@ def test_stalled_client_is_closed_4008_and_others_get_everything(make_server, wo
     assert stalled.recv_json()["type"] == "connected"
     stalled.send_json({"type": "subscribe", "channels": ["jobs"]})
     assert stalled.recv_json()["type"] == "subscribed"
-    stalled_id = [c for c in server.get("/api/websocket/clients").json()["items"]
-                  if c["client_id"] not in {h.client_id for h in healthy}][0]["client_id"]
+    stalled_id = [
+        c
+        for c in server.get("/api/websocket/clients").json()["items"]
+        if c["client_id"] not in {h.client_id for h in healthy}
+    ][0]["client_id"]
 
     # Healthy clients read as fast as they can, each in its own thread.
     received_by = {client.client_id: [] for client in healthy}
-    readers = [threading.Thread(target=_read_bulk, args=(c, received_by[c.client_id]))
-               for c in healthy]
+    readers = [
+        threading.Thread(target=_read_bulk, args=(c, received_by[c.client_id])) for c in healthy
+    ]
     for reader in readers:
         reader.start()
     # From here on the stalled client reads nothing at all.
@@ -62,7 +67,7 @@ def test_stalled_client_is_closed_4008_and_others_get_everything(make_server, wo
             break
         assert opcode == 0x1
         received.append(json.loads(data)["seq"])
-    assert received == seqs[:len(received)] and len(received) < EVENTS
+    assert received == seqs[: len(received)] and len(received) < EVENTS
     stalled.close()
 
     # The bus is fine afterwards.
@@ -95,8 +100,11 @@ def test_publishing_does_not_wait_for_a_stalled_client(make_server):
     for i in range(EVENTS):
         server.publish("bulk.event", {"i": i, "pad": PAYLOAD}, channel="jobs")
     publishing_took = time.monotonic() - started
-    entry = next(c for c in server.get("/api/websocket/clients").json()["items"]
-                 if c["client_id"] != watcher.client_id)
+    entry = next(
+        c
+        for c in server.get("/api/websocket/clients").json()["items"]
+        if c["client_id"] != watcher.client_id
+    )
     assert entry["queue_depth"] > 0, "the stalled client's outbox holds what its socket cannot"
     reader.join(30)
     assert len(received) == EVENTS, f"publishing took {publishing_took:.1f}s"

@@ -4,6 +4,7 @@ The application is served by Werkzeug's threaded server in this process so the t
 register handlers and call :class:`~local_bridge.WebSocketServer` directly, while real
 WebSocket clients talk to it over loopback.
 """
+
 from __future__ import annotations
 
 import threading
@@ -80,7 +81,11 @@ def test_broadcast_send_to_client_type_get_clients_disconnect(live):
     published = bus.broadcast({"type": "job_cancelled", "job_id": "9", "reason": "user"})
     assert published.recipients == 1
     event = web.recv()
-    assert (event["type"], event["channel"], event["seq"]) == ("job_cancelled", "jobs", published.seq)
+    assert (event["type"], event["channel"], event["seq"]) == (
+        "job_cancelled",
+        "jobs",
+        published.seq,
+    )
     only_gui = bus.send_to_client_type("gui", {"type": "gui.reload"})
     assert gui.recv()["seq"] == only_gui.seq
     listed = {c["client_id"]: c for c in bus.get_connected_clients()}
@@ -96,11 +101,18 @@ def test_broadcast_functions_use_the_app_bus(live):
     client = connect()
     client.subscribe("jobs:abc")
     with app.app_context():
-        published = events.broadcast_job_progress("abc", "analyzing", 45.5, "Analyzing image quality")
+        published = events.broadcast_job_progress(
+            "abc", "analyzing", 45.5, "Analyzing image quality"
+        )
     event = client.recv()
     assert event["seq"] == published.seq
-    assert (event["job_id"], event["stage"], event["progress"], event["message"], event["counters"]) == \
-        ("abc", "analyzing", 45.5, "Analyzing image quality", None)
+    assert (
+        event["job_id"],
+        event["stage"],
+        event["progress"],
+        event["message"],
+        event["counters"],
+    ) == ("abc", "analyzing", 45.5, "Analyzing image quality", None)
     with pytest.raises(EventValidationError), app.app_context():
         events.broadcast_job_progress("abc", "analyzing", "half")
     assert client.request({"type": "ping"}, "pong")  # nothing was published before it
