@@ -14,6 +14,10 @@ from support import RawClient
 
 EVENTS = 300
 PAYLOAD = "x" * 32768  # big events fill the stalled client's kernel buffers quickly
+# How far a healthy client may fall behind the publisher: well under MAX_QUEUE (50), so that on
+# a slow machine a reader thread of this process that is starved for a moment is not mistaken
+# for a slow consumer; the stalled client falls behind without bound and is still closed.
+HEALTHY_LAG = 20
 
 
 @pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
@@ -37,14 +41,20 @@ def test_stalled_client_is_closed_4008_and_others_get_everything(make_server, wo
 
     # Healthy clients read as fast as they can, each in its own thread.
     received_by = {client.client_id: [] for client in healthy}
+    progress = threading.Condition()
     readers = [
-        threading.Thread(target=_read_bulk, args=(c, received_by[c.client_id])) for c in healthy
+        threading.Thread(target=_read_bulk, args=(c, received_by[c.client_id], progress))
+        for c in healthy
     ]
     for reader in readers:
         reader.start()
     # From here on the stalled client reads nothing at all.
     seqs = []
     for i in range(EVENTS):
+        with progress:
+            assert progress.wait_for(
+                lambda: all(len(got) >= i - HEALTHY_LAG for got in received_by.values()), 30
+            ), "a healthy client stopped reading"
         body = server.publish("bulk.event", {"i": i, "pad": PAYLOAD}, channel="jobs")
         seqs.append(body["seq"])
     for reader in readers:
@@ -77,11 +87,14 @@ def test_stalled_client_is_closed_4008_and_others_get_everything(make_server, wo
         client.close()
 
 
-def _read_bulk(client, seqs: list) -> None:
+def _read_bulk(client, seqs: list, progress: threading.Condition | None = None) -> None:
     while len(seqs) < EVENTS:
         message = client.recv(timeout=30)
         if message["type"] == "bulk.event":
             seqs.append(message["seq"])
+            if progress is not None:
+                with progress:
+                    progress.notify_all()
 
 
 def test_publishing_does_not_wait_for_a_stalled_client(make_server):
