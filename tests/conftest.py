@@ -8,6 +8,7 @@ from sqlalchemy import create_engine
 
 from local_bridge import create_app, migrate, state_of
 from pg import FreshDatabase
+from support import ok
 
 
 @pytest.fixture(scope="module")
@@ -41,3 +42,25 @@ def app(request, tmp_path):
 def client(app):
     """Flask's test client for :func:`app`."""
     return app.test_client()
+
+
+# The workflow fixtures shared by both tiers: each tier's conftest says what ``http`` is (Flask's
+# test client in process, the real server end to end); both answer ``post``/``get``.
+
+
+@pytest.fixture
+def session(http):
+    """An import session."""
+    return ok(http.post("/api/sessions", json={"name": "Wedding", "import_folder": "/in"}), 201)
+
+
+@pytest.fixture
+def photo(http, session):
+    """A photo imported into ``session``."""
+    return ok(
+        http.post(
+            f"/api/sessions/{session['id']}/photos",
+            json={"file_name": "a.jpg", "file_path": "/in/a.jpg", "source": "lightroom"},
+        ),
+        201,
+    )

@@ -1,5 +1,5 @@
-"""In-process fixtures of the REST tests: a session and a photo made through the API, and what
-the bus published."""
+"""In-process fixtures of the REST tests: the test client as ``http`` (for the shared session and
+photo fixtures of tests/conftest.py), a photo pending approval, and what the bus published."""
 
 from __future__ import annotations
 
@@ -16,21 +16,9 @@ def published(app):
 
 
 @pytest.fixture
-def session(client):
-    """An import session."""
-    return ok(client.post("/api/sessions", json={"name": "Wedding", "import_folder": "/in"}), 201)
-
-
-@pytest.fixture
-def photo(client, session):
-    """A photo imported into ``session``."""
-    return ok(
-        client.post(
-            f"/api/sessions/{session['id']}/photos",
-            json={"file_name": "a.jpg", "file_path": "/in/a.jpg", "source": "lightroom"},
-        ),
-        201,
-    )
+def http(client):
+    """What the shared workflow fixtures (tests/conftest.py) talk to: Flask's test client."""
+    return client
 
 
 @pytest.fixture

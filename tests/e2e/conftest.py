@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pg import FreshDatabase
-from support import ServerProcess, Watcher, ok
+from support import ServerProcess, Watcher
 
 HERE = Path(__file__).parent
 
@@ -88,23 +88,9 @@ def workflow_server(request):
 
 
 @pytest.fixture
-def session(workflow_server):
-    """An import session on the workflow server."""
-    return ok(
-        workflow_server.post("/api/sessions", json={"name": "Wedding", "import_folder": "/in"}), 201
-    )
-
-
-@pytest.fixture
-def photo(workflow_server, session):
-    """A photo imported into ``session``."""
-    return ok(
-        workflow_server.post(
-            f"/api/sessions/{session['id']}/photos",
-            json={"file_name": "a.jpg", "file_path": "/in/a.jpg", "source": "lightroom"},
-        ),
-        201,
-    )
+def http(workflow_server):
+    """What the shared workflow fixtures (tests/conftest.py) talk to: the real server."""
+    return workflow_server
 
 
 @pytest.fixture
