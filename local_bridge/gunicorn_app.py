@@ -74,12 +74,9 @@ def _write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> Non
     headers: 431; an application crash outside Flask: 500) with an HTML page of its own."""
     from gunicorn import util
 
-    from .api.envelope import STATUS_CODES  # in the worker: after gevent's patching
+    from .api.envelope import code_for_status  # in the worker: after gevent's patching
 
-    if status_int == 400:
-        code = "bad_request"  # invalid_json is for request bodies only
-    else:
-        code = STATUS_CODES.get(status_int, "bad_request" if status_int < 500 else "internal_error")
+    code = code_for_status(status_int)
     message = mesg or reason
     if len(message) > MAX_ERROR_MESSAGE:
         message = message[: MAX_ERROR_MESSAGE - 3] + "..."

@@ -44,5 +44,13 @@ def api_error(status: int, code: str, message: str, fields: dict[str, Any] | Non
     return response
 
 
+def code_for_status(status: int) -> str:
+    """The error code of a status answered without reading a body (routing, limits, gunicorn's
+    own refusals): a 400 there is ``bad_request``, since ``invalid_json`` is about bodies."""
+    if status == 400:
+        return "bad_request"
+    return STATUS_CODES.get(status, "bad_request" if status < 500 else "internal_error")
+
+
 def validation_error(fields: dict[str, Any], message: str = "the request has invalid fields"):
     return ApiError(422, "validation_error", message, fields)

@@ -18,7 +18,7 @@ from werkzeug.routing import WebsocketMismatch
 from ..backplane.base import BackplaneUnavailable
 from ..domain.errors import DomainError
 from ..migrate import schema_problem
-from .envelope import STATUS_CODES, ApiError, api_error, validation_error
+from .envelope import ApiError, api_error, code_for_status
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +43,10 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         status = exc.code or 500
-        code = STATUS_CODES.get(status, "bad_request" if status < 500 else "internal_error")
+        code = code_for_status(status)  # body parsing raises ApiError itself
         description = exc.description or exc.name
-        if status == 400:  # body parsing raises ApiError itself; other 400s are not about JSON
-            code = "bad_request"
-            if isinstance(exc, WebsocketMismatch):
-                description = "this endpoint accepts WebSocket connections only"
+        if isinstance(exc, WebsocketMismatch):
+            description = "this endpoint accepts WebSocket connections only"
         response = api_error(status, code, description)
         if status == 405 and exc.response is None:
             allowed = getattr(exc, "valid_methods", None)
@@ -123,4 +121,4 @@ def _statement_fault(exc: DBAPIError) -> bool:
     )
 
 
-__all__ = ["STATUS_CODES", "ApiError", "api_error", "init_app", "validation_error"]
+__all__ = ["init_app"]
