@@ -145,7 +145,7 @@ def parse_json(text: str | bytes) -> Any:
     where (``Expecting value (line 1, column 5)``).
     """
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise JsonSyntaxError(f"{exc.msg} (line {exc.lineno}, column {exc.colno})") from None
     except UnicodeDecodeError:
@@ -159,6 +159,34 @@ def parse_json(text: str | bytes) -> Any:
         ) from None
     except RecursionError:
         raise JsonSyntaxError("nested too deeply") from None
+    # An escape such as \ud800 alone parses into a string that UTF-8 cannot encode: every reply
+    # or event that echoed it would fail to serialize. Only text with such an escape is walked.
+    if isinstance(text, (bytes, bytearray)):
+        text = text.decode(json.detect_encoding(text), "replace")
+    if _SURROGATE_ESCAPE.search(text):
+        _refuse_lone_surrogates(value)
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    """Raise :class:`JsonSyntaxError` when a string (key or value) in ``value`` holds an
+    unpaired UTF-16 surrogate (a paired one was already joined into one character)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise JsonSyntaxError("a string holds an unpaired surrogate escape") from None
 
 
 # --------------------------------------------------------------------------- frames
