@@ -9,6 +9,7 @@ from flask import Flask, request
 
 from . import migrate
 from .api import body as api_body
+from .api import browser as browser_api
 from .api import errors as api_errors
 from .api import events as events_api
 from .api import system as system_api
@@ -23,6 +24,8 @@ from .config import ConfigError, Settings, load_settings
 from .db import Database, default_url
 from .domain import Domain
 from .limits import AddressRateLimiter
+from .observability import BridgeMetrics
+from .observability import init_app as observe
 from .publisher import Publisher
 from .state import EXTENSION_KEY, BridgeState, state_of
 
@@ -45,13 +48,20 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     database = Database(database_url(settings, app))
     if database.is_sqlite:  # a local file is brought up to date (and created) on start
         migrate.upgrade(database.engine)
-    bus = Bus(settings, Publisher(create_backplane(settings)))
+    publisher = Publisher(create_backplane(settings))
+    bus = Bus(settings, publisher)
     domain = Domain.build(database.sessions, bus, settings.PROGRESS_RATE)
-    app.extensions[EXTENSION_KEY] = BridgeState(
+    state = app.extensions[EXTENSION_KEY] = BridgeState(
         settings, database, bus, WebSocketServer(bus), domain
     )
+    metrics = state.metrics = BridgeMetrics(state)
+    publisher.on_published = metrics.event_published
+    bus.hub.on_delivered = metrics.event_delivered
 
+    observe(app, metrics)  # first: every request, even one refused by a hook, is logged
     api_errors.init_app(app)
+    # before every other check: Host, CORS preflight, Origin (api/browser.py)
+    browser_api.init_app(app, settings)
     _limit_http_rate(app, settings)
     api_body.init_app(app)
     app.register_blueprint(system_api.bp)
@@ -69,10 +79,15 @@ def database_url(settings: Settings, app: Flask | None = None) -> str:
     return default_url((app or Flask(__name__)).instance_path)
 
 
+#: Probes and scrapes: never refused by the HTTP rate limit.
+RATE_EXEMPT = frozenset({"system.health", "system.live", "metrics"})
+
+
 def _limit_http_rate(app: Flask, settings: Settings) -> None:
     """``LOCAL_BRIDGE_HTTP_RATE``: requests per second per remote address (0: off).
 
-    Health checks are exempt: a load balancer polling them must never be refused.
+    Health checks and metrics are exempt: a load balancer or Prometheus polling them must
+    never be refused.
     """
     if settings.HTTP_RATE <= 0:
         return
@@ -80,7 +95,7 @@ def _limit_http_rate(app: Flask, settings: Settings) -> None:
 
     @app.before_request
     def check_http_rate():
-        if request.endpoint == "system.health":
+        if request.endpoint in RATE_EXEMPT:
             return None
         if not limiter.allow(request.remote_addr or "?"):
             return api_error(429, "rate_limited", "too many requests from this address")

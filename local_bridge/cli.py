@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import urllib.error
 
@@ -27,7 +26,12 @@ def main() -> None:
     type=click.Choice(["gevent", "gthread"]),
     help=f"gunicorn worker [{ENV_PREFIX}WORKER_CLASS, default gevent]",
 )
-@click.option("--access-log/--no-access-log", default=False, help="log every HTTP request")
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="log every HTTP request and WebSocket connection (logger local_bridge.access, info)",
+)
 def serve(host: str | None, port: int | None, worker_class: str | None, access_log: bool) -> None:
     """Run the server on gunicorn until SIGTERM or SIGINT."""
     overrides = {
@@ -43,10 +47,12 @@ def serve(host: str | None, port: int | None, worker_class: str | None, access_l
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     from .gunicorn_app import BridgeServer
+    from .observability.logs import configure_logging
 
-    # The server's own records (a client dropped, a handler failed) from INFO up; the worker
-    # process inherits this when gunicorn forks it.
-    logging.getLogger("local_bridge").setLevel(logging.INFO)
+    # The server's own records (a client dropped, a handler failed, the access log) from
+    # LOCAL_BRIDGE_LOG_LEVEL up, in LOCAL_BRIDGE_LOG_FORMAT; the worker process inherits this
+    # when gunicorn forks it.
+    configure_logging(settings.LOG_LEVEL, settings.LOG_FORMAT)
     BridgeServer(settings, overrides, access_log=access_log).run()
 
 

@@ -46,6 +46,8 @@ class Settings:
     MAX_SUBSCRIPTIONS: int = 256
     WORKER_CLASS: str = "gevent"
     SLOW_CLOSE_GRACE: float = 5.0
+    LOG_LEVEL: str = "info"
+    LOG_FORMAT: str = "text"  # text, or json: one object per line
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -70,7 +72,12 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "MAX_SUBSCRIPTIONS": (1, 100_000),
     "SLOW_CLOSE_GRACE": (0, 600),
 }
-_CHOICES = {"AUTH": ("none", "token"), "WORKER_CLASS": ("gevent", "gthread")}
+_CHOICES = {
+    "AUTH": ("none", "token"),
+    "WORKER_CLASS": ("gevent", "gthread"),
+    "LOG_LEVEL": ("debug", "info", "warning", "error", "critical"),
+    "LOG_FORMAT": ("text", "json"),
+}
 
 
 def _convert(name: str, raw: Any, kind: type) -> Any:

@@ -150,6 +150,22 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(10000, 50, 100)
 
 
+def _logger_class(log_format: str) -> type:
+    """gunicorn's logger, writing its own records (workers booting, errors it answers) in the
+    server's format, so that with ``json`` every line on standard error is one JSON object."""
+    from gunicorn.glogging import Logger
+
+    from .observability.logs import format_like_the_server
+
+    class BridgeLogger(Logger):
+        def setup(self, cfg: Any) -> None:
+            super().setup(cfg)
+            for handler in self.error_log.handlers:
+                format_like_the_server(handler, log_format)
+
+    return BridgeLogger
+
+
 class _GracefulArbiter(Arbiter):
     """SIGINT stops as gracefully as SIGTERM: clients get 1001, then the process exits 0."""
 
@@ -161,7 +177,7 @@ class BridgeServer(BaseApplication):
     """A gunicorn application serving :func:`local_bridge.create_app`."""
 
     def __init__(
-        self, settings: Settings, config: dict[str, Any] | None = None, access_log: bool = False
+        self, settings: Settings, config: dict[str, Any] | None = None, access_log: bool = True
     ):
         self.settings = settings
         self.app_config = config or {}
@@ -179,9 +195,12 @@ class BridgeServer(BaseApplication):
             "timeout": 60,
             "keepalive": 5,
             "backlog": 2048,
-            "accesslog": "-" if self.access_log else None,
+            # The access log is the application's (observability.access_log): it carries the
+            # request id and follows LOCAL_BRIDGE_LOG_FORMAT.
+            "accesslog": None,
             "errorlog": "-",
             "loglevel": "info",
+            "logger_class": _logger_class(s.LOG_FORMAT),
             "proc_name": "local-bridge",
             "worker_exit": _worker_exit,
         }
@@ -203,7 +222,7 @@ class BridgeServer(BaseApplication):
         from . import websocket_events
         from .app import create_app  # in the worker, after gevent has patched the stdlib
 
-        app = create_app(self.app_config)
+        app = create_app({**self.app_config, "ACCESS_LOG": self.access_log})
         websocket_events.bind(app)  # broadcast_* outside a request publish through this app
         _tune_garbage_collector()
         return app

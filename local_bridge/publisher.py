@@ -7,7 +7,7 @@ publish through :meth:`Publisher.publish`; nothing else writes events to clients
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,8 @@ class Publisher:
         # _count_lock guards events_published.
         self._count_lock = threading.Lock()
         self.events_published = 0
+        #: Told ``(type, channel)`` of each event published (metrics); None: nobody.
+        self.on_published: Callable[[str, str | None], None] | None = None
 
     def publish(
         self,
@@ -67,6 +69,8 @@ class Publisher:
         event, recipients = self.backplane.publish(_draft(type_, channel, fields, types))
         with self._count_lock:
             self.events_published += 1
+        if self.on_published is not None:
+            self.on_published(type_, channel)
         return Published(event.seq, recipients, event.message)
 
     @property

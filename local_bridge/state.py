@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # the state is built by app.create_app; these are only its pa
     from .config import Settings
     from .db import Database
     from .domain import Domain
+    from .observability import BridgeMetrics
 
 EXTENSION_KEY = "local_bridge"
 
@@ -27,6 +28,8 @@ class BridgeState:
     bus: Bus
     ws_server: WebSocketServer
     domain: Domain
+    #: Prometheus metrics (``GET /metrics``), with a registry of this application's own.
+    metrics: BridgeMetrics | None = None
 
     def queue_counts(self) -> dict[str, int]:
         return self.domain.queue_counts()
@@ -38,6 +41,8 @@ class BridgeState:
         self.domain.close()
         self.bus.close()
         self.database.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
 
 def state_of(app: Flask) -> BridgeState:

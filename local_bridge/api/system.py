@@ -1,4 +1,5 @@
-"""System endpoints: health, status, and publishing system events (API.md)."""
+"""System endpoints: liveness, health (readiness), status, and publishing system events
+(API.md)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,16 @@ bp = Blueprint("system", __name__, url_prefix="/api/system")
 SYSTEM_EVENT_TYPES = ("system_status", "resource_warning", "error_occurred")
 
 
+@bp.get("/live")
+def live():
+    """Liveness: the process serves requests. Touches neither the database nor the backplane
+    (a database outage must not get every server restarted): readiness is ``/health``."""
+    return jsonify({"status": "ok"})
+
+
 @bp.get("/health")
 def health():
+    """Readiness: the database answers with this version's schema, the backplane delivers."""
     state = state_of(current_app)
     checks = {"database": state.database.check(), "backplane": state.bus.health()}
     healthy = all(value == "ok" for value in checks.values())

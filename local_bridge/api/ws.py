@@ -1,8 +1,9 @@
 """The WebSocket endpoints: plain Flask views that hand the request's socket to the bus.
 
-Admission (shutdown, connection limit, connect rate, Origin) is decided before the handshake, so
+Admission (shutdown, connection limit, connect rate) is decided before the handshake, so
 a refused client gets a plain HTTP answer; an admitted one gets its :class:`Transport` put in
-place before simple-websocket writes its first byte.
+place before simple-websocket writes its first byte. ``Host`` and ``Origin`` are checked before
+all of this, for every request, by :mod:`local_bridge.api.browser`.
 
 flask-sock's ``route`` is not used: it builds a response class per connection whose closure
 holds the connection's ``Server``, a reference cycle that kept every closed connection (its
@@ -12,9 +13,7 @@ server runs rarely.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from simple_websocket import Server
 
 from ..bus.connection import BusConnection
@@ -25,6 +24,8 @@ from ..bus.transport import Transport
 from ..domain.errors import NotFound
 from ..domain.jobs import ProcessingJobLifecycle
 from ..limits import ConnectRateLimiter
+from ..observability.access_log import websocket_span
+from ..state import state_of
 from .envelope import api_error
 
 WEBSOCKET_ENDPOINTS = frozenset({"bus_endpoint", "job_stream_endpoint"})
@@ -39,6 +40,8 @@ def init_app(app: Flask, bus: Bus, jobs: ProcessingJobLifecycle) -> None:
         "thread_class": reader_class(),
     }
     connect_limiter = ConnectRateLimiter(settings.CONNECT_RATE)
+    metrics = state_of(app).metrics
+    on_wait = metrics.outbox_waited if metrics is not None else None
 
     @app.before_request
     def admit_websocket():
@@ -50,15 +53,12 @@ def init_app(app: Flask, bus: Bus, jobs: ProcessingJobLifecycle) -> None:
             return api_error(503, "unavailable", "too many connections")
         if not connect_limiter.allow(request.remote_addr or "?"):
             return api_error(429, "rate_limited", "too many new connections from this address")
-        if not _origin_allowed(
-            request.headers.get("Origin"), request.host, settings.ALLOWED_ORIGINS
-        ):
-            return api_error(403, "forbidden", "origin not allowed")
         holder: list[BusConnection] = []
         transport = Transport(
             request.environ,
             settings.MAX_QUEUE,
             on_overflow=lambda: holder[0].on_overflow() if holder else None,
+            on_wait=on_wait,
         )
         if request.endpoint == "job_stream_endpoint":
             connection = JobStreamConnection(
@@ -80,7 +80,13 @@ def init_app(app: Flask, bus: Bus, jobs: ProcessingJobLifecycle) -> None:
 
     def serve_websocket(**view_args):
         """Both endpoints: the handshake, then the connection's protocol until it ends."""
-        g.bus_connection.run(Server(request.environ, **options))
+        connection = g.bus_connection
+        ws = Server(request.environ, **options)
+        if metrics is None:
+            connection.run(ws)
+        else:  # the connection's log lines, client id in its records, and its metrics
+            with websocket_span(current_app, metrics, connection, ws):
+                connection.run(ws)
         return WebSocketEnded()
 
     app.add_url_rule("/ws", "bus_endpoint", serve_websocket, websocket=True)
@@ -109,12 +115,3 @@ class WebSocketEnded(Response):
         if "gunicorn.socket" in environ:
             raise StopIteration()
         return super().__call__(environ, start_response)
-
-
-def _origin_allowed(origin: str | None, host: str, allowed: tuple[str, ...]) -> bool:
-    """Browsers send Origin; other clients do not and are not checked here."""
-    if not origin:
-        return True
-    if "*" in allowed or origin in allowed:
-        return True
-    return urlsplit(origin).netloc.lower() == host.lower()

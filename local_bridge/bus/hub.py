@@ -77,6 +77,8 @@ class Hub:
         self._pacer = FanoutPacer()
         # Copy-on-write, like the snapshots: delivery reads it without the lock.
         self._watchers: tuple[Watcher, ...] = ()
+        #: Told each delivered event and how many clients accepted it (metrics); None: nobody.
+        self.on_delivered: Callable[[BusEvent, int], None] | None = None
 
     # ------------------------------------------------------------------ registry
 
@@ -221,6 +223,8 @@ class Hub:
                 if client.on_event is not None:
                     client.on_event(event)
         self._pacer.end(started, recipients, direct)
+        if self.on_delivered is not None:
+            self.on_delivered(event, count)
         for watcher in self._watchers:
             watcher(event)
         return count

@@ -26,6 +26,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable
+from time import monotonic
 
 from .green import gevent_patched
 
@@ -86,6 +87,7 @@ class Outbox:
         on_overflow: Callable[[], None] | None = None,
         name: str = "outbox-writer",
         try_send: Callable[[bytes], int] | None = None,
+        on_wait: Callable[[float], None] | None = None,
     ):
         self._sendall = sendall
         self._try_send = try_send  # non-blocking: bytes taken, or BlockingIOError
@@ -104,6 +106,9 @@ class Outbox:
         self._finishing = False  # no more messages accepted
         self._final: bytes | None = None  # sent after the last batch, then the writer stops
         self._overflowed = False
+        # Told, after each queued batch is written, how long its oldest message waited.
+        self._on_wait = on_wait
+        self._queued_at = 0.0  # when the oldest message now queued was queued
         self.sent = 0  # messages handed to the socket
         self.dropped = 0  # messages refused or discarded
         self.failed = False  # the socket refused a write
@@ -137,10 +142,13 @@ class Outbox:
                     if rest is None:
                         return True
                     data = rest
+                self._queued_at = monotonic()
                 self._items.append(data)
                 self._busy = True
                 overflowed = False
             elif len(self._items) < self.limit:
+                if not self._items:  # the writer took the last batch: this one starts the next
+                    self._queued_at = monotonic()
                 self._items.append(data)
                 return True
             else:
@@ -231,6 +239,7 @@ class Outbox:
                 else:
                     sleep = False
                     batch, self._items = self._items, []
+                    queued_at = self._queued_at
                     last = self._finishing
                     final, self._final = (self._final, None) if last else (None, None)
             if sleep:
@@ -253,7 +262,10 @@ class Outbox:
                         self._items.clear()
                     self._signal_progress()
                     return
-                self.sent += len(batch) - (1 if final else 0)
+                messages = len(batch) - (1 if final else 0)
+                self.sent += messages
+                if messages and self._on_wait is not None:
+                    self._on_wait(monotonic() - queued_at)
                 self._signal_progress()
             if last:
                 return

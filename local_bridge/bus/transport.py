@@ -77,7 +77,11 @@ class Transport:
     """What the hub sees of a connection: ``send(frame)``, ``close(code)``, ``stats()``."""
 
     def __init__(
-        self, environ: dict[str, Any], max_queue: int, on_overflow: Callable[[], None] | None = None
+        self,
+        environ: dict[str, Any],
+        max_queue: int,
+        on_overflow: Callable[[], None] | None = None,
+        on_wait: Callable[[float], None] | None = None,
     ):
         key = next((k for k in SOCKET_KEYS if k in environ), None)
         if key is None:
@@ -92,6 +96,7 @@ class Transport:
             overflow_frame=_SLOW_CLOSE,
             on_overflow=on_overflow,
             try_send=_nonblocking_sender(self.raw),
+            on_wait=on_wait,  # metrics: how long queued frames wait for the writer
         )
         self.proxy = SocketProxy(self.raw, self.outbox)
         environ[key] = self.proxy
