@@ -9,6 +9,7 @@ from flask import Flask, request
 
 from . import migrate
 from .api import body as api_body
+from .api import browser as browser_api
 from .api import errors as api_errors
 from .api import events as events_api
 from .api import system as system_api
@@ -59,6 +60,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     observe(app, metrics)  # first: every request, even one refused by a hook, is logged
     api_errors.init_app(app)
+    # before every other check: Host, CORS preflight, Origin (api/browser.py)
+    browser_api.init_app(app, settings)
     _limit_http_rate(app, settings)
     api_body.init_app(app)
     app.register_blueprint(system_api.bp)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -31,6 +32,8 @@ class Settings:
     AUTH: str = "none"
     SECRET_KEY: str | None = None
     ALLOWED_ORIGINS: tuple[str, ...] = ()  # empty: same host only
+    ALLOWED_HOSTS: tuple[str, ...] = ()  # empty: localhost, 127.0.0.1, ::1 and HOST
+    TRUSTED_PROXIES: int = 0  # reverse proxies in front that set X-Forwarded-*
     HEARTBEAT_INTERVAL: float = 30.0
     HISTORY_SIZE: int = 10000
     HISTORY_TTL: float = 600.0
@@ -71,6 +74,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "PROGRESS_RATE": (0.01, 1000),
     "MAX_SUBSCRIPTIONS": (1, 100_000),
     "SLOW_CLOSE_GRACE": (0, 600),
+    "TRUSTED_PROXIES": (0, 10),
 }
 _CHOICES = {
     "AUTH": ("none", "token"),
@@ -143,6 +147,25 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{ENV_PREFIX}{name} must be one of {', '.join(choices)}")
     if settings.auth_enabled and not settings.SECRET_KEY:
         raise ConfigError(f"{ENV_PREFIX}AUTH=token needs {ENV_PREFIX}SECRET_KEY")
+    for origin in settings.ALLOWED_ORIGINS:
+        if origin != "*" and not _ORIGIN_FORMAT.fullmatch(origin):
+            raise ConfigError(
+                f"{ENV_PREFIX}ALLOWED_ORIGINS: {origin!r} is not an origin "
+                "(scheme://host[:port], without path or trailing slash) nor *"
+            )
+    for host in settings.ALLOWED_HOSTS:
+        if host != "*" and not _HOST_FORMAT.fullmatch(host):
+            raise ConfigError(
+                f"{ENV_PREFIX}ALLOWED_HOSTS: {host!r} is not a host name or address "
+                "with an optional :port, nor *"
+            )
+
+
+# The shapes of ALLOWED_ORIGINS and ALLOWED_HOSTS entries (a typo such as a trailing slash
+# would otherwise never match, silently); api/browser.py gives them their meaning.
+_NAME = r"(?:\[[0-9A-Fa-f:.]+\]|[^\s/?#@\[\]:*]+)"
+_ORIGIN_FORMAT = re.compile(rf"[A-Za-z][A-Za-z0-9+.-]*://{_NAME}(?::\d{{1,5}})?")
+_HOST_FORMAT = re.compile(rf"{_NAME}(?::\d{{1,5}})?|[0-9A-Fa-f]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f.]*")
 
 
 def is_loopback(host: str) -> bool:

@@ -1,8 +1,9 @@
 """The WebSocket endpoints: plain Flask views that hand the request's socket to the bus.
 
-Admission (shutdown, connection limit, connect rate, Origin) is decided before the handshake, so
+Admission (shutdown, connection limit, connect rate) is decided before the handshake, so
 a refused client gets a plain HTTP answer; an admitted one gets its :class:`Transport` put in
-place before simple-websocket writes its first byte.
+place before simple-websocket writes its first byte. ``Host`` and ``Origin`` are checked before
+all of this, for every request, by :mod:`local_bridge.api.browser`.
 
 flask-sock's ``route`` is not used: it builds a response class per connection whose closure
 holds the connection's ``Server``, a reference cycle that kept every closed connection (its
@@ -11,8 +12,6 @@ server runs rarely.
 """
 
 from __future__ import annotations
-
-from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, g, request
 from simple_websocket import Server
@@ -54,10 +53,6 @@ def init_app(app: Flask, bus: Bus, jobs: ProcessingJobLifecycle) -> None:
             return api_error(503, "unavailable", "too many connections")
         if not connect_limiter.allow(request.remote_addr or "?"):
             return api_error(429, "rate_limited", "too many new connections from this address")
-        if not _origin_allowed(
-            request.headers.get("Origin"), request.host, settings.ALLOWED_ORIGINS
-        ):
-            return api_error(403, "forbidden", "origin not allowed")
         holder: list[BusConnection] = []
         transport = Transport(
             request.environ,
@@ -120,12 +115,3 @@ class WebSocketEnded(Response):
         if "gunicorn.socket" in environ:
             raise StopIteration()
         return super().__call__(environ, start_response)
-
-
-def _origin_allowed(origin: str | None, host: str, allowed: tuple[str, ...]) -> bool:
-    """Browsers send Origin; other clients do not and are not checked here."""
-    if not origin:
-        return True
-    if "*" in allowed or origin in allowed:
-        return True
-    return urlsplit(origin).netloc.lower() == host.lower()
