@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Histogram,
@@ -36,6 +35,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import Collector
 
 from .. import catalog
@@ -412,6 +412,7 @@ def init_app(app: Flask, metrics: BridgeMetrics) -> None:
     """Serve ``GET /metrics`` (Prometheus text format) from ``metrics``' registry."""
 
     def metrics_view() -> Response:
-        return Response(metrics.exposition(), mimetype=None, content_type=CONTENT_TYPE_LATEST)
+        # The classic text format (0.0.4), which every Prometheus version reads.
+        return Response(metrics.exposition(), content_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     app.add_url_rule("/metrics", "metrics", metrics_view, methods=["GET"])
