@@ -12,6 +12,7 @@ from .api import body as api_body
 from .api import browser as browser_api
 from .api import errors as api_errors
 from .api import events as events_api
+from .api import openapi as openapi_api
 from .api import system as system_api
 from .api import websocket_admin
 from .api import workflow as workflow_api
@@ -68,6 +69,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(websocket_admin.bp)
     app.register_blueprint(workflow_api.bp)
     app.register_blueprint(events_api.bp)
+    app.register_blueprint(openapi_api.bp)
     ws_api.init_app(app, bus, domain.jobs)
     return app
 
