@@ -131,6 +131,7 @@ def test_metrics_follow_connections_closes_publishes_and_requests(make_server):
     # an upgraded WebSocket is a connection, not an HTTP request that lasted its whole life
     assert not any(("endpoint", "bus_endpoint") in labels for labels in samples[requests_total])
     assert value(samples, "local_bridge_backplane_up", backplane="memory") == 1
+    gui.close()
 
 
 @pytest.fixture
@@ -170,6 +171,8 @@ def test_each_process_on_redis_serves_its_own_metrics(redis_pair):
         assert value(samples, "local_bridge_history_events") >= 3  # the shared stream
     pids = {dict(labels)["pid"] for m in (ma, mb) for labels in m["local_bridge_build_info"]}
     assert len(pids) == 2
+    on_a.close()
+    on_b.close()
 
 
 def test_unmigrated_postgres_is_live_not_ready_and_still_scraped():
