@@ -12,7 +12,6 @@ import re
 import pytest
 
 from local_bridge import create_app, state_of
-from local_bridge.api import openapi
 from local_bridge.api.ws import WEBSOCKET_ENDPOINTS
 
 #: Routes deliberately left out of the document (none besides static files and WebSockets).

@@ -96,9 +96,7 @@ class Job(Schema):
     progress = Number(required=True, validate=validate.Range(0, 100))
     stage = _text()
     message = _text()
-    counters = fields.Dict(
-        keys=fields.String(), values=Count(), required=True, allow_none=True
-    )
+    counters = fields.Dict(keys=fields.String(), values=Count(), required=True, allow_none=True)
     worker = _text()
     result = _Json(required=True, allow_none=True)
     result_url = _text()
@@ -112,9 +110,7 @@ class Job(Schema):
         validate=validate.Range(min=1),
         metadata={"description": "1-based place in the queue while queued, else null"},
     )
-    estimated_start_seconds = Number(
-        required=True, allow_none=True, validate=validate.Range(min=0)
-    )
+    estimated_start_seconds = Number(required=True, allow_none=True, validate=validate.Range(min=0))
     created_at = _time()
     started_at = _nullable_time()
     finished_at = _nullable_time()

@@ -1,0 +1,192 @@
+"""schemathesis over every operation of ``/api/openapi.json``, in process on SQLite.
+
+Each generated request, valid (positive) or not (negative), must be answered without a server
+error, with a status, content type and body the document declares for it; and a request
+answered 4xx must change nothing: no row of sessions, photos, jobs or exports, no event on the
+bus.
+
+Budget: a few examples per operation, derandomized, in CI; ``LOCAL_BRIDGE_HOSTILE=long`` runs
+hundreds per operation (minutes) with a random seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from sqlalchemy import text
+
+from budget import LONG, examples
+from local_bridge import create_app, state_of
+from local_bridge.api import openapi
+
+EXAMPLES = examples(ci=12, long=400)
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+TABLES = ("sessions", "photos", "jobs", "exports")
+#: A long poll is held at most this long here (the document allows 30 s).
+MAX_WAIT = "0.05"
+STREAM_PATH = "/api/events/stream"
+
+
+class FirstChunkOfStreams:
+    """WSGI middleware: an SSE answer ends after its first chunk (``retry:``), so a generated
+    request to ``/api/events/stream`` that is admitted gets a finite body to check. Closing the
+    stream's iterator takes its subscriber off the bus, as a client hanging up would."""
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        body = self.wsgi_app(environ, start_response)
+        if environ.get("PATH_INFO") != STREAM_PATH:
+            return body
+        return self._first_chunk(body)
+
+    @staticmethod
+    def _first_chunk(body):
+        try:
+            for chunk in body:
+                yield chunk
+                break
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+
+
+def seed(app) -> dict[str, list[str]]:
+    """A few rows for path ids to hit: a session with a pending and a plain photo, a queued
+    and a running job, a running export. Returns the ids by path parameter name."""
+    client = app.test_client()
+
+    def made(response, status=(200, 201)):
+        assert response.status_code in status, response.get_json()
+        return response.get_json()
+
+    session = made(client.post("/api/sessions", json={"name": "s", "import_folder": "/in"}))
+    photo = {"file_name": "a.jpg", "file_path": "/in/a.jpg", "source": "camera"}
+    pending = made(client.post(f"/api/sessions/{session['id']}/photos", json=photo))
+    plain = made(client.post(f"/api/sessions/{session['id']}/photos", json=photo))
+    made(
+        client.post(
+            f"/api/photos/{pending['id']}/analysis",
+            json={"ai_score": 0.5, "analysis_results": {"faces": 1}},
+        )
+    )
+    running = made(client.post("/api/jobs", json={"kind": "analysis", "photo_id": plain["id"]}))
+    made(client.post("/api/jobs/claim", json={"worker": "w1"}))
+    queued = made(client.post("/api/jobs", json={"kind": "analysis"}))
+    export = made(
+        client.post(
+            "/api/exports",
+            json={"photo_id": plain["id"], "preset_name": "web", "destination": "/out"},
+        )
+    )
+    return {
+        "session_id": [session["id"]],
+        "photo_id": [pending["id"], plain["id"]],
+        "job_id": [queued["id"], running["id"]],
+        "export_id": [export["id"]],
+        "client_id": ["nobody"],
+    }
+
+
+def snapshot(app) -> tuple[Any, ...]:
+    """Everything a request could write: every row of the workflow's tables, and the bus's
+    seq and count of published events."""
+    state = state_of(app)
+    digest = hashlib.sha256()
+    with state.database.engine.connect() as connection:
+        for table in TABLES:
+            for row in connection.execute(text(f"SELECT * FROM {table} ORDER BY id")):  # noqa: S608
+                digest.update(repr(tuple(row)).encode())
+            digest.update(b"|")
+    return digest.hexdigest(), state.bus.last_seq, state.bus.events_published
+
+
+@pytest.fixture(scope="module")
+def fuzzed_app(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('schemathesis')}/t.db"
+    # Progress reports are published (almost) at once: no conflation timer publishes later,
+    # during another request.
+    application = create_app({"DATABASE_URL": url, "PROGRESS_RATE": 1000})
+    served = application.test_client().get("/api/openapi.json").get_json()
+    assert served == openapi.spec_json()
+    SEEDED.update(seed(application))
+    application.wsgi_app = FirstChunkOfStreams(application.wsgi_app)
+    yield application
+    state_of(application).close()
+
+
+#: The document the application serves (``fuzzed_app`` checks it is this one), loaded when the
+#: module is collected so that each operation is a test of its own.
+schema = schemathesis.openapi.from_dict(openapi.spec_json())
+schema.config.generation.update(
+    modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
+    max_examples=EXAMPLES,
+    deterministic=not LONG,
+)
+#: Ids of the seeded rows by path parameter name (``fuzzed_app`` fills it in).
+SEEDED: dict[str, list[str]] = {}
+
+
+@schema.hook
+def flatmap_path_parameters(context, path_parameters):
+    """Half the time, the path's ids are those of seeded rows, so that actions reach real
+    resources (and their state checks) instead of answering 404."""
+    if not path_parameters:
+        return st.just(path_parameters)
+    real = st.fixed_dictionaries(
+        {
+            name: st.sampled_from(SEEDED[name]) if name in SEEDED else st.just(value)
+            for name, value in path_parameters.items()
+        }
+    )
+    return st.one_of(st.just(path_parameters), real)
+
+
+@schema.parametrize()
+@settings(
+    max_examples=EXAMPLES,
+    derandomize=not LONG,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_every_operation_keeps_its_contract(case, fuzzed_app):
+    if case.query and "wait" in case.query:
+        case.query["wait"] = _short_wait(case.query["wait"])
+    before = snapshot(fuzzed_app)
+    response = case.call(app=fuzzed_app)
+    case.validate_response(response, checks=CHECKS)
+    if 400 <= response.status_code < 500:
+        assert snapshot(fuzzed_app) == before, (
+            f"{case.method} {case.formatted_path} answered {response.status_code} "
+            "but changed the database or published an event"
+        )
+
+
+def _short_wait(value: Any) -> Any:
+    """A valid ``wait`` held at most :data:`MAX_WAIT`; anything else unchanged (it must be
+    refused, and is, at once)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return value
+    return MAX_WAIT if 0 < seconds <= 30 else value
