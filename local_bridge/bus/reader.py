@@ -27,10 +27,31 @@ from .green import gevent_patched
 log = logging.getLogger(__name__)
 
 
-def reader_class() -> Callable[..., Any] | None:
+def reader_class() -> Callable[..., Any]:
     """simple-websocket's ``thread_class`` for this process: :class:`LoopReader` under gevent,
-    None (the library's own thread) otherwise."""
-    return LoopReader if gevent_patched("socket") else None
+    :class:`ThreadReader` otherwise."""
+    return LoopReader if gevent_patched("socket") else ThreadReader
+
+
+class ThreadReader(threading.Thread):
+    """simple-websocket's own reader thread, which wakes the connection's receiver as it ends.
+
+    The library's loop can end after its last wake-up: on a message over ``max_message_size``
+    (1009) or a protocol error it sets the event, and only then marks the connection closed. A
+    receiver that woke in between saw it still open and slept again, holding the closed
+    connection in the clients list until its next heartbeat (up to 30 s)."""
+
+    def __init__(self, target: Callable[[], None]):
+        super().__init__(target=target)
+        self._ws: Any = cast(Any, target).__self__
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            ws, self._ws = self._ws, None
+            ws.connected = False
+            ws.event.set()
 
 
 class LoopReader:
