@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask, request
 
 from . import migrate
+from .api import auth as auth_api
 from .api import body as api_body
 from .api import browser as browser_api
 from .api import errors as api_errors
@@ -18,10 +19,12 @@ from .api import websocket_admin
 from .api import workflow as workflow_api
 from .api import ws as ws_api
 from .api.envelope import api_error
+from .auth import policy as auth_policy
+from .auth.service import Authenticator
 from .backplane import create_backplane
 from .bus.facade import Bus
 from .bus.websocket_server import WebSocketServer
-from .config import ConfigError, Settings, load_settings
+from .config import Settings, load_settings
 from .db import Database, default_url
 from .domain import Domain
 from .limits import AddressRateLimiter
@@ -39,8 +42,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     threads, the domain's timers) ``state_of(app).close()`` releases.
     """
     settings = load_settings(config)
-    if settings.auth_enabled:
-        raise ConfigError("LOCAL_BRIDGE_AUTH=token is not available in this release; use none")
     app = Flask(__name__)
     app.config.update(settings.extra)
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_BODY_SIZE
@@ -58,17 +59,23 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     metrics = state.metrics = BridgeMetrics(state)
     publisher.on_published = metrics.event_published
     bus.hub.on_delivered = metrics.event_delivered
+    if settings.auth_enabled:
+        state.auth = Authenticator(settings)
+        state.auth.attach(bus.hub)  # a revoked token's connections are closed
 
     observe(app, metrics)  # first: every request, even one refused by a hook, is logged
     api_errors.init_app(app)
     # before every other check: Host, CORS preflight, Origin (api/browser.py)
     browser_api.init_app(app, settings)
     _limit_http_rate(app, settings)
+    if state.auth is not None:  # before the body checks: no token, no further answer
+        auth_policy.init_app(app, state.auth)
     api_body.init_app(app)
     app.register_blueprint(system_api.bp)
     app.register_blueprint(websocket_admin.bp)
     app.register_blueprint(workflow_api.bp)
     app.register_blueprint(events_api.bp)
+    app.register_blueprint(auth_api.bp)
     app.register_blueprint(openapi_api.bp)
     ws_api.init_app(app, bus, domain.jobs)
     return app

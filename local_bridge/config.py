@@ -31,6 +31,7 @@ class Settings:
     REDIS_PREFIX: str = "local_bridge:"  # key prefix: several buses can share one Redis
     AUTH: str = "none"
     SECRET_KEY: str | None = None
+    AUTH_TIMEOUT: float = 10.0  # seconds a WebSocket without a token has to `authenticate`
     ALLOWED_ORIGINS: tuple[str, ...] = ()  # empty: same host only
     ALLOWED_HOSTS: tuple[str, ...] = ()  # empty: localhost, 127.0.0.1, ::1 and HOST
     TRUSTED_PROXIES: int = 0  # reverse proxies in front that set X-Forwarded-*
@@ -74,6 +75,7 @@ _BOUNDS: dict[str, tuple[float, float]] = {
     "PROGRESS_RATE": (0.01, 1000),
     "MAX_SUBSCRIPTIONS": (1, 100_000),
     "SLOW_CLOSE_GRACE": (0, 600),
+    "AUTH_TIMEOUT": (0.05, 3600),
     "TRUSTED_PROXIES": (0, 10),
 }
 _CHOICES = {
@@ -178,10 +180,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_bind_allowed(settings: Settings) -> None:
-    """Refuse a non-loopback bind while authentication is off (PROTOCOL.md section 6)."""
-    if not settings.auth_enabled and not is_loopback(settings.HOST):
+def check_bind_allowed(settings: Settings, insecure: bool = False) -> None:
+    """Refuse a non-loopback bind while authentication is off (PROTOCOL.md section 6), unless
+    told ``insecure`` (``local-bridge serve --insecure``)."""
+    if not settings.auth_enabled and not insecure and not is_loopback(settings.HOST):
         raise ConfigError(
             f"refusing to bind {settings.HOST} with {ENV_PREFIX}AUTH=none: without "
-            "authentication the server listens on loopback only"
+            "authentication the server listens on loopback only (set "
+            f"{ENV_PREFIX}AUTH=token and {ENV_PREFIX}SECRET_KEY, or pass --insecure)"
         )

@@ -73,6 +73,7 @@ class ErrorCode:
     RATE_LIMITED = "rate_limited"
     JOB_NOT_FOUND = "job_not_found"
     INTERNAL_ERROR = "internal_error"
+    UNAUTHORIZED = "unauthorized"  # protocol 1.1: a message before `authenticate`, or a bad token
 
 
 #: Types the server sends as replies; an administrator may not publish events with these names.
@@ -87,6 +88,8 @@ REPLY_TYPES = frozenset(
         "heartbeat",
         "replay_complete",
         "job_status",
+        "authenticated",
+        "refreshed",
     }
 )
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the state is built by app.create_app; these are only its parts' types
     from flask import Flask
 
+    from .auth.service import Authenticator
     from .bus.facade import Bus
     from .bus.websocket_server import WebSocketServer
     from .config import Settings
@@ -30,6 +31,8 @@ class BridgeState:
     domain: Domain
     #: Prometheus metrics (``GET /metrics``), with a registry of this application's own.
     metrics: BridgeMetrics | None = None
+    #: Token checks and revocation while ``LOCAL_BRIDGE_AUTH=token``; None with auth off.
+    auth: Authenticator | None = None
 
     def queue_counts(self) -> dict[str, int]:
         return self.domain.queue_counts()
@@ -41,6 +44,8 @@ class BridgeState:
         self.domain.close()
         self.bus.close()
         self.database.close()
+        if self.auth is not None:
+            self.auth.close()
         if self.metrics is not None:
             self.metrics.close()
 

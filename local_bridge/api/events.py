@@ -13,6 +13,8 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from .. import protocol as p
+from ..auth.policy import current_claims
+from ..auth.scope import channels_for, client_type_for
 from ..bus.facade import Bus
 from ..bus.hub import Client, Hub
 from ..bus.sse import event_stream
@@ -48,6 +50,19 @@ def _client_type() -> str:
     if not p.CLIENT_TYPE_PATTERN.match(value):
         raise validation_error({"client_type": ["must match ^[a-z][a-z0-9_-]{0,31}$"]})
     return value
+
+
+def _scope() -> tuple[list[str] | None, str]:
+    """The channels and client type a feed asks for, within its token's reach (auth on)."""
+    channels, client_type = _channels(), _client_type()
+    claims = current_claims()
+    if claims is None:
+        return channels, client_type
+    given = client_type if "client_type" in request.args else None
+    return (
+        channels_for(claims, channels),
+        client_type_for(claims, given) or p.UNKNOWN_CLIENT_TYPE,
+    )
 
 
 def _seq(raw: str, field: str) -> int:
@@ -134,7 +149,7 @@ def poll():
     since = _seq(request.args.get("since") or "0", "since")
     wait = _wait()
     limit, _ = page_params()
-    probe = _listener(_channels(), _client_type(), transport=None)
+    probe = _listener(*_scope(), transport=None)
     epoch = request.args.get("epoch") or None
     bus = state_of(current_app).bus
     if wait <= 0 or bus.stopping.is_set():
@@ -170,14 +185,14 @@ def poll():
 def stream():
     """Live events as Server-Sent Events; ``Last-Event-ID`` (or ``since``) resumes."""
     bus = state_of(current_app).bus
-    channels, client_type = _channels(), _client_type()
+    channels, client_type = _scope()
     header = request.headers.get("Last-Event-ID")
     raw_since = header or request.args.get("since")
     since = _seq(raw_since, "Last-Event-ID" if header else "since") if raw_since else None
     if bus.stopping.is_set():
         return api_error(503, "unavailable", "the server is shutting down")
     response = Response(
-        event_stream(bus, channels, client_type, since, request.remote_addr),
+        event_stream(bus, channels, client_type, since, request.remote_addr, current_claims()),
         mimetype="text/event-stream",
     )
     response.headers["Cache-Control"] = "no-cache"

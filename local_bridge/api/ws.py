@@ -16,6 +16,7 @@ from __future__ import annotations
 from flask import Flask, Response, current_app, g, request
 from simple_websocket import Server
 
+from ..auth.policy import bearer_token
 from ..bus.connection import BusConnection
 from ..bus.facade import Bus
 from ..bus.job_stream import JobSnapshot, JobStreamConnection
@@ -42,6 +43,7 @@ def init_app(app: Flask, bus: Bus, jobs: ProcessingJobLifecycle) -> None:
     connect_limiter = ConnectRateLimiter(settings.CONNECT_RATE)
     metrics = state_of(app).metrics
     on_wait = metrics.outbox_waited if metrics is not None else None
+    authenticator = state_of(app).auth
 
     @app.before_request
     def admit_websocket():
@@ -60,12 +62,15 @@ def init_app(app: Flask, bus: Bus, jobs: ProcessingJobLifecycle) -> None:
             on_overflow=lambda: holder[0].on_overflow() if holder else None,
             on_wait=on_wait,
         )
+        # With auth on: the token of the URL (or header), checked now, refused after the
+        # handshake (4001); none: the client has AUTH_TIMEOUT seconds to `authenticate`.
+        auth = authenticator.connection(bearer_token()) if authenticator is not None else None
         if request.endpoint == "job_stream_endpoint":
             connection = JobStreamConnection(
-                bus, transport, request.remote_addr, request.view_args["job_id"], snapshot
+                bus, transport, request.remote_addr, request.view_args["job_id"], snapshot, auth
             )
         else:
-            connection = BusConnection(bus, transport, request.remote_addr)
+            connection = BusConnection(bus, transport, request.remote_addr, auth)
         holder.append(connection)
         g.bus_connection = connection
         return None

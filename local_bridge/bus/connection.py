@@ -9,6 +9,9 @@ from typing import Any
 from simple_websocket import ConnectionClosed
 
 from .. import protocol as p
+from ..auth.revocation import RevocationUnavailable
+from ..auth.service import ConnectionAuth
+from ..auth.tokens import TokenError
 from ..limits import MessageLimiter
 from .facade import Bus
 from .gate import GatedTransport
@@ -34,14 +37,26 @@ class BusConnection:
         "unsubscribe": "_unsubscribe",
         "ping": "_ping",
         "pong": "_ignore",
+        "authenticate": "_authenticate",
+        "refresh": "_refresh",
     }
 
-    def __init__(self, bus: Bus, transport: Transport, remote_addr: str | None):
+    def __init__(
+        self,
+        bus: Bus,
+        transport: Transport,
+        remote_addr: str | None,
+        auth: ConnectionAuth | None = None,
+    ):
         self.bus = bus
         self.settings = bus.settings
         self.transport = transport
         self.client = Client(transport, remote_addr=remote_addr)
         self.limiter = MessageLimiter(self.settings.MESSAGE_RATE, self.settings.MESSAGE_BURST)
+        #: None while authentication is off: every check below is then one attribute test.
+        self.auth = auth
+        if auth is not None:
+            self.client.auth = auth.claims
 
     def on_overflow(self) -> None:
         """The client fell ``MAX_QUEUE`` messages behind: it leaves the hub at once (4008)."""
@@ -54,7 +69,10 @@ class BusConnection:
         """Serve the connection until either side closes it."""
         self.transport.attach(ws)
         try:
-            if self.start():
+            if self.auth is not None and self.auth.refused:
+                # told after the handshake, so that a browser sees the code
+                self.transport.close(p.CloseCode.UNAUTHORIZED, self.auth.refused[:120])
+            elif self.start():
                 if self.bus.stopping.is_set():  # shutdown began while we were connecting
                     self.transport.close(p.CloseCode.GOING_AWAY)
                 self._receive_loop(ws)
@@ -70,10 +88,10 @@ class BusConnection:
 
     def start(self) -> bool:
         """Greet the client and join the hub; False when the connection is already over."""
+
         # `connected` comes first, and its seq is exact
-        self.bus.join(
-            self.client,
-            lambda seq, epoch: self.send(
+        def greet(seq: int, epoch: str) -> None:
+            self.send(
                 p.reply(
                     "connected",
                     client_id=self.client.client_id,
@@ -81,9 +99,14 @@ class BusConnection:
                     epoch=epoch,
                     heartbeat_interval=_seconds(self.settings.HEARTBEAT_INTERVAL),
                     protocol=p.PROTOCOL_VERSION,
+                    auth=self.settings.AUTH,
                 )
-            ),
-        )
+            )
+
+        if self.auth is not None and self.auth.pending:  # joins once `authenticate` succeeds
+            greet(self.bus.last_seq, self.bus.epoch)
+        else:
+            self.bus.join(self.client, greet)
         return True
 
     def _receive_loop(self, ws: Any) -> None:
@@ -92,6 +115,12 @@ class BusConnection:
         while True:
             # Wake for the next heartbeat, or when the peer will have been silent two intervals.
             wake = min(next_beat, self.transport.last_seen + 2 * interval)
+            if self.auth is not None:  # or when its token expires (or `authenticate` is late)
+                if time.monotonic() >= self.auth.deadline:
+                    self.bus.hub.remove(self.client)
+                    self.transport.close(p.CloseCode.UNAUTHORIZED, self.auth.expiry_reason())
+                    return
+                wake = min(wake, self.auth.deadline)
             data = ws.receive(timeout=max(0.0, wake - time.monotonic()))
             if data is not None:
                 self.handle(data)
@@ -142,6 +171,10 @@ class BusConnection:
                 self.transport.send(p.PLAIN_PONG_FRAME)
                 return
             request_type = message.type
+            if self.auth is not None and self.auth.pending and message.type != "authenticate":
+                raise p.ProtocolError(
+                    p.ErrorCode.UNAUTHORIZED, "send `authenticate` with a token first", message.type
+                )
             action = self.ACTIONS.get(message.type)
             if action is not None:
                 getattr(self, action)(message.body)
@@ -152,6 +185,11 @@ class BusConnection:
 
     def _register(self, body: dict[str, Any]) -> None:
         client_type, client_name = p.validate_register(body)
+        claims = self.client.auth
+        if claims is not None and claims.client_type not in (None, client_type):
+            self.bus.hub.remove(self.client)
+            self.transport.close(p.CloseCode.FORBIDDEN, f"this token is for {claims.client_type}")
+            return
         self.bus.hub.register(self.client, client_type, client_name)
         self.send(
             p.reply(
@@ -165,6 +203,17 @@ class BusConnection:
     def _subscribe(self, body: dict[str, Any]) -> None:
         valid, unknown = p.validate_channel_list(body, "subscribe")
         since, epoch = p.validate_resume(body)
+        if self.auth is not None:  # outside the token's patterns: refused, the rest applied
+            refused = [channel for channel in valid if not self.auth.allows(channel)]
+            if refused:
+                valid = [channel for channel in valid if channel not in refused]
+                self.send(
+                    p.error_reply(
+                        p.ErrorCode.FORBIDDEN,
+                        f"channel(s) not allowed by this token: {', '.join(refused)}",
+                        "subscribe",
+                    )
+                )
         if unknown:
             self.send(
                 p.error_reply(
@@ -237,6 +286,64 @@ class BusConnection:
                 )
             )
         self.send(p.reply("unsubscribed", channels=sorted(current)))
+
+    # ------------------------------------------------------------------ authentication
+
+    def _authenticate(self, body: dict[str, Any]) -> None:
+        """``authenticate`` (protocol 1.1): a bad token closes 4001; a good one is answered
+        ``authenticated`` and the connection goes on as if the token had been in its URL."""
+        if self.auth is None or not self.auth.pending:
+            raise p.ProtocolError(
+                p.ErrorCode.INVALID_MESSAGE,
+                "already authenticated (use refresh)"
+                if self.auth is not None
+                else "authentication is off on this server",
+                "authenticate",
+            )
+        try:
+            claims = self.auth.accept(self.auth.verify(body.get("token")))
+        except (TokenError, RevocationUnavailable) as exc:
+            code = p.CloseCode.UNAUTHORIZED
+            if isinstance(exc, RevocationUnavailable):
+                code = p.CloseCode.INTERNAL_ERROR
+            self.transport.close(code, str(exc)[:120])
+            return
+        self.client.auth = claims
+        self._authenticated(
+            p.reply("authenticated", sub=claims.sub, role=claims.role, expires_at=claims.expires_at)
+        )
+
+    def _authenticated(self, reply: dict[str, Any]) -> None:
+        """Join the bus once authenticated: events reach the client from ``reply`` on."""
+        self.bus.join(self.client, lambda seq, epoch: self.send(reply))
+
+    def _refresh(self, body: dict[str, Any]) -> None:
+        """``refresh``: a valid token for the same ``sub`` and ``role`` moves the expiry; its
+        patterns replace the old ones, and subscriptions outside them are dropped."""
+        if self.auth is None:
+            raise p.ProtocolError(
+                p.ErrorCode.INVALID_MESSAGE, "authentication is off on this server", "refresh"
+            )
+        old = self.client.auth
+        try:
+            claims = self.auth.verify(body.get("token"))
+        except (TokenError, RevocationUnavailable) as exc:
+            raise p.ProtocolError(p.ErrorCode.UNAUTHORIZED, str(exc), "refresh") from None
+        if (claims.sub, claims.role) != (old.sub, old.role):
+            raise p.ProtocolError(
+                p.ErrorCode.FORBIDDEN, "a refresh token must have the same sub and role", "refresh"
+            )
+        registered = self.client.client_type
+        if claims.client_type not in (None, registered) and registered != p.UNKNOWN_CLIENT_TYPE:
+            raise p.ProtocolError(
+                p.ErrorCode.FORBIDDEN, f"this connection is registered as {registered}", "refresh"
+            )
+        self.auth.accept(claims)
+        self.client.auth = claims
+        dropped = sorted(c for c in self.client.channels if not claims.allows(c))
+        if dropped:
+            self.bus.hub.unsubscribe(self.client, dropped)
+        self.send(p.reply("refreshed", expires_at=claims.expires_at, dropped=dropped))
 
     def _ping(self, body: dict[str, Any]) -> None:
         self.send(p.reply("pong"))

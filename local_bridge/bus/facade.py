@@ -19,7 +19,9 @@ from .hub import Client, Hub
 
 #: ``handler(client, message) -> reply dict or None``
 MessageHandler = Callable[[Client, dict[str, Any]], "dict[str, Any] | None"]
-BUILTIN_TYPES = frozenset({"register", "subscribe", "unsubscribe", "ping", "pong"})
+BUILTIN_TYPES = frozenset(
+    {"register", "subscribe", "unsubscribe", "ping", "pong", "authenticate", "refresh"}
+)
 
 
 class Bus:

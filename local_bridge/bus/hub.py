@@ -46,6 +46,8 @@ class Client:
     broadcasts: bool = True
     #: Called with each event after this client's transport accepted its frame.
     on_event: Callable[[BusEvent], None] | None = None
+    #: The claims of its token (``auth.tokens.Claims``) while authentication is on, else None.
+    auth: Any = None
 
     def describe(self) -> dict[str, Any]:
         """The admin view of the client (API.md ``GET /api/websocket/clients``)."""
@@ -57,6 +59,7 @@ class Client:
             "connected_at": utc_timestamp(datetime.fromtimestamp(self.connected_at, UTC)),
             "remote_addr": self.remote_addr,
             **self.transport.stats(),
+            **({"sub": self.auth.sub, "role": self.auth.role} if self.auth is not None else {}),
         }
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import catalog
 from .. import protocol as p
+from ..auth.service import ConnectionAuth
 from .connection import BusConnection
 from .facade import Bus
 from .gate import GatedTransport
@@ -30,7 +31,12 @@ TERMINAL_TYPES = frozenset({"job_completed", "job_failed", "job_cancelled"})
 class JobStreamConnection(BusConnection):
     """Snapshot, then the job's events live, then close (1000) at its end."""
 
-    ACTIONS = {"ping": "_ping", "pong": "_ignore"}
+    ACTIONS = {
+        "ping": "_ping",
+        "pong": "_ignore",
+        "authenticate": "_authenticate",
+        "refresh": "_refresh",
+    }
 
     def __init__(
         self,
@@ -39,8 +45,9 @@ class JobStreamConnection(BusConnection):
         remote_addr: str | None,
         job_id: str,
         snapshot: JobSnapshot,
+        auth: ConnectionAuth | None = None,
     ):
-        super().__init__(bus, transport, remote_addr)
+        super().__init__(bus, transport, remote_addr, auth)
         self.job_id = job_id
         self.snapshot = snapshot
         self.gate = GatedTransport(transport)
@@ -53,6 +60,21 @@ class JobStreamConnection(BusConnection):
     def start(self) -> bool:
         hub = self.bus.hub
         channel = f"jobs:{self.job_id}"
+        if self.auth is not None:
+            if self.auth.pending:
+                return True  # the stream starts once `authenticate` is accepted
+            if not self.auth.allows(channel):
+                self.gate.open(
+                    [
+                        p.text_frame(
+                            p.error_reply(
+                                p.ErrorCode.FORBIDDEN, f"this token does not allow {channel}"
+                            )
+                        )
+                    ]
+                )
+                self.transport.close(p.CloseCode.FORBIDDEN)
+                return False
         if p.is_valid_channel(channel):
             hub.add(self.client)
             hub.subscribe(self.client, [channel])
@@ -84,6 +106,10 @@ class JobStreamConnection(BusConnection):
             return False
         self.gate.open([snapshot])
         return True
+
+    def _authenticated(self, reply: dict[str, Any]) -> None:
+        self.send(reply)
+        self.start()
 
     def _on_event(self, event: p.BusEvent) -> None:
         if event.type in TERMINAL_TYPES:

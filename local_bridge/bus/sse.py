@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -103,9 +104,13 @@ def event_stream(
     client_type: str,
     since: int | None,
     remote_addr: str | None,
+    auth: Any = None,
 ) -> Iterator[str]:
     """The body of an SSE response: ``retry``, the events missed after ``since`` (then
-    ``replay_complete``) when given, then live events and heartbeats until the stream ends."""
+    ``replay_complete``) when given, then live events and heartbeats until the stream ends.
+
+    ``auth``: the claims of the request's token (auth on): the stream ends at their ``exp``
+    (after an ``error`` unauthorized message), and their revocation closes it."""
     transport = SseTransport(bus.settings.MAX_QUEUE)
     client = Client(
         transport,
@@ -113,9 +118,11 @@ def event_stream(
         client_type=client_type,
         client_name="sse",
         on_event=transport.push,
+        auth=auth,
     )
     transport.on_overflow = lambda: bus.hub.remove(client)  # it leaves the clients list at once
     interval = bus.settings.HEARTBEAT_INTERVAL
+    ends = None if auth is None else time.monotonic() + (auth.exp - time.time())
     # The subscriber joins the hub only once the response is being written, and leaves it
     # when the generator ends or is closed (the server closes it when a write fails): a
     # response that is never iterated (HEAD, an error before the body) joins nothing.
@@ -139,7 +146,14 @@ def event_stream(
             transport.sent += 1
             yield sse_message(p.dumps(done).encode(), None)
         while True:
-            live = transport.next_event(interval)
+            wait = interval
+            if ends is not None:
+                wait = min(interval, ends - time.monotonic())
+                if wait <= 0:
+                    expired = p.error_reply(p.ErrorCode.UNAUTHORIZED, "token expired")
+                    yield sse_message(p.dumps(expired).encode(), None)
+                    return
+            live = transport.next_event(wait)
             if live is None:
                 return
             if live is IDLE:
