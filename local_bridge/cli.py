@@ -8,6 +8,7 @@ import urllib.error
 
 import click
 
+from .auth.cli import TOKEN_HELP, token, token_for
 from .catalog import CATALOG
 from .config import ENV_PREFIX, ConfigError, check_bind_allowed, load_settings
 
@@ -32,7 +33,19 @@ def main() -> None:
     show_default=True,
     help="log every HTTP request and WebSocket connection (logger local_bridge.access, info)",
 )
-def serve(host: str | None, port: int | None, worker_class: str | None, access_log: bool) -> None:
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help=f"allow a non-loopback --host with {ENV_PREFIX}AUTH=none (anyone who reaches the "
+    "port can do anything)",
+)
+def serve(
+    host: str | None,
+    port: int | None,
+    worker_class: str | None,
+    access_log: bool,
+    insecure: bool,
+) -> None:
     """Run the server on gunicorn until SIGTERM or SIGINT."""
     overrides = {
         k: v
@@ -41,9 +54,7 @@ def serve(host: str | None, port: int | None, worker_class: str | None, access_l
     }
     try:
         settings = load_settings(overrides)
-        check_bind_allowed(settings)
-        if settings.auth_enabled:
-            raise ConfigError(f"{ENV_PREFIX}AUTH=token is not available in this release; use none")
+        check_bind_allowed(settings, insecure)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     from .gunicorn_app import BridgeServer
@@ -141,17 +152,20 @@ _PORT_HELP = f"server port [{ENV_PREFIX}PORT, default 5100]"
 @click.option("--client-name", default="local-bridge listen", show_default=True)
 @click.option("--host", help=_HOST_HELP)
 @click.option("--port", type=int, help=_PORT_HELP)
+@click.option("--token", "bearer", help=TOKEN_HELP)
 def listen(
     channels: tuple[str, ...],
     client_type: str,
     client_name: str,
     host: str | None,
     port: int | None,
+    bearer: str | None,
 ) -> None:
     """Connect to the bus and print events live, one JSON line each."""
     from .client import NO_CLOSE_FRAME, BusClient, BusError
 
     url = f"ws://{_server_address(host, port)}/ws"
+    bearer = token_for(bearer, "client", client_type, channels)
     try:
         bus = BusClient(url)
     except OSError as exc:  # refused, timed out, upgrade refused (HTTP status)
@@ -159,6 +173,18 @@ def listen(
     except (BusError, ValueError) as exc:  # something else than local_bridge answered
         raise click.ClickException(f"{url}: not a local_bridge bus ({exc})") from None
     with bus:
+        if bus.hello.get("auth") == "token":
+            if bearer is None:
+                raise click.ClickException(
+                    "local_bridge requires a token: --token, LOCAL_BRIDGE_TOKEN or "
+                    "LOCAL_BRIDGE_SECRET_KEY"
+                )
+            try:  # in a message rather than the URL, which proxies log
+                bus.authenticate(bearer)
+            except (BusError, OSError) as exc:
+                code = getattr(exc, "code", None)
+                why = f"close code {code}" if code else str(exc)
+                raise click.ClickException(f"local_bridge refused the token ({why})") from None
         try:
             bus.register(client_type, client_name)
             bus.subscribe(list(channels))
@@ -179,12 +205,14 @@ def listen(
 )
 @click.option("--host", help=_HOST_HELP)
 @click.option("--port", type=int, help=_PORT_HELP)
+@click.option("--token", "bearer", help=TOKEN_HELP + " (role admin)")
 def publish(
     event_type: str,
     fields: tuple[str, ...],
     channel: str | None,
     host: str | None,
     port: int | None,
+    bearer: str | None,
 ) -> None:
     """Publish an event: FIELDS are key=value (values parsed as JSON when they can be)."""
     import urllib.request
@@ -204,11 +232,15 @@ def publish(
     elif event_type in CATALOG:
         body["channel"] = CATALOG[event_type][0]
     base = f"http://{_server_address(host, port)}"
+    headers = {"Content-Type": "application/json"}
+    bearer = token_for(bearer, "admin")
+    if bearer is not None:
+        headers["Authorization"] = f"Bearer {bearer}"
     request = urllib.request.Request(
         f"{base}/api/websocket/broadcast",
         data=json.dumps(body).encode(),
         method="POST",
-        headers={"Content-Type": "application/json"},
+        headers=headers,
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -220,6 +252,9 @@ def publish(
         raise _unreachable(base, reason) from None
     except OSError as exc:  # the answer timed out, or the connection was reset
         raise _unreachable(base, exc) from None
+
+
+main.add_command(token)
 
 
 if __name__ == "__main__":  # pragma: no cover

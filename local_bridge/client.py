@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
@@ -80,9 +80,14 @@ class BusClient:
     The constructor connects and waits for the server's ``connected`` message (``hello``), all
     within ``timeout`` seconds; replies to requests are awaited as long. On any failure it
     raises with the socket closed and no thread left running.
+
+    ``token`` (a server with ``LOCAL_BRIDGE_AUTH=token``) is sent in the URL as ``?token=``;
+    to keep it out of URLs, connect without it and call :meth:`authenticate` first.
     """
 
-    def __init__(self, url: str, timeout: float = 10.0):
+    def __init__(self, url: str, timeout: float = 10.0, token: str | None = None):
+        if token is not None:
+            url += ("&" if urlsplit(url).query else "?") + urlencode({"token": token})
         self.timeout = timeout
         self._close_code: int | None = None
         self._messages: queue.Queue[Any] = queue.Queue()  # str messages, then _END
@@ -236,6 +241,15 @@ class BusClient:
             if reply.get("type") == "error" and reply.get("request_type") == message["type"]:
                 raise BusError(reply)
             self._pending.append(reply)
+
+    def authenticate(self, token: str) -> dict[str, Any]:
+        """Present ``token`` in the first message (protocol 1.1): the ``authenticated`` reply;
+        a refused token closes the connection 4001 (:class:`ConnectionClosed`)."""
+        return self.request({"type": "authenticate", "token": token}, "authenticated")
+
+    def refresh(self, token: str) -> dict[str, Any]:
+        """Move the connection to a new token before the old one expires: ``refreshed``."""
+        return self.request({"type": "refresh", "token": token}, "refreshed")
 
     def register(self, client_type: str, client_name: str) -> dict[str, Any]:
         return self.request(

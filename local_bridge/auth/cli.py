@@ -1,0 +1,145 @@
+"""``local-bridge token create`` / ``token revoke``, and the token the other commands send.
+
+``token revoke`` asks the running server (``POST /api/auth/revoke``), which records the
+revocation where every process sharing its Redis sees it and closes the token's connections;
+so it works the same with one process in memory and with many on Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+
+import click
+
+from ..config import ENV_PREFIX, ConfigError, load_settings
+from .tokens import JTI_PATTERN, ROLES, mint, parse_ttl
+
+TOKEN_ENV = ENV_PREFIX + "TOKEN"
+CLI_TOKEN_TTL = 60  # seconds: a token the command line mints for one request of its own
+TOKEN_HELP = f"bearer token [{TOKEN_ENV}; default: one minted from {ENV_PREFIX}SECRET_KEY if set]"
+
+
+def _secret() -> str | None:
+    try:
+        return load_settings().SECRET_KEY
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def token_for(
+    explicit: str | None,
+    role: str,
+    client_type: str | None = None,
+    channels: Iterable[str] | None = None,
+) -> str | None:
+    """The token a command sends: ``--token``, else ``LOCAL_BRIDGE_TOKEN``, else one minted
+    for a minute with ``role`` when ``LOCAL_BRIDGE_SECRET_KEY`` is set (the command runs beside
+    the server), else None (a server with auth off needs none)."""
+    token = explicit or os.environ.get(TOKEN_ENV)
+    if token:
+        return token
+    secret = _secret()
+    if not secret:
+        return None
+    token, _ = mint(
+        secret,
+        sub="local-bridge-cli",
+        role=role,
+        ttl=CLI_TOKEN_TTL,
+        client_type=client_type,
+        channels=channels,
+    )
+    return token
+
+
+@click.group()
+def token() -> None:
+    """Mint and revoke bearer tokens (LOCAL_BRIDGE_AUTH=token)."""
+
+
+@token.command()
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--ttl", default="1h", show_default=True, help="lifetime: 90, 45s, 30m, 1h, 7d")
+@click.option("--sub", default="local-bridge", show_default=True, help="whom the token names")
+@click.option("--client-type", help="the only client_type the bearer may register as")
+@click.option(
+    "--channel",
+    "channels",
+    multiple=True,
+    help="channel pattern the bearer may follow (repeatable; jobs, jobs:*, sessions:12); "
+    "default: every channel",
+)
+@click.option("--json", "as_json", is_flag=True, help="print {token, claims} as JSON")
+def create(
+    role: str,
+    ttl: str,
+    sub: str,
+    client_type: str | None,
+    channels: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Print a token signed with LOCAL_BRIDGE_SECRET_KEY."""
+    secret = _secret()
+    if not secret:
+        raise click.UsageError(f"{ENV_PREFIX}SECRET_KEY is not set: it signs tokens")
+    try:
+        seconds = parse_ttl(ttl)
+        signed, claims = mint(
+            secret,
+            sub=sub,
+            role=role,
+            ttl=seconds,
+            client_type=client_type,
+            channels=channels or None,
+        )
+    except ValueError as exc:  # TokenError is one too
+        raise click.BadParameter(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({"token": signed, "claims": claims.as_dict()}))
+    else:
+        click.echo(signed)
+
+
+@token.command()
+@click.argument("jti")
+@click.option("--token", "bearer", help=TOKEN_HELP + " (role admin)")
+@click.option("--host", help=f"server address [{ENV_PREFIX}HOST, default 127.0.0.1]")
+@click.option("--port", type=int, help=f"server port [{ENV_PREFIX}PORT, default 5100]")
+def revoke(jti: str, bearer: str | None, host: str | None, port: int | None) -> None:
+    """Refuse every token with this JTI from now on (asks the running server)."""
+    import urllib.error
+    import urllib.request
+
+    from ..cli import _http_error, _server_address, _unreachable
+
+    if not JTI_PATTERN.match(jti):
+        raise click.BadParameter("1 to 128 letters, digits or _.:-", param_hint="JTI")
+    headers = {"Content-Type": "application/json"}
+    admin = token_for(bearer, "admin")
+    if admin is None:
+        raise click.UsageError(
+            f"revoking needs an admin token: --token, {TOKEN_ENV}, or {ENV_PREFIX}SECRET_KEY"
+        )
+    headers["Authorization"] = f"Bearer {admin}"
+    base = f"http://{_server_address(host, port)}"
+    request = urllib.request.Request(
+        f"{base}/api/auth/revoke",
+        data=json.dumps({"jti": jti}).encode(),
+        method="POST",
+        headers=headers,
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            click.echo(response.read().decode().rstrip("\n"))
+    except urllib.error.HTTPError as exc:
+        raise _http_error(exc) from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason if isinstance(exc.reason, OSError) else OSError(str(exc.reason))
+        raise _unreachable(base, reason) from None
+    except OSError as exc:
+        raise _unreachable(base, exc) from None
+
+
+__all__ = ["TOKEN_HELP", "token", "token_for"]
