@@ -16,6 +16,10 @@ first on every request and WebSocket handshake, in this order:
    ``no-cors``, cross-site or same-site) is refused; API answers are JSON, never a resource
    to embed, and nothing else lets such a page hold a long poll or time an answer.
 
+Authentication (:mod:`local_bridge.auth.policy`) runs after this hook: a preflight, which
+carries no token, is answered here and never reaches it (that hook lets ``OPTIONS`` through as
+well), and a request from a refused origin is refused before its token is looked at.
+
 Reads from a disallowed origin in ``cors`` mode are answered without CORS headers, so the
 browser keeps the answer from the page. flask-cors adds the headers for the allowed origins on
 ``/api/...`` (REST and SSE).

@@ -468,3 +468,15 @@ def test_an_ipv6_origin_is_matched_literally_by_cors(make_app):
 def ok_response(response, status: int = 200):
     assert response.status_code == status, response.data
     return response
+
+
+def test_with_token_auth_preflights_pass_and_refusals_are_readable(make_app):
+    client = make_app(ALLOWED_ORIGINS=APP, AUTH="token", SECRET_KEY="s" * 40).test_client()
+    response = preflight(client, headers="content-type, authorization")
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == APP
+    refused = client.post("/api/sessions", json=SESSION, headers={"Origin": APP})
+    error(refused, 401, "unauthorized")
+    assert refused.headers["Access-Control-Allow-Origin"] == APP
+    # another origin is refused before the token is even looked at
+    error(client.post("/api/sessions", json=SESSION, headers={"Origin": EVIL}), 403, "forbidden")
