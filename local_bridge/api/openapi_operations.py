@@ -32,7 +32,7 @@ PUBLIC, ANY_ROLE, WORKER, ADMIN = (
 # ------------------------------------------------------------------ query parameters
 
 
-def _page_fields() -> dict[str, fields.Field]:
+def _page_fields() -> dict[str, fields.Field[Any]]:
     return {
         "limit": fields.Integer(
             validate=validate.Range(1, MAX_INT64),
@@ -45,7 +45,10 @@ def _page_fields() -> dict[str, fields.Field]:
     }
 
 
-def _query(name: str, extra: dict[str, fields.Field] | None = None, page: bool = True):
+def _query(
+    name: str, extra: dict[str, fields.Field[Any]] | None = None, page: bool = True
+) -> type[Schema]:
+    """A query string's parameters as a schema (apispec lists each field as a parameter)."""
     return Schema.from_dict({**(_page_fields() if page else {}), **(extra or {})}, name=name)
 
 
@@ -485,10 +488,11 @@ OPERATIONS: tuple[Operation, ...] = (
         "post",
         "/api/auth/revoke",
         "Refuse every token with this `jti` from now on, on every process; closes its "
-        "connections with 4001",
+        "connections with 4001 (409 while authentication is off)",
         {200: answers.Revoked},
         roles=ADMIN,
         body=answers.RevokeRequest,
+        errors=(409,),
         tag="admin",
     ),
 )

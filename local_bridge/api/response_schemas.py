@@ -8,6 +8,8 @@ so a field added to a representation without its schema here is caught by those 
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import INCLUDE, RAISE, Schema, fields, validate
 
 from ..catalog import Count, Number, StrictBool
@@ -17,7 +19,7 @@ from .pagination import MAX_LIMIT
 _Json = fields.Raw  # any JSON value the client sent (params, results, details)
 
 
-def _time(**kwargs) -> fields.String:
+def _time(**kwargs: Any) -> fields.String:
     """An RFC 3339 UTC time (``2026-01-01T12:00:00Z``)."""
     return fields.String(required=True, metadata={"format": "date-time"}, **kwargs)
 
@@ -26,11 +28,11 @@ def _nullable_time() -> fields.String:
     return _time(allow_none=True)
 
 
-def _id(**kwargs) -> fields.String:
+def _id(**kwargs: Any) -> fields.String:
     return fields.String(required=True, **kwargs)
 
 
-def _text(**kwargs) -> fields.String:
+def _text(**kwargs: Any) -> fields.String:
     return fields.String(required=True, allow_none=True, **kwargs)
 
 

@@ -161,6 +161,17 @@ def flatmap_path_parameters(context, path_parameters):
     return st.one_of(st.just(path_parameters), real)
 
 
+@schema.hook
+def flatmap_body(context, body):
+    """Likewise for a ``photo_id`` in a body (a job's or an export's photo)."""
+    if not isinstance(body, dict) or "photo_id" not in body:
+        return st.just(body)
+    return st.one_of(
+        st.just(body),
+        st.sampled_from(SEEDED["photo_id"]).map(lambda photo_id: {**body, "photo_id": photo_id}),
+    )
+
+
 @schema.parametrize()
 @settings(
     max_examples=EXAMPLES,
@@ -190,3 +201,26 @@ def _short_wait(value: Any) -> Any:
     except (TypeError, ValueError):
         return value
     return MAX_WAIT if 0 < seconds <= 30 else value
+
+
+def test_the_snapshot_sees_every_kind_of_write(tmp_path):
+    """The "nothing written" check can fail: a new row, a changed row and an event each
+    change the snapshot."""
+    application = create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/w.db"})
+    try:
+        client = application.test_client()
+        empty = snapshot(application)
+        session = client.post("/api/sessions", json={"name": "s", "import_folder": "/in"})
+        created = snapshot(application)
+        assert created[0] != empty[0] and created[1:] != empty[1:]
+        state_of(application).bus.publish("custom.ping", {})
+        published = snapshot(application)
+        assert published[0] == created[0] and published[1:] != created[1:]
+        with state_of(application).database.engine.begin() as connection:
+            connection.execute(
+                text("UPDATE sessions SET name = 'x' WHERE id = :id"),
+                {"id": int(session.get_json()["id"])},
+            )
+        assert snapshot(application)[0] != published[0]
+    finally:
+        state_of(application).close()
