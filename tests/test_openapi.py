@@ -133,10 +133,12 @@ def test_security_follows_the_roles(document):
         for operation in operations.values()
     }
     assert by_endpoint["system.health"]["security"] == []
+    assert by_endpoint["metrics"]["security"] == [] == by_endpoint["metrics"]["x-roles"]
     assert "401" not in by_endpoint["system.health"]["responses"]
     assert by_endpoint["websocket_admin.broadcast"]["x-roles"] == ["admin"]
     assert by_endpoint["workflow.claim_job"]["x-roles"] == ["worker", "admin"]
     assert by_endpoint["workflow.create_session"]["security"] == [{"bearerAuth": []}]
+    assert by_endpoint["workflow.create_session"]["x-roles"] == ["client", "worker", "admin"]
     assert "401" in by_endpoint["workflow.create_session"]["responses"]
 
 

@@ -21,9 +21,11 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Blueprint, jsonify
 
 from .. import catalog
+from ..auth import policy
+from ..auth.tokens import ROLES
 from ..version import __version__
 from . import response_schemas as answers
-from .openapi_operations import BODY_ERRORS, COMMON, JSON, OPERATIONS, PUBLIC, Operation
+from .openapi_operations import BODY_ERRORS, COMMON, JSON, OPERATIONS, Operation
 
 bp = Blueprint("openapi", __name__, url_prefix="/api")
 OPENAPI_VERSION = "3.1.0"
@@ -90,7 +92,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         errors |= set(BODY_ERRORS)
     if "{" in op.path:
         errors.add(404)
-    if op.roles is not PUBLIC:
+    roles = accepted_roles(op.endpoint)
+    if roles:
         errors.add(401)
     for status in sorted(errors):
         responses.setdefault(str(status), _error_response(status))
@@ -102,8 +105,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         "summary": op.summary,
         "tags": [op.tag],
         "responses": responses,
-        "security": [] if op.roles is PUBLIC else [{"bearerAuth": []}],
-        "x-roles": [] if op.roles is PUBLIC else list(op.roles),
+        "security": [{"bearerAuth": []}] if roles else [],
+        "x-roles": roles,
         "x-endpoint": op.endpoint,
         **op.extra,
     }
@@ -112,6 +115,15 @@ def _operation(op: Operation) -> dict[str, Any]:
     if op.body is not None:
         operation["requestBody"] = {"required": True, "content": {JSON: {"schema": op.body}}}
     return operation
+
+
+def accepted_roles(endpoint: str) -> list[str]:
+    """The token roles :mod:`local_bridge.auth.policy` lets call ``endpoint`` while
+    ``LOCAL_BRIDGE_AUTH=token``, weakest first; empty when it needs no token."""
+    need = policy.required(endpoint)
+    if need in (policy.OPEN, policy.WEBSOCKET):
+        return []
+    return list(ROLES[ROLES.index(need) :])
 
 
 def _success_text(status: int) -> str:

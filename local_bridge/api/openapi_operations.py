@@ -14,20 +14,11 @@ from marshmallow import Schema, fields, validate
 from ..domain import schemas as bodies
 from ..protocol import MAX_INT64
 from . import response_schemas as answers
+from .auth import RevokeSchema
 from .pagination import MAX_LIMIT
 from .websocket_admin import BroadcastSchema
 
 JSON = "application/json"
-
-#: Who may call an operation when ``LOCAL_BRIDGE_AUTH=token`` (PROTOCOL.md section 6): nobody
-#: needs a token (``PUBLIC``), any valid token, a worker's or an admin's, or an admin's.
-PUBLIC, ANY_ROLE, WORKER, ADMIN = (
-    None,
-    ("client", "worker", "admin"),
-    ("worker", "admin"),
-    ("admin",),
-)
-
 
 # ------------------------------------------------------------------ query parameters
 
@@ -111,6 +102,7 @@ EventStreamQuery = _query(
 class Operation:
     """One REST operation: its route (as Flask spells the endpoint), what it takes and answers.
 
+    Who may call it is :mod:`local_bridge.auth.policy`'s entry for ``endpoint``.
     ``answers`` maps each success status to its body schema (None: no body); ``errors`` lists the
     error statuses this operation answers besides those of every operation (:data:`COMMON`).
     """
@@ -120,7 +112,6 @@ class Operation:
     path: str
     summary: str
     answers: dict[int, Any]
-    roles: tuple[str, ...] | None = ANY_ROLE
     body: type[Schema] | None = None
     query: type[Schema] | None = None
     errors: tuple[int, ...] = ()
@@ -275,7 +266,6 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/jobs/claim",
         "Take the next queued job (highest priority, then oldest); 204 when none",
         {200: answers.Job, 204: None},
-        roles=WORKER,
         body=bodies.JobClaim,
         tag="jobs",
     ),
@@ -285,7 +275,6 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/jobs/{job_id}/progress",
         "Report a running job's progress; the answer carries `cancel_requested`",
         {200: answers.Job},
-        roles=WORKER,
         body=bodies.JobProgress,
         errors=(409,),
         tag="jobs",
@@ -296,7 +285,6 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/jobs/{job_id}/complete",
         "Finish a running job",
         {200: answers.Job},
-        roles=WORKER,
         body=bodies.JobComplete,
         errors=(409,),
         tag="jobs",
@@ -307,7 +295,6 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/jobs/{job_id}/fail",
         "Fail a running job",
         {200: answers.Job},
-        roles=WORKER,
         body=bodies.JobFail,
         errors=(409,),
         tag="jobs",
@@ -379,7 +366,6 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/system/live",
         "Liveness: the process serves requests",
         {200: answers.Live},
-        roles=PUBLIC,
         tag="system",
     ),
     Op(
@@ -389,7 +375,6 @@ OPERATIONS: tuple[Operation, ...] = (
         "Readiness: database reachable and migrated, backplane connected (503: degraded, with "
         "the same body)",
         {200: answers.Health, 503: answers.Health},
-        roles=PUBLIC,
         tag="system",
     ),
     Op(
@@ -406,7 +391,6 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/system/events",
         "Publish a system event (system_status, resource_warning or error_occurred)",
         {202: answers.Published},
-        roles=ADMIN,
         body=answers.SystemEvent,
         tag="system",
     ),
@@ -416,7 +400,6 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/openapi.json",
         "This description",
         {200: {"type": "object"}},
-        roles=PUBLIC,
         tag="system",
     ),
     Op(
@@ -457,7 +440,6 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/websocket/clients",
         "Connected WebSocket clients, in every process",
         {200: answers.ClientPage},
-        roles=ADMIN,
         query=PageQuery,
         errors=(422,),
         tag="admin",
@@ -468,7 +450,6 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/websocket/broadcast",
         "Publish an event: a catalog type checked against its fields, or a custom type",
         {202: answers.Published},
-        roles=ADMIN,
         body=BroadcastSchema,
         tag="admin",
     ),
@@ -478,7 +459,6 @@ OPERATIONS: tuple[Operation, ...] = (
         "/api/websocket/disconnect/{client_id}",
         "Close a connected client with 4009",
         {200: answers.Disconnected},
-        roles=ADMIN,
         body=bodies.Empty,
         errors=(404,),
         tag="admin",
@@ -490,8 +470,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Refuse every token with this `jti` from now on, on every process; closes its "
         "connections with 4001 (409 while authentication is off)",
         {200: answers.Revoked},
-        roles=ADMIN,
-        body=answers.RevokeRequest,
+        body=RevokeSchema,
         errors=(409,),
         tag="admin",
     ),

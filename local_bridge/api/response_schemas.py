@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import INCLUDE, RAISE, Schema, fields, validate
+from marshmallow import INCLUDE, Schema, fields, validate
 
 from ..catalog import Count, Number, StrictBool
 from .envelope import STATUS_CODES
@@ -208,13 +208,6 @@ class Disconnected(Schema):
 class Revoked(Schema):
     jti = fields.String(required=True)
     revoked = fields.Boolean(required=True, validate=validate.Equal(True))
-
-
-class RevokeRequest(Schema):
-    class Meta:
-        unknown = RAISE
-
-    jti = fields.String(required=True, validate=validate.Length(min=1))
 
 
 class HealthChecks(Schema):
