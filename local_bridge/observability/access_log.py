@@ -118,7 +118,7 @@ def websocket_span(app: Flask, metrics: BridgeMetrics, connection: Any, ws: Any)
     log_it = app.config.get("ACCESS_LOG", True) and access_log.isEnabledFor(logging.INFO)
     metrics.connection_opened(endpoint)
     if log_it:
-        fields = {
+        opened: dict[str, Any] = {
             "event": "websocket_open",
             "path": request.path,
             "remote_addr": request.remote_addr,
@@ -128,7 +128,7 @@ def websocket_span(app: Flask, metrics: BridgeMetrics, connection: Any, ws: Any)
             request.remote_addr,
             request.path,
             client_id,
-            extra={"fields": fields},
+            extra={"fields": opened},
         )
     try:
         yield
@@ -137,7 +137,7 @@ def websocket_span(app: Flask, metrics: BridgeMetrics, connection: Any, ws: Any)
         metrics.connection_closed(endpoint, code, connection.transport.outbox.dropped)
         if log_it:
             seconds = time.perf_counter() - started
-            fields = {
+            fields: dict[str, Any] = {
                 "event": "websocket_close",
                 "path": request.path,
                 "remote_addr": request.remote_addr,

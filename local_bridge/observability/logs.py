@@ -94,7 +94,9 @@ def formatter_for(log_format: str) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
-def configure_logging(level: str = "info", log_format: str = "text", stream: TextIO | None = None):
+def configure_logging(
+    level: str = "info", log_format: str = "text", stream: TextIO | None = None
+) -> logging.Handler:
     """Send the server's records (``local_bridge.*``) to ``stream`` (standard error) at
     ``level`` and above, in ``log_format``; return the handler. (gunicorn's own records keep
     gunicorn's handler, with this format: see ``gunicorn_app``.)"""

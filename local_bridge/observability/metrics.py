@@ -158,7 +158,7 @@ class BridgeMetrics:
         ProcessCollector(namespace=NAMESPACE, registry=registry)
         registry.register(BridgeCollector(self))
         # Labelled children, bound once: the hot paths look them up in a plain dict.
-        self._published: dict[tuple[str, str], Any] = {}
+        self._published: dict[tuple[str, str | None], Any] = {}
         self._http: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.deliveries = 0  # frames accepted by clients; counted by the (serial) delivery
         self._events_seen = 0
@@ -193,7 +193,7 @@ class BridgeMetrics:
         """An outbox writer's hook: a queued batch went out after ``seconds``."""
         self.outbox_wait.observe(seconds)
 
-    def http_answered(self, endpoint: str | None, method: str, status: int, seconds: float):
+    def http_answered(self, endpoint: str | None, method: str, status: int, seconds: float) -> None:
         key = (endpoint or "", method, status)
         children = self._http.get(key)
         if children is None:
