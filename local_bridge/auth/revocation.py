@@ -100,6 +100,8 @@ class RedisRevocations(Revocations):
         self._channel = prefix + "auth:revocations"
         self._stopping = threading.Event()
         self._pubsub: Any = None
+        #: Set while the listener is subscribed (it hears every revocation from then on).
+        self.subscribed = threading.Event()
         self._listener = threading.Thread(target=self._listen, name="auth-revocations", daemon=True)
         self._listener.start()
 
@@ -133,6 +135,7 @@ class RedisRevocations(Revocations):
             try:
                 self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
                 self._pubsub.subscribe(self._channel)
+                self.subscribed.set()
                 if self.on_resync is not None:
                     self.on_resync()
                 while not self._stopping.is_set():
@@ -150,6 +153,7 @@ class RedisRevocations(Revocations):
                 log.exception("revocation listener failed; restarting it")
                 self._stopping.wait(RECONNECT_DELAY)
             finally:
+                self.subscribed.clear()
                 self._close_pubsub()
 
     def _close_pubsub(self) -> None:
