@@ -3,7 +3,9 @@
 Each generated request, valid (positive) or not (negative), must be answered without a server
 error, with a status, content type and body the document declares for it; and a request
 answered 4xx must change nothing: no row of sessions, photos, jobs or exports, no event on the
-bus.
+bus. With ``LOCAL_BRIDGE_AUTH=token`` the same requests carrying a bad token, or a role too weak
+for the operation (the document's ``x-roles``), are refused 401 / 403; with an admin's token
+they keep the same contract.
 
 Budget: a few examples per operation, derandomized, in CI; ``LOCAL_BRIDGE_HOSTILE=long`` runs
 hundreds per operation (minutes) with a random seed.
@@ -30,6 +32,7 @@ from sqlalchemy import text
 from budget import LONG, examples
 from local_bridge import create_app, state_of
 from local_bridge.api import openapi
+from local_bridge.auth.tokens import ROLES, mint
 
 EXAMPLES = examples(ci=12, long=400)
 CHECKS = [
@@ -70,10 +73,13 @@ class FirstChunkOfStreams:
                 close()
 
 
-def seed(app) -> dict[str, list[str]]:
+def seed(app, headers: dict[str, str] | None = None) -> dict[str, list[str]]:
     """A few rows for path ids to hit: a session with a pending and a plain photo, a queued
     and a running job, a running export. Returns the ids by path parameter name."""
     client = app.test_client()
+    client.environ_base.update(
+        {f"HTTP_{name.upper().replace('-', '_')}": value for name, value in (headers or {}).items()}
+    )
 
     def made(response, status=(200, 201)):
         assert response.status_code in status, response.get_json()
@@ -120,16 +126,47 @@ def snapshot(app) -> tuple[Any, ...]:
     return digest.hexdigest(), state.bus.last_seq, state.bus.events_published
 
 
-@pytest.fixture(scope="module")
-def fuzzed_app(tmp_path_factory):
-    url = f"sqlite:///{tmp_path_factory.mktemp('schemathesis')}/t.db"
+def fuzzing_app(folder, headers: dict[str, str] | None = None, **config: Any):
+    """An application on a fresh SQLite file, seeded, serving :data:`schema`'s document."""
     # Progress reports are published (almost) at once: no conflation timer publishes later,
     # during another request.
-    application = create_app({"DATABASE_URL": url, "PROGRESS_RATE": 1000})
+    application = create_app(
+        {"DATABASE_URL": f"sqlite:///{folder}/t.db", "PROGRESS_RATE": 1000, **config}
+    )
     served = application.test_client().get("/api/openapi.json").get_json()
     assert served == openapi.spec_json()
-    SEEDED.update(seed(application))
+    ids = seed(application, headers)
+    assert SEEDED in ({}, ids)  # fresh databases number alike: the hooks serve both apps
+    SEEDED.update(ids)
     application.wsgi_app = FirstChunkOfStreams(application.wsgi_app)
+    return application
+
+
+@pytest.fixture(scope="module")
+def fuzzed_app(tmp_path_factory):
+    application = fuzzing_app(tmp_path_factory.mktemp("schemathesis"))
+    yield application
+    state_of(application).close()
+
+
+#: Tokens of each role for the application with authentication on.
+SECRET = "schemathesis-secret-key-of-32-bytes-or-more"
+TOKENS = {role: mint(SECRET, sub=role, role=role, ttl=3600)[0] for role in ROLES}
+
+
+def bearer(role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[role]}"}
+
+
+@pytest.fixture(scope="module")
+def guarded_app(tmp_path_factory):
+    """The same, with ``LOCAL_BRIDGE_AUTH=token``."""
+    application = fuzzing_app(
+        tmp_path_factory.mktemp("schemathesis_auth"),
+        bearer("admin"),
+        AUTH="token",
+        SECRET_KEY=SECRET,
+    )
     yield application
     state_of(application).close()
 
@@ -181,16 +218,52 @@ def flatmap_body(context, body):
     suppress_health_check=list(HealthCheck),
 )
 def test_every_operation_keeps_its_contract(case, fuzzed_app):
+    call_and_check(case, fuzzed_app)
+
+
+@schema.parametrize()
+@settings(
+    max_examples=examples(ci=4, long=100),
+    derandomize=not LONG,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+def test_with_auth_on_only_the_right_token_gets_through(case, guarded_app):
+    """Auth on: a bad token is answered 401 and a role too weak 403; an admin's token gets
+    the same contract as with auth off."""
+    roles = case.operation.definition.raw["x-roles"]
+    attempts = [({"Authorization": "Bearer not-a-token"}, (401,))] if roles else []
+    if roles and roles[0] != ROLES[0]:
+        weaker = ROLES[ROLES.index(roles[0]) - 1]
+        # (schemathesis drops the Authorization header from some cases: refused 401 too)
+        attempts.append((bearer(weaker), (401, 403)))
+    for headers, refusals in attempts:
+        response = call_and_check(case, guarded_app, headers)
+        # 404 and 405: no route matched, so there is no endpoint to check a token for; another
+        # method than the operation's (schemathesis tries some) is not this operation
+        if case.method == case.operation.method.upper():
+            assert response.status_code in (*refusals, 404, 405), (
+                f"{case.method} {case.formatted_path} with {response.request.headers}: "
+                f"{response.status_code}"
+            )
+    call_and_check(case, guarded_app, bearer("admin"))
+
+
+def call_and_check(case, app, headers: dict[str, str] | None = None):
+    """Send ``case`` to ``app``; check the answer against the document, and that a 4xx
+    answer wrote nothing and published nothing."""
     if case.query and "wait" in case.query:
         case.query["wait"] = _short_wait(case.query["wait"])
-    before = snapshot(fuzzed_app)
-    response = case.call(app=fuzzed_app)
-    case.validate_response(response, checks=CHECKS)
+    before = snapshot(app)
+    response = case.call(app=app, headers=headers)
+    case.validate_response(response, checks=CHECKS, headers=headers)
     if 400 <= response.status_code < 500:
-        assert snapshot(fuzzed_app) == before, (
+        assert snapshot(app) == before, (
             f"{case.method} {case.formatted_path} answered {response.status_code} "
             "but changed the database or published an event"
         )
+    return response
 
 
 def _short_wait(value: Any) -> Any:
