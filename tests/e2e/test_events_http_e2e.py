@@ -201,7 +201,7 @@ def test_a_stalled_sse_stream_shows_its_queue_then_leaves_the_list(make_server):
     reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and it never reads on
     reader.settimeout(10)
     reader.connect(("127.0.0.1", server.port))
-    reader.sendall(b"GET /api/events/stream?channels=jobs HTTP/1.1\r\nHost: x\r\n\r\n")
+    reader.sendall(b"GET /api/events/stream?channels=jobs HTTP/1.1\r\nHost: localhost\r\n\r\n")
     head = b""
     while b"\r\n\r\n" not in head:  # the response has begun: the subscriber is in the hub
         head += reader.recv(1)
