@@ -138,6 +138,7 @@ def test_security_follows_the_roles(document):
     assert by_endpoint["websocket_admin.broadcast"]["x-roles"] == ["admin"]
     assert by_endpoint["workflow.claim_job"]["x-roles"] == ["worker", "admin"]
     assert by_endpoint["workflow.create_session"]["security"] == [{"bearerAuth": []}]
+    assert by_endpoint["events.stream"]["security"] == [{"bearerAuth": []}, {"tokenQuery": []}]
     assert by_endpoint["workflow.create_session"]["x-roles"] == ["client", "worker", "admin"]
     assert "401" in by_endpoint["workflow.create_session"]["responses"]
 

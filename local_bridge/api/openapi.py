@@ -40,7 +40,8 @@ job's progress stream), whose messages PROTOCOL.md defines. `GET /api/events/str
 described as an endpoint; its Server-Sent Events follow PROTOCOL.md section 1.
 
 Authentication: with `LOCAL_BRIDGE_AUTH=token` every operation except the public ones needs an
-HS256 JWT as `Authorization: Bearer <token>`; `x-roles` lists the roles an operation accepts.
+HS256 JWT as `Authorization: Bearer <token>` (a GET may pass it as `?token=` instead);
+`x-roles` lists the roles an operation accepts.
 With auth off (the default, loopback only) no token is needed and 401 is never answered.
 """
 
@@ -100,21 +101,31 @@ def _operation(op: Operation) -> dict[str, Any]:
     parameters: list[dict[str, Any]] = _path_parameters(op.path)
     if op.query is not None:
         parameters.append({"in": "query", "schema": op.query})
+    parameters.extend(op.headers)
     operation: dict[str, Any] = {
         "operationId": op.endpoint.replace(".", "_"),
         "summary": op.summary,
         "tags": [op.tag],
         "responses": responses,
-        "security": [{"bearerAuth": []}] if roles else [],
+        "security": _security(op, roles),
         "x-roles": roles,
         "x-endpoint": op.endpoint,
-        **op.extra,
     }
     if parameters:
         operation["parameters"] = parameters
     if op.body is not None:
         operation["requestBody"] = {"required": True, "content": {JSON: {"schema": op.body}}}
     return operation
+
+
+def _security(op: Operation, roles: list[str]) -> list[dict[str, list[str]]]:
+    """A bearer token; a GET may carry it as ``?token=`` instead (an EventSource cannot set
+    headers)."""
+    if not roles:
+        return []
+    if op.method == "get":
+        return [{"bearerAuth": []}, {"tokenQuery": []}]
+    return [{"bearerAuth": []}]
 
 
 def accepted_roles(endpoint: str) -> list[str]:
@@ -160,6 +171,15 @@ def build_spec(operations: tuple[Operation, ...] = OPERATIONS) -> dict[str, Any]
             "scheme": "bearer",
             "bearerFormat": "JWT",
             "description": "HS256, signed with LOCAL_BRIDGE_SECRET_KEY (PROTOCOL.md section 6)",
+        },
+    )
+    spec.components.security_scheme(
+        "tokenQuery",
+        {
+            "type": "apiKey",
+            "in": "query",
+            "name": "token",
+            "description": "the same token in the query string, on GET only (EventSource)",
         },
     )
     spec.components.schema("Error", schema=answers.Error)

@@ -6,7 +6,7 @@ against the application's routes in both directions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from marshmallow import Schema, fields, validate
@@ -117,7 +117,7 @@ class Operation:
     errors: tuple[int, ...] = ()
     tag: str = "workflow"
     media_type: str = JSON
-    extra: dict[str, Any] = field(default_factory=dict)
+    headers: tuple[dict[str, Any], ...] = ()
 
 
 #: Answered by every operation: a Host outside the allow-list (400), an Origin or a fetch
@@ -432,7 +432,16 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=(422,),
         tag="events",
         media_type="text/event-stream",
-        extra={"x-last-event-id": "header Last-Event-ID: the seq to resume after"},
+        headers=(
+            {
+                "in": "header",
+                "name": "Last-Event-ID",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 0, "maximum": MAX_INT64},
+                "description": "the seq of the last event received (an EventSource sends it "
+                "when it reconnects); wins over `since`",
+            },
+        ),
     ),
     Op(
         "websocket_admin.list_clients",
