@@ -13,6 +13,7 @@ import pytest
 
 from local_bridge import create_app, state_of
 from local_bridge.api.ws import WEBSOCKET_ENDPOINTS
+from local_bridge.app import RATE_EXEMPT
 
 #: Routes deliberately left out of the document (none besides static files and WebSockets).
 EXCLUDED_ENDPOINTS = frozenset({"static"})
@@ -111,7 +112,8 @@ def test_every_operation_answers_its_errors_with_the_envelope(document):
                 if int(status) >= 400 and (method, path, status) != HEALTH_DEGRADED:
                     schema = response["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/Error"}, (method, path)
-            assert {"400", "403", "429", "503"} <= set(responses), (method, path)
+            assert {"400", "403", "503"} <= set(responses), (method, path)
+            assert ("429" in responses) == (operation["x-endpoint"] not in RATE_EXEMPT)
             if "requestBody" in operation:
                 assert operation["requestBody"]["required"] is True
                 assert {"413", "415", "422"} <= set(responses), (method, path)

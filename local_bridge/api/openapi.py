@@ -89,6 +89,8 @@ def _operation(op: Operation) -> dict[str, Any]:
             answer["content"] = {op.media_type if status < 300 else JSON: {"schema": schema}}
         responses[str(status)] = answer
     errors = set(COMMON) | set(op.errors)
+    if op.endpoint in _rate_exempt():
+        errors.discard(429)
     if op.body is not None:
         errors |= set(BODY_ERRORS)
     if "{" in op.path:
@@ -126,6 +128,14 @@ def _security(op: Operation, roles: list[str]) -> list[dict[str, list[str]]]:
     if op.method == "get":
         return [{"bearerAuth": []}, {"tokenQuery": []}]
     return [{"bearerAuth": []}]
+
+
+def _rate_exempt() -> frozenset[str]:
+    """The endpoints ``LOCAL_BRIDGE_HTTP_RATE`` never refuses (imported late: the application
+    module imports this one)."""
+    from ..app import RATE_EXEMPT
+
+    return RATE_EXEMPT
 
 
 def accepted_roles(endpoint: str) -> list[str]:
