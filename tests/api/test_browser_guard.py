@@ -110,6 +110,13 @@ def test_the_bind_host_is_answered_too(make_app):
     error(client.get("/api/system/status", headers={"Host": "192.168.1.6"}), 400, "bad_request")
 
 
+def test_binding_every_address_without_a_host_list_is_warned_about(make_app, caplog):
+    with caplog.at_level("WARNING", logger="local_bridge.api.browser"):
+        make_app(HOST="0.0.0.0")
+        make_app(HOST="0.0.0.0", ALLOWED_HOSTS="bridge.example")
+    assert len([r for r in caplog.records if "ALLOWED_HOSTS" in r.getMessage()]) == 1
+
+
 def test_allowed_hosts_replaces_the_default_list(make_app):
     client = make_app(ALLOWED_HOSTS="bridge.example, lan.example:8443").test_client()
     ok(client.get("/api/system/status", headers={"Host": "bridge.example"}))

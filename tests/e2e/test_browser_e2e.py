@@ -48,6 +48,15 @@ def unavailable(reason: str) -> None:
     pytest.skip(f"{reason}: browser tests skipped")
 
 
+def test_without_a_browser_ci_fails_and_elsewhere_skips(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception):
+        unavailable("no Chromium")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        unavailable("no Chromium")
+
+
 class _PageHandler(BaseHTTPRequestHandler):
     """Answers every GET with an empty HTML page: the tests put their scripts into it."""
 
