@@ -64,8 +64,10 @@ def init_app(app: Flask, settings: Settings) -> None:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
         )
-    hosts = HostAllowList(settings.ALLOWED_HOSTS or (*DEFAULT_HOSTS, settings.HOST))
-    if not settings.ALLOWED_HOSTS and _is_unspecified(settings.HOST):
+    # a wildcard bind address (0.0.0.0) is no name anyone asks for
+    bind_host = () if _is_unspecified(settings.HOST) else (settings.HOST,)
+    hosts = HostAllowList(settings.ALLOWED_HOSTS or (*DEFAULT_HOSTS, *bind_host))
+    if not settings.ALLOWED_HOSTS and not bind_host:
         log.warning(
             "bound to %s with the default LOCAL_BRIDGE_ALLOWED_HOSTS: only requests for "
             "localhost, 127.0.0.1 or ::1 are answered; list the names clients use",

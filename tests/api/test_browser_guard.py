@@ -112,9 +112,11 @@ def test_the_bind_host_is_answered_too(make_app):
 
 def test_binding_every_address_without_a_host_list_is_warned_about(make_app, caplog):
     with caplog.at_level("WARNING", logger="local_bridge.api.browser"):
-        make_app(HOST="0.0.0.0")
+        client = make_app(HOST="0.0.0.0").test_client()
         make_app(HOST="0.0.0.0", ALLOWED_HOSTS="bridge.example")
     assert len([r for r in caplog.records if "ALLOWED_HOSTS" in r.getMessage()]) == 1
+    ok(client.get("/api/system/status", headers={"Host": "127.0.0.1:5100"}))
+    error(client.get("/api/system/status", headers={"Host": "0.0.0.0:5100"}), 400, "bad_request")
 
 
 def test_allowed_hosts_replaces_the_default_list(make_app):
