@@ -103,10 +103,11 @@ class BusConnection:
                 )
             )
 
-        if self.auth is not None and self.auth.pending:  # joins once `authenticate` succeeds
-            greet(self.bus.last_seq, self.bus.epoch)
-        else:
-            self.bus.join(self.client, greet)
+        if self.auth is not None and self.auth.pending:
+            # Listed, counted and closed at shutdown like any connection, but nothing reaches
+            # it (no subscriptions, no broadcasts) until `authenticate` succeeds.
+            self.client.broadcasts = False
+        self.bus.join(self.client, greet)
         return True
 
     def _receive_loop(self, ws: Any) -> None:
@@ -314,7 +315,8 @@ class BusConnection:
         )
 
     def _authenticated(self, reply: dict[str, Any]) -> None:
-        """Join the bus once authenticated: events reach the client from ``reply`` on."""
+        """Events reach the client from ``reply`` on, broadcasts to everyone included."""
+        self.client.broadcasts = True
         self.bus.join(self.client, lambda seq, epoch: self.send(reply))
 
     def _refresh(self, body: dict[str, Any]) -> None:

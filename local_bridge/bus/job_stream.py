@@ -61,8 +61,9 @@ class JobStreamConnection(BusConnection):
         hub = self.bus.hub
         channel = f"jobs:{self.job_id}"
         if self.auth is not None:
-            if self.auth.pending:
-                return True  # the stream starts once `authenticate` is accepted
+            if self.auth.pending:  # listed (closed at shutdown); starts once authenticated
+                hub.add(self.client)
+                return True
             if not self.auth.allows(channel):
                 self.gate.open(
                     [

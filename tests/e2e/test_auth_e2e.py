@@ -4,6 +4,7 @@ both WebSocket paths, SSE and polling, expiry, refresh and revocation."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 
 import pytest
@@ -306,3 +307,17 @@ def test_http_roles_on_the_real_server(server):
         403,
         "forbidden",
     )
+
+
+def test_a_connection_awaiting_authenticate_is_closed_1001_at_shutdown():
+    own = AuthServer({"AUTH": "token", "SECRET_KEY": SECRET, "AUTH_TIMEOUT": 60}).start()
+    try:
+        sock = Socket(own)
+        assert sock.recv()["type"] == "connected"
+        listed = ok(own.get("/api/websocket/clients", headers=bearer(token("admin")[0])))
+        assert [c["client_type"] for c in listed["items"]] == ["unknown"]  # counted, listed
+        own.signal(signal.SIGTERM)
+        assert closed_with(sock, timeout=10) == (1001, [])
+        assert own.wait(15) == 0
+    finally:
+        own.stop()
