@@ -122,7 +122,7 @@ class Operation:
 
 #: Answered by every operation: a Host outside the allow-list (400), an Origin or a fetch
 #: context refused by the browser boundary or a role too weak (403), the HTTP rate limit
-#: (429, but on the endpoints exempt from it), a dependency down or the server shutting
+#: (429, where not exempt from it), a dependency down or the server shutting
 #: down (503).
 COMMON = (400, 403, 429, 503)
 #: Answered by every operation that reads a body.
