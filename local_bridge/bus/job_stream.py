@@ -112,6 +112,13 @@ class JobStreamConnection(BusConnection):
         self.send(reply)
         self.start()
 
+    def _refresh(self, body: dict[str, Any]) -> None:
+        super()._refresh(body)
+        claims = self.client.auth
+        if claims is not None and not claims.allows(f"jobs:{self.job_id}"):
+            self.bus.hub.remove(self.client)  # the new token no longer covers this job
+            self.transport.close(p.CloseCode.FORBIDDEN)
+
     def _on_event(self, event: p.BusEvent) -> None:
         if event.type in TERMINAL_TYPES:
             self.bus.hub.remove(self.client)

@@ -321,3 +321,14 @@ def test_a_connection_awaiting_authenticate_is_closed_1001_at_shutdown():
         assert own.wait(15) == 0
     finally:
         own.stop()
+
+
+def test_a_job_stream_refreshed_away_from_its_job_closes_4003(server, job):
+    sock = Socket(server, f"/ws/jobs/{job['id']}", token_=token("client", ttl=30)[0])
+    assert sock.recv()["type"] == "job_status"
+    longer = token("client", ttl=120)[0]
+    assert sock.request({"type": "refresh", "token": longer}, "refreshed")["dropped"] == []
+    elsewhere = token("client", channels=["jobs:other"])[0]
+    reply = sock.request({"type": "refresh", "token": elsewhere}, "refreshed")
+    assert reply["dropped"] == [f"jobs:{job['id']}"]
+    assert closed_with(sock)[0] == 4003
