@@ -11,6 +11,7 @@ import time
 
 import pytest
 import requests
+import websocket
 
 from local_bridge.auth.tokens import mint, verify
 from support import ServerProcess, free_port
@@ -87,8 +88,6 @@ def test_token_create_errors_are_one_clear_line(args, env, says):
 
 
 def test_token_revoke_closes_the_connections_and_needs_an_admin(server):
-    import websocket
-
     value, claims = mint(SECRET, sub="victim", role="client", ttl=300)
     ws = websocket.create_connection(f"{server.ws_url}?token={value}", timeout=10)
     assert json.loads(ws.recv())["type"] == "connected"
@@ -197,6 +196,9 @@ def test_serve_binds_a_public_address_only_when_told_insecure():
                 pass
             assert time.monotonic() < deadline, "serve --insecure never answered"
             time.sleep(0.05)
+        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/ws", timeout=10)
+        assert json.loads(ws.recv())["auth"] == "none"  # a client knows it needs no token
+        ws.close()
     finally:
         process.terminate()
         process.wait(15)
