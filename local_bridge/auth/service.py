@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config import Settings
 from ..protocol import CloseCode
-from .revocation import Revocations, create_revocations
+from .revocation import Revocations, RevocationUnavailable, create_revocations
 from .tokens import MAX_TOKEN_TTL, Claims, TokenError, verify
 
 
@@ -52,6 +52,8 @@ class Authenticator:
             auth.accept(self.verify(token))
         except TokenError as exc:
             auth.refused = str(exc)
+        except RevocationUnavailable as exc:  # not the token's fault: retry later (1011)
+            auth.refused, auth.refused_code = str(exc), CloseCode.INTERNAL_ERROR
         return auth
 
     def _close_revoked(self, jti: str) -> None:
@@ -87,6 +89,9 @@ class ConnectionAuth:
         self.authenticator = authenticator
         self.claims: Claims | None = None
         self.refused: str | None = None
+        #: The close code of a refused connection: 4001, or 1011 when revocation could not be
+        #: checked (the client should retry with backoff, not drop its token).
+        self.refused_code: int = CloseCode.UNAUTHORIZED
         self.deadline = time.monotonic() + authenticator.timeout
 
     @property

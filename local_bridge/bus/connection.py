@@ -71,7 +71,7 @@ class BusConnection:
         try:
             if self.auth is not None and self.auth.refused:
                 # told after the handshake, so that a browser sees the code
-                self.transport.close(p.CloseCode.UNAUTHORIZED, self.auth.refused[:120])
+                self.transport.close(self.auth.refused_code, self.auth.refused[:120])
             elif self.start():
                 if self.bus.stopping.is_set():  # shutdown began while we were connecting
                     self.transport.close(p.CloseCode.GOING_AWAY)

@@ -86,3 +86,12 @@ def test_without_its_revocation_store_the_server_answers_503(auth_app, auth_clie
         503,
         "unavailable",
     )
+
+
+def test_a_websocket_whose_revocation_cannot_be_checked_is_told_to_retry(auth_app, token):
+    authenticator = state_of(auth_app).auth
+    authenticator.revocations = Unreachable()
+    refused = authenticator.connection(token())
+    assert refused.refused and refused.refused_code == 1011
+    assert authenticator.connection("bad").refused_code == 4001
+    assert authenticator.connection(None).pending
