@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import threading
+import warnings
 
 import pytest
 
@@ -31,8 +32,12 @@ def captured():
         return stream
 
     yield configure
+    logging.captureWarnings(False)
+    warnings_logger = logging.getLogger(logs.WARNINGS_LOGGER)
     for handler in handlers:
         logger.removeHandler(handler)
+        warnings_logger.removeHandler(handler)
+    warnings_logger.propagate = True
     logger.setLevel(level)
     logger.propagate = propagate
 
@@ -140,6 +145,13 @@ def test_json_lines_carry_exceptions_on_one_line(captured):
     (line,) = lines_of(stream)
     assert "ValueError: boom" in line["exception"] and line["message"] == "failed"
     assert len(stream.getvalue().strip().splitlines()) == 1
+
+
+def test_python_warnings_are_log_lines_too(captured):
+    stream = captured("json")
+    warnings.warn("something is deprecated", DeprecationWarning, stacklevel=1)
+    (line,) = lines_of(stream)
+    assert line["logger"] == "py.warnings" and "something is deprecated" in line["message"]
 
 
 def test_settings_validate_log_level_and_format():

@@ -21,6 +21,7 @@ client_id: ContextVar[str | None] = ContextVar("local_bridge_client_id", default
 
 #: The logger every record of the server goes through (its modules' loggers are children).
 ROOT_LOGGER = "local_bridge"
+WARNINGS_LOGGER = "py.warnings"
 LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -97,18 +98,22 @@ def formatter_for(log_format: str) -> logging.Formatter:
 def configure_logging(
     level: str = "info", log_format: str = "text", stream: TextIO | None = None
 ) -> logging.Handler:
-    """Send the server's records (``local_bridge.*``) to ``stream`` (standard error) at
-    ``level`` and above, in ``log_format``; return the handler. (gunicorn's own records keep
-    gunicorn's handler, with this format: see ``gunicorn_app``.)"""
+    """Send the server's records (``local_bridge.*``, and Python's warnings) to ``stream``
+    (standard error) at ``level`` and above, in ``log_format``; return the handler.
+    (gunicorn's own records keep gunicorn's handler, with this format: see ``gunicorn_app``.)"""
     handler = _BridgeHandler(stream or sys.stderr)
     handler.setFormatter(formatter_for(log_format))
     handler.addFilter(ContextFilter())
-    logger = logging.getLogger(ROOT_LOGGER)
-    for old in [h for h in logger.handlers if isinstance(h, _BridgeHandler)]:
-        logger.removeHandler(old)
-    logger.addHandler(handler)
-    logger.propagate = False
-    logger.setLevel(LEVELS.get(level.lower(), logging.INFO))
+    # Python's warnings (a library's DeprecationWarning, gevent's MonkeyPatchWarning) become
+    # records of the "py.warnings" logger, so that they too follow the format.
+    logging.captureWarnings(True)
+    for name in (ROOT_LOGGER, WARNINGS_LOGGER):
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if isinstance(h, _BridgeHandler)]:
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.propagate = False
+    logging.getLogger(ROOT_LOGGER).setLevel(LEVELS.get(level.lower(), logging.INFO))
     return handler
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from support import ServerProcess
 
 
@@ -22,8 +24,9 @@ def log_lines_until(server: ServerProcess, done, timeout: float = 10.0) -> list[
         time.sleep(0.05)  # polling a file: the server has no other way to tell us
 
 
-def test_json_logs_carry_request_and_client_ids(make_server):
-    server = make_server(LOG_FORMAT="json")
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_json_logs_carry_request_and_client_ids(make_server, worker_class):
+    server = make_server(LOG_FORMAT="json", WORKER_CLASS=worker_class)
     response = server.get("/api/sessions", headers={"X-Request-ID": "e2e-req-1"})
     assert response.status_code == 200 and response.headers["X-Request-ID"] == "e2e-req-1"
     refused = server.post("/api/sessions", data="{", headers={"Content-Type": "application/json"})
@@ -34,7 +37,13 @@ def test_json_logs_carry_request_and_client_ids(make_server):
     client.close()  # a normal close: 1000
 
     def parsed(lines):
-        return [json.loads(line) for line in lines]  # every line, or the test fails here
+        entries = []
+        for line in lines:  # every line is JSON, or the test fails here
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                pytest.fail(f"not a JSON line: {line!r}")
+        return entries
 
     entries = parsed(
         log_lines_until(
