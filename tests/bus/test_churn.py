@@ -54,8 +54,8 @@ PROGRAM = textwrap.dedent("""
             server_sock, self.sock = socket.socketpair()
             self.sock.settimeout(5)
             self.ws = WSConnection(ConnectionType.CLIENT)
-            request = self.ws.send(Request(host="bus", target=path))
-            environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_NAME": "bus",
+            request = self.ws.send(Request(host="localhost", target=path))
+            environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "SERVER_NAME": "localhost",
                        "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
                        "wsgi.url_scheme": "http", "REMOTE_ADDR": "127.0.0.1",
                        "gunicorn.socket": server_sock}
