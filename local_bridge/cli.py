@@ -10,13 +10,45 @@ import click
 
 from .auth.cli import TOKEN_HELP, token, token_for
 from .catalog import CATALOG
-from .config import ENV_PREFIX, ConfigError, check_bind_allowed, load_settings
+from .config import (
+    ENV_PREFIX,
+    SETTING_NAMES,
+    ConfigError,
+    Settings,
+    check_bind_allowed,
+    load_settings,
+)
 
 
 @click.group()
 @click.version_option(package_name="local-bridge")
 def main() -> None:
     """local_bridge: the real-time event bus of a photo workflow."""
+
+
+#: Settings without a generated flag: those with a hand-written one, and the secret key, which
+#: must not appear in the process list (``ps`` shows every process's arguments to every user).
+_NO_GENERATED_FLAG = frozenset({"HOST", "PORT", "WORKER_CLASS", "SECRET_KEY"})
+
+
+def setting_options(command):
+    """Give ``command`` a ``--kebab-name`` flag for every setting (API.md: "environment, or the
+    CLI flag of the same name"); values are checked by :func:`load_settings` like the
+    environment's."""
+    defaults = Settings()
+    for name in reversed(SETTING_NAMES):
+        if name in _NO_GENERATED_FLAG:
+            continue
+        default = getattr(defaults, name)
+        if isinstance(default, tuple):
+            default = ",".join(default) or "see docs"
+        elif default is None:
+            default = "unset"
+        flag = "--" + name.lower().replace("_", "-")
+        command = click.option(
+            flag, name.lower(), metavar="VALUE", help=f"[{ENV_PREFIX}{name}, default {default}]"
+        )(command)
+    return command
 
 
 @main.command()
@@ -39,19 +71,23 @@ def main() -> None:
     help=f"allow a non-loopback --host with {ENV_PREFIX}AUTH=none (anyone who reaches the "
     "port can do anything)",
 )
+@setting_options
 def serve(
     host: str | None,
     port: int | None,
     worker_class: str | None,
     access_log: bool,
     insecure: bool,
+    **settings_flags: str | None,
 ) -> None:
-    """Run the server on gunicorn until SIGTERM or SIGINT."""
-    overrides = {
-        k: v
-        for k, v in {"HOST": host, "PORT": port, "WORKER_CLASS": worker_class}.items()
-        if v is not None
-    }
+    """Run the server on gunicorn until SIGTERM or SIGINT.
+
+    Every setting has a flag named after its variable (--max-queue for LOCAL_BRIDGE_MAX_QUEUE);
+    a flag wins over the environment.
+    """
+    given = {"HOST": host, "PORT": port, "WORKER_CLASS": worker_class}
+    given.update((name.upper(), value) for name, value in settings_flags.items())
+    overrides = {name: value for name, value in given.items() if value is not None}
     try:
         settings = load_settings(overrides)
         check_bind_allowed(settings, insecure)

@@ -59,6 +59,9 @@ class Settings:
         return self.AUTH == "token"
 
 
+#: Every setting's bare name, in declaration order.
+SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Settings) if f.name != "extra")
+
 _BOUNDS: dict[str, tuple[float, float]] = {
     "PORT": (0, 65535),
     "HEARTBEAT_INTERVAL": (0.05, 86400),
@@ -117,7 +120,7 @@ def load_settings(
 ) -> Settings:
     """Build :class:`Settings` from defaults, then the environment, then ``overrides``."""
     environ = os.environ if environ is None else environ
-    names = [f.name for f in fields(Settings) if f.name != "extra"]
+    names = SETTING_NAMES
     values: dict[str, Any] = {}
     for name in names:
         if ENV_PREFIX + name in environ:

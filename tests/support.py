@@ -67,6 +67,7 @@ class ServerProcess:
     settings: dict[str, Any] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    args: tuple[str, ...] = ()  # extra `serve` arguments
 
     @property
     def http(self) -> str:
@@ -90,7 +91,7 @@ class ServerProcess:
         self.log_path = os.path.join(self._dir.name, "server.log")
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "local_bridge.cli", "serve"],
+            [sys.executable, "-m", "local_bridge.cli", "serve", *self.args],
             env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,

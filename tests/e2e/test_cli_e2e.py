@@ -168,3 +168,36 @@ def test_serve_refuses_a_public_bind_without_auth():
     )
     assert result.returncode != 0
     assert "loopback" in result.stderr
+
+
+def test_serve_takes_every_setting_as_a_flag_and_the_flag_wins():
+    server = ServerProcess(
+        {"ALLOWED_HOSTS": "127.0.0.1"}, args=("--allowed-hosts", "127.0.0.1,photos.example")
+    ).start()
+    try:
+        named = server.get("/api/system/live", headers={"Host": f"photos.example:{server.port}"})
+        other = server.get("/api/system/live", headers={"Host": f"other.example:{server.port}"})
+    finally:
+        server.stop()
+    assert named.status_code == 200
+    assert other.status_code == 400
+
+
+def test_a_bad_setting_flag_is_a_usage_error():
+    result = subprocess.run(
+        _cli("serve", "--max-queue", "many", "--port", str(free_port())),
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 2
+    assert "LOCAL_BRIDGE_MAX_QUEUE" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_secret_key_has_no_flag():
+    """A flag's value is visible to every user in the process list."""
+    result = subprocess.run(
+        _cli("serve", "--secret-key", "s3cret"), capture_output=True, text=True, timeout=20
+    )
+    assert result.returncode == 2
+    assert "No such option" in result.stderr
