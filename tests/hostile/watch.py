@@ -52,7 +52,9 @@ def settle(server: ServerProcess, expected: set[str], timeout: float = 15.0) -> 
     """Wait until the clients list is ``expected`` again: nothing an attack opened is left."""
     deadline = time.monotonic() + timeout
     while (listed := client_ids(server)) != expected:
-        assert time.monotonic() < deadline, f"leaked connections: {listed - expected}"
+        assert time.monotonic() < deadline, (
+            f"left over: {listed - expected}, gone: {expected - listed}"
+        )
         time.sleep(POLL)  # the list is state, not an event: polling it is the only way
 
 
