@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 
 class TokenBucket:
@@ -129,3 +131,46 @@ class AddressRateLimiter:
                 bucket = TokenBucket(self.rate, max(1, int(self.rate)), self._clock)
             self._buckets[address] = bucket  # re-inserted last: the dict is in recency order
             return bucket.allow()
+
+
+class ConnectionLimit:
+    """At most ``limit`` connections at once (``MAX_CONNECTIONS``), counting those admitted
+    whose handshake is still under way.
+
+    A connection is counted by the hub once it has joined; before that it holds a
+    :class:`Ticket`. Counting only the hub let every handshake in flight pass the check together
+    (the threaded worker admits in parallel): the limit was overshot under a connection flood.
+    """
+
+    def __init__(self, limit: int, joined: Callable[[], int], has_joined: Callable[[Any], bool]):
+        self.limit = limit
+        self._joined = joined  # how many have joined (the hub's size)
+        self._has_joined = has_joined  # whether a ticket's connection is among them
+        self._lock = threading.Lock()  # guards _pending
+        self._pending: set[Ticket] = set()
+
+    def admit(self) -> Ticket | None:
+        """A ticket for one more connection, or None when there is no room."""
+        with self._lock:
+            self._pending = {
+                t for t in self._pending if t.subject is None or not self._has_joined(t.subject)
+            }
+            if self._joined() + len(self._pending) >= self.limit:
+                return None
+            ticket = Ticket()
+            self._pending.add(ticket)
+            return ticket
+
+    def release(self, ticket: Ticket) -> None:
+        """The ticket's connection is over (or was never made)."""
+        with self._lock:
+            self._pending.discard(ticket)
+
+
+class Ticket:
+    """One admitted connection; ``subject`` is what joins (the hub's client), once known."""
+
+    __slots__ = ("subject", "__weakref__")
+
+    def __init__(self) -> None:
+        self.subject: Any = None

@@ -6,7 +6,13 @@ import threading
 
 import pytest
 
-from local_bridge.limits import AddressRateLimiter, ConnectRateLimiter, MessageLimiter, TokenBucket
+from local_bridge.limits import (
+    AddressRateLimiter,
+    ConnectionLimit,
+    ConnectRateLimiter,
+    MessageLimiter,
+    TokenBucket,
+)
 
 TIMEOUT = 10.0
 
@@ -192,3 +198,18 @@ def test_address_rate_table_is_bounded(clock):
         assert limiter.allow(address)
     assert len(limiter._buckets) == 3
     assert not limiter.allow("d")  # the newest address keeps its bucket
+
+
+def test_connection_limit_counts_handshakes_in_flight():
+    hub: set[str] = set()
+    limit = ConnectionLimit(3, lambda: len(hub), lambda subject: subject in hub)
+    tickets = [limit.admit() for _ in range(3)]  # three handshakes at once, none joined yet
+    assert all(tickets) and limit.admit() is None
+    tickets[0].subject = "a"
+    hub.add("a")  # joined: counted by the hub now, not twice
+    assert limit.admit() is None
+    limit.release(tickets[1])  # a handshake that failed
+    fourth = limit.admit()
+    assert fourth is not None and limit.admit() is None
+    hub.discard("a")  # left the hub; its request has not ended yet: the slot is free
+    assert limit.admit() is not None

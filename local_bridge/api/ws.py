@@ -24,7 +24,7 @@ from ..bus.reader import reader_class
 from ..bus.transport import Transport
 from ..domain.errors import NotFound
 from ..domain.jobs import ProcessingJobLifecycle
-from ..limits import ConnectRateLimiter
+from ..limits import ConnectionLimit, ConnectRateLimiter
 from ..observability.access_log import websocket_span
 from ..state import state_of
 from .envelope import api_error
@@ -41,6 +41,9 @@ def init_app(app: Flask, bus: Bus, jobs: ProcessingJobLifecycle) -> None:
         "thread_class": reader_class(),
     }
     connect_limiter = ConnectRateLimiter(settings.CONNECT_RATE)
+    connection_limit = ConnectionLimit(
+        settings.MAX_CONNECTIONS, lambda: len(bus.hub), lambda c: bus.hub.get(c.client_id) is c
+    )
     metrics = state_of(app).metrics
     on_wait = metrics.outbox_waited if metrics is not None else None
     authenticator = state_of(app).auth
@@ -51,8 +54,10 @@ def init_app(app: Flask, bus: Bus, jobs: ProcessingJobLifecycle) -> None:
             return None
         if bus.stopping.is_set():
             return api_error(503, "unavailable", "the server is shutting down")
-        if len(bus.hub) >= settings.MAX_CONNECTIONS:
+        ticket = connection_limit.admit()
+        if ticket is None:
             return api_error(503, "unavailable", "too many connections")
+        g.connection_ticket = ticket  # given back when the request ends
         if not connect_limiter.allow(request.remote_addr or "?"):
             return api_error(429, "rate_limited", "too many new connections from this address")
         holder: list[BusConnection] = []
@@ -72,11 +77,15 @@ def init_app(app: Flask, bus: Bus, jobs: ProcessingJobLifecycle) -> None:
         else:
             connection = BusConnection(bus, transport, request.remote_addr, auth)
         holder.append(connection)
+        ticket.subject = connection.client
         g.bus_connection = connection
         return None
 
     @app.teardown_request
     def release_websocket(exc):
+        ticket = g.pop("connection_ticket", None)
+        if ticket is not None:
+            connection_limit.release(ticket)
         connection = g.pop("bus_connection", None)
         if connection is not None:  # idempotent; stops the writer if the handshake failed
             connection.transport.outbox.close()
