@@ -86,6 +86,16 @@ def test_protocol_and_client_import_without_the_server_libraries():
     assert out.strip() == "[]"
 
 
+def test_the_command_line_imports_no_ssl_before_gevent_patches_it():
+    """gevent warns (and its patched ssl may misbehave) when ssl came in before the worker
+    patched the standard library; `serve` imports the command line first."""
+    program = "import sys, local_bridge.cli\nprint('ssl' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
+    assert out.strip() == "False"
+
+
 def test_the_public_names_still_import_from_the_package():
     import local_bridge
 

@@ -16,8 +16,6 @@ from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
-import jwt
-
 from ..protocol import CLIENT_TYPE_PATTERN, utc_timestamp
 
 ALGORITHM = "HS256"  # the only one accepted: `none` and every other algorithm are refused
@@ -116,6 +114,8 @@ def mint(
         now,
     )
     payload = {**claims.as_dict(), "iat": int(now)}
+    import jwt  # here, not at the top: see verify()
+
     return jwt.encode(payload, secret, algorithm=ALGORITHM), claims
 
 
@@ -126,6 +126,11 @@ def verify(token: Any, secret: str, now: float | None = None) -> Claims:
     if len(token) > MAX_TOKEN_LENGTH:
         raise TokenError("token too long")
     now = time.time() if now is None else now
+    # PyJWT imports ssl. Imported at the top, it would come in with the command line, before
+    # the gevent worker patches the standard library, and gevent warns that ssl was imported
+    # unpatched; the first token checked is always inside the worker.
+    import jwt
+
     try:
         header = jwt.get_unverified_header(token)
         if header.get("alg") != ALGORITHM:
