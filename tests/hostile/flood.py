@@ -1,6 +1,6 @@
 """Floods against a local_bridge server on 127.0.0.1, run as a process of their own.
 
-``python flood.py PORT SECONDS`` runs every flood at once, each from its own loopback source
+``python flood.py PORT SECONDS [ROUND [FLOOD,...]]`` runs every flood (or those named) at once, each from its own loopback source
 address, each bounded in count and in time, and prints what each saw as one JSON object. The
 test (test_floods.py) runs this beside a polite client whose measurements must not share an
 interpreter (and its lock) with the attackers.
@@ -17,14 +17,25 @@ import time
 
 from frames import CLOSE, TEXT, RawSocket, frame, text
 
-#: Source addresses, one per flood: the per-address limits apply to each on its own.
-CONNECT_FLOOD = "127.0.4.1"
-HOLDERS = [f"127.0.1.{i}" for i in range(1, 9)]
-MESSAGE_FLOOD = "127.0.2.1"
-HTTP_FLOOD = "127.0.3.1"
-BODY_FLOOD = "127.0.3.2"
-SLOW_CONSUMER = "127.0.5.1"
-SLOW_FEEDER = "127.0.5.2"
+#: Source addresses, one per flood: the per-address limits apply to each on its own. Each
+#: round of a long run (``ROUND``) comes from a network of its own, so no round inherits the
+#: per-minute connect window of another.
+CONNECT_FLOOD = HOLDERS = MESSAGE_FLOOD = HTTP_FLOOD = BODY_FLOOD = SLOW_CONSUMER = SLOW_FEEDER = ""
+
+
+def use_round(round_: int) -> None:
+    global CONNECT_FLOOD, HOLDERS, MESSAGE_FLOOD, HTTP_FLOOD, BODY_FLOOD, SLOW_CONSUMER, SLOW_FEEDER
+    net = f"127.{10 + round_ % 240}"
+    CONNECT_FLOOD = f"{net}.4.1"
+    HOLDERS = [f"{net}.1.{i}" for i in range(1, 9)]
+    MESSAGE_FLOOD = f"{net}.2.1"
+    HTTP_FLOOD = f"{net}.3.1"
+    BODY_FLOOD = f"{net}.3.2"
+    SLOW_CONSUMER = f"{net}.5.1"
+    SLOW_FEEDER = f"{net}.5.2"
+
+
+use_round(0)
 
 CONNECT_PACE = 40.0  # connects per second: under HTTP_RATE, so CONNECT_RATE is what refuses
 MAX_CONNECT_ATTEMPTS = 400
@@ -232,7 +243,8 @@ FLOODS = [
 
 def main() -> None:
     port, seconds = int(sys.argv[1]), float(sys.argv[2])
-    chosen = sys.argv[3].split(",") if len(sys.argv) > 3 else [f.__name__ for f in FLOODS]
+    use_round(int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+    chosen = sys.argv[4].split(",") if len(sys.argv) > 4 else [f.__name__ for f in FLOODS]
     out: dict = {}
     failures: list[str] = []
 
