@@ -46,6 +46,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(settings.extra)
     app.config["MAX_CONTENT_LENGTH"] = settings.MAX_BODY_SIZE
     app.json.sort_keys = False
+    # `/api//jobs` is a 404 like any unknown path: merging the slashes answered a 308 whose
+    # body is werkzeug's HTML page (routing redirects bypass the JSON error handlers).
+    app.url_map.merge_slashes = False
 
     database = Database(database_url(settings, app))
     if database.is_sqlite:  # a local file is brought up to date (and created) on start
