@@ -26,7 +26,7 @@ from budget import LONG
 from support import ServerProcess
 from watch import PoliteClient, client_ids, log_size, settle, tracebacks, worker_pids
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600 if LONG else 120)]
 
 HERE = Path(__file__).parent
 LIMITS = {

@@ -28,7 +28,7 @@ import struct
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from budget import LONG, examples, seconds
@@ -48,7 +48,8 @@ from frames import (
 from support import ServerProcess
 from watch import PoliteClient, client_ids, log_size, settle, tracebacks, worker_pids
 
-pytestmark = pytest.mark.e2e
+# the long run's properties take minutes each: past the suite's per-test timeout
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600 if LONG else 120)]
 
 MAX_MESSAGE_SIZE = 65536
 #: The longest a polite client's event may take from publish to receipt during an attack.
@@ -348,6 +349,8 @@ def test_random_frames_get_well_formed_answers_or_a_protocol_close(guarded, fram
     nonce = os.urandom(8).hex()
     lies = any(lie for _, lie, _ in frames)
     echoed = {code for _, _, code in frames if code is not None}
+    if lies:  # the server parses other frames than those built: it may echo any close it reads
+        echoed = set(range(1000, 5000)) - {1011} | {1005}
     answer, alive = attack(
         guarded.port, b"".join(f for f, _, _ in frames), nonce, 0.3 if lies else REPLY_TIMEOUT
     )
@@ -504,6 +507,8 @@ def test_job_stream_answers_hostile_frames_like_the_bus(guarded, queued_job, dat
 
 @_fuzz_settings(ci=50, long=2000)
 @given(job_id=st.text(min_size=1, max_size=80))
+@example(job_id="/0")  # a doubled slash: once a 308 with an HTML body
+@example(job_id="..")
 def test_any_job_id_is_a_job_stream_or_a_clear_refusal(guarded, job_id):
     sock = RawSocket(guarded.port, handshake=False)
     try:
