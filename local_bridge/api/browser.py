@@ -35,7 +35,7 @@ import logging
 import re
 from urllib.parse import urlsplit
 
-from flask import Flask, request
+from flask import Flask, Response, request
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -77,11 +77,11 @@ def init_app(app: Flask, settings: Settings) -> None:
     cors_patterns = _cors_patterns(origins)
 
     @app.before_request
-    def guard_browser_boundary():
+    def guard_browser_boundary() -> Response | None:
         if not hosts.allows(request.host):
             return api_error(400, "bad_request", "this server does not answer to that Host")
         origin = request.headers.get("Origin")
-        if _is_preflight(origin):
+        if origin is not None and _is_preflight(origin):
             if not any(pattern.match(origin) for pattern in cors_patterns):
                 return api_error(403, "forbidden", "origin not allowed")
             # flask-cors's after_request hook adds the Access-Control-Allow-* headers

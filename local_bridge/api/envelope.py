@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import jsonify
+from flask import Response, jsonify
 
 #: HTTP status -> error code of API.md "Conventions".
 STATUS_CODES = {
@@ -34,7 +34,9 @@ class ApiError(Exception):
         self.status, self.code, self.message, self.fields = status, code, message, fields
 
 
-def api_error(status: int, code: str, message: str, fields: dict[str, Any] | None = None):
+def api_error(
+    status: int, code: str, message: str, fields: dict[str, Any] | None = None
+) -> Response:
     """A Flask response carrying ``{"error": {"code", "message", "fields"?}}``."""
     error: dict[str, Any] = {"code": code, "message": message}
     if fields is not None:

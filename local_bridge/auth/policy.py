@@ -93,7 +93,8 @@ def bearer_token() -> str | None:
 
 def current_claims() -> Claims | None:
     """The verified claims of the request being served (None with auth off)."""
-    return g.get("auth_claims")
+    claims: Claims | None = g.get("auth_claims")
+    return claims
 
 
 def init_app(app: Flask, authenticator: Authenticator) -> None:

@@ -121,7 +121,7 @@ class RedisRevocations(Revocations):
         if self.known(jti):
             return True
         try:
-            ttl = self._client.ttl(self._key_prefix + jti)
+            ttl: int | None = self._client.ttl(self._key_prefix + jti)
         except self._errors as exc:
             raise RevocationUnavailable(f"cannot check revocations: {exc}") from None
         if ttl is None or ttl < 0:  # -2: no such key (-1 would be a key without expiry)
