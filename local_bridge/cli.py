@@ -8,7 +8,7 @@ import urllib.error
 
 import click
 
-from .auth.cli import TOKEN_HELP, token, token_for
+from .auth.cli import CONNECTED_TOKEN_TTL, TOKEN_HELP, token, token_for
 from .catalog import CATALOG
 from .config import (
     ENV_PREFIX,
@@ -201,7 +201,7 @@ def listen(
     from .client import NO_CLOSE_FRAME, BusClient, BusError
 
     url = f"ws://{_server_address(host, port)}/ws"
-    bearer = token_for(bearer, "client", client_type, channels)
+    bearer = token_for(bearer, "client", client_type, channels, ttl=CONNECTED_TOKEN_TTL)
     try:
         bus = BusClient(url)
     except OSError as exc:  # refused, timed out, upgrade refused (HTTP status)
@@ -291,6 +291,56 @@ def publish(
 
 
 main.add_command(token)
+
+
+@main.command("watch-job")
+@click.argument("job_id")
+@click.option("--host", help=_HOST_HELP)
+@click.option("--port", type=int, help=_PORT_HELP)
+@click.option("--token", "bearer", help=TOKEN_HELP)
+def watch_job(job_id: str, host: str | None, port: int | None, bearer: str | None) -> None:
+    """Show one job's progress live until it ends.
+
+    Exit status: 0 completed, 3 failed, 4 cancelled; 1 when the job is unknown or the
+    server cannot be reached or hangs up.
+    """
+    import itertools
+    from urllib.parse import quote
+
+    from .client import BusClient, BusError, ConnectionClosed
+    from .job_watch import EXIT_STATUS, JobView, render
+
+    url = f"ws://{_server_address(host, port)}/ws/jobs/{quote(job_id, safe='')}"
+    bearer = token_for(bearer, "client", channels=[f"jobs:{job_id}"], ttl=CONNECTED_TOKEN_TTL)
+    try:
+        stream = BusClient(url, token=bearer, greeting="job_status")
+    except BusError as exc:
+        if exc.reply.get("code") == "job_not_found":
+            raise click.ClickException(f"job {job_id} not found") from None
+        raise click.ClickException(str(exc)) from None
+    except ConnectionClosed as exc:
+        raise click.ClickException(
+            f"local_bridge closed the connection (code {exc.code})"
+        ) from None
+    except OSError as exc:
+        raise _unreachable(url, exc) from None
+    live = sys.stdout.isatty()  # a terminal gets one line redrawn, a pipe a line per change
+    view = JobView(job_id)
+    with stream:
+        for message in itertools.chain([stream.hello], stream.events()):
+            if not view.apply(message):
+                continue
+            line = render(view)
+            click.echo(f"\r\x1b[2K{line}" if live else line, nl=not live)
+            if view.outcome is not None:
+                break
+    if live:
+        click.echo()
+    if view.outcome is None:
+        raise click.ClickException(
+            f"the job stream ended before the job did (close code {stream.close_code})"
+        )
+    sys.exit(EXIT_STATUS[view.outcome])
 
 
 if __name__ == "__main__":  # pragma: no cover

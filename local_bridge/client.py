@@ -77,7 +77,8 @@ class ConnectionClosed(ConnectionError):
 class BusClient:
     """One connection to ``/ws``: register, subscribe, then iterate over events.
 
-    The constructor connects and waits for the server's ``connected`` message (``hello``), all
+    The constructor connects and waits for the server's first message (``hello``): ``connected``
+    on ``/ws``, or ``greeting="job_status"`` on a job stream ``/ws/jobs/<id>``, all
     within ``timeout`` seconds; replies to requests are awaited as long. On any failure it
     raises with the socket closed and no thread left running.
 
@@ -85,7 +86,13 @@ class BusClient:
     to keep it out of URLs, connect without it and call :meth:`authenticate` first.
     """
 
-    def __init__(self, url: str, timeout: float = 10.0, token: str | None = None):
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 10.0,
+        token: str | None = None,
+        greeting: str = "connected",
+    ):
         if token is not None:
             url += ("&" if urlsplit(url).query else "?") + urlencode({"token": token})
         self.timeout = timeout
@@ -106,12 +113,12 @@ class BusClient:
             )
             self._reader.start()
             self.hello = self._next(max(0.0, deadline - time.monotonic()))
-            if self.hello.get("type") != "connected":
+            if self.hello.get("type") != greeting:
                 raise BusError(self.hello)
         except BaseException:
             self._abort()
             raise
-        self.client_id: str = self.hello["client_id"]
+        self.client_id: str | None = self.hello.get("client_id")
 
     def __enter__(self) -> BusClient:
         return self

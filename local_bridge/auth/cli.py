@@ -18,6 +18,9 @@ from .tokens import JTI_PATTERN, ROLES, mint, parse_ttl
 
 TOKEN_ENV = ENV_PREFIX + "TOKEN"
 CLI_TOKEN_TTL = 60  # seconds: a token the command line mints for one request of its own
+#: seconds: the token a command that stays connected (listen, watch-job) mints; the server
+#: closes a connection 4001 when its token expires.
+CONNECTED_TOKEN_TTL = 86400
 TOKEN_HELP = f"bearer token [{TOKEN_ENV}; default: one minted from {ENV_PREFIX}SECRET_KEY if set]"
 
 
@@ -33,10 +36,11 @@ def token_for(
     role: str,
     client_type: str | None = None,
     channels: Iterable[str] | None = None,
+    ttl: float = CLI_TOKEN_TTL,
 ) -> str | None:
     """The token a command sends: ``--token``, else ``LOCAL_BRIDGE_TOKEN``, else one minted
-    for a minute with ``role`` when ``LOCAL_BRIDGE_SECRET_KEY`` is set (the command runs beside
-    the server), else None (a server with auth off needs none)."""
+    for ``ttl`` seconds (a minute: one request) with ``role`` when ``LOCAL_BRIDGE_SECRET_KEY`` is
+    set (the command runs beside the server), else None (a server with auth off needs none)."""
     token = explicit or os.environ.get(TOKEN_ENV)
     if token:
         return token
@@ -47,7 +51,7 @@ def token_for(
         secret,
         sub="local-bridge-cli",
         role=role,
-        ttl=CLI_TOKEN_TTL,
+        ttl=ttl,
         client_type=client_type,
         channels=channels,
     )
