@@ -31,11 +31,9 @@ TERMINAL_TYPES = frozenset({"job_completed", "job_failed", "job_cancelled"})
 class JobStreamConnection(BusConnection):
     """Snapshot, then the job's events live, then close (1000) at its end."""
 
+    #: The bus's answers to the messages a job stream takes (it has no channels to manage).
     ACTIONS = {
-        "ping": "_ping",
-        "pong": "_ignore",
-        "authenticate": "_authenticate",
-        "refresh": "_refresh",
+        kind: BusConnection.ACTIONS[kind] for kind in ("ping", "pong", "authenticate", "refresh")
     }
 
     def __init__(
