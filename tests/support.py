@@ -78,7 +78,8 @@ class ServerProcess:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self) -> ServerProcess:
-        self._dir = tempfile.TemporaryDirectory(prefix="local-bridge-test-")
+        if getattr(self, "_dir", None) is None:  # a restart keeps the database
+            self._dir = tempfile.TemporaryDirectory(prefix="local-bridge-test-")
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOCAL_BRIDGE_")}
         env.update(
             {
@@ -89,7 +90,7 @@ class ServerProcess:
         )
         env.update({f"LOCAL_BRIDGE_{k}": str(v) for k, v in self.settings.items()})
         self.log_path = os.path.join(self._dir.name, "server.log")
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "local_bridge.cli", "serve", *self.args],
             env=env,
@@ -123,6 +124,18 @@ class ServerProcess:
         return self.process.wait(timeout)
 
     def stop(self) -> None:
+        self._end_process()
+        if getattr(self, "_dir", None) is not None:
+            self._dir.cleanup()
+            self._dir = None
+
+    def restart(self) -> ServerProcess:
+        """Stop the server (SIGTERM: clients are closed 1001) and start it again on the same port
+        and database; with the in-memory backplane its history and epoch start anew."""
+        self._end_process()
+        return self.start()
+
+    def _end_process(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -130,8 +143,8 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-        self._log.close()
-        self._dir.cleanup()
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
 
     # ------------------------------------------------------------------ HTTP helpers
 
