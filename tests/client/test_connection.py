@@ -1,4 +1,4 @@
-"""``local_bridge.client.BusClient``: the handshake, failures that leave nothing behind, the bus."""
+"""``local_bridge.client.BusClient`` (client/connection.py): the handshake, failures that leave nothing behind, the bus."""
 
 from __future__ import annotations
 

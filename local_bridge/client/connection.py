@@ -34,7 +34,7 @@ from wsproto.events import (
 )
 from wsproto.utilities import ProtocolError, RemoteProtocolError
 
-from . import protocol as p
+from .. import protocol as p
 
 RECEIVE_BYTES = 65536
 CLOSE_WAIT = 2.0  # how long close() waits for the server to answer its close frame
