@@ -55,6 +55,21 @@ class Publisher:
         every connected client. Raises :class:`~local_bridge.catalog.EventValidationError` or
         :class:`UnknownChannelError`, publishing nothing.
         """
+        draft = self.prepare(type_, fields, channel=channel, client_types=client_types)
+        event, recipients = self.backplane.publish(draft)
+        self._count([draft])
+        return Published(event.seq, recipients, event.message)
+
+    def prepare(
+        self,
+        type_: str,
+        fields: dict[str, Any],
+        *,
+        channel: str | None = "",
+        client_types: Iterable[str] | None = None,
+    ) -> EventDraft:
+        """The event :meth:`publish` would publish, checked but not yet numbered; raises as
+        :meth:`publish` does."""
         if catalog.is_catalog_type(type_):
             fields = catalog.validate_event(type_, fields)
             if channel == "":
@@ -66,12 +81,20 @@ class Publisher:
         if channel is not None and not is_valid_channel(channel):
             raise UnknownChannelError(channel)
         types = frozenset(client_types) if client_types is not None else None
-        event, recipients = self.backplane.publish(_draft(type_, channel, fields, types))
+        return _draft(type_, channel, fields, types)
+
+    def publish_many(self, drafts: list[EventDraft]) -> list[Published]:
+        """Publish prepared events in the given order, each with its own seq."""
+        done = self.backplane.publish_many(drafts)
+        self._count(drafts)
+        return [Published(event.seq, recipients, event.message) for event, recipients in done]
+
+    def _count(self, drafts: list[EventDraft]) -> None:
         with self._count_lock:
-            self.events_published += 1
+            self.events_published += len(drafts)
         if self.on_published is not None:
-            self.on_published(type_, channel)
-        return Published(event.seq, recipients, event.message)
+            for draft in drafts:
+                self.on_published(draft.type, draft.channel)
 
     @property
     def available(self) -> bool:

@@ -16,7 +16,7 @@ from ..protocol import MAX_INT64
 from . import response_schemas as answers
 from .auth import RevokeSchema
 from .pagination import MAX_LIMIT
-from .websocket_admin import BroadcastSchema
+from .publishing import BatchSchema, BroadcastSchema
 
 JSON = "application/json"
 
@@ -443,6 +443,16 @@ OPERATIONS: tuple[Operation, ...] = (
                 "when it reconnects); wins over `since`",
             },
         ),
+    ),
+    Op(
+        "events.batch",
+        "post",
+        "/api/events/batch",
+        "Publish 1 to 500 events in one request, each checked as by broadcast, all or none; "
+        "one seq each, in the given order",
+        {202: answers.PublishedBatch},
+        body=BatchSchema,
+        tag="admin",
     ),
     Op(
         "websocket_admin.list_clients",

@@ -200,6 +200,14 @@ class Published(Schema):
     recipients = Count(required=True)
 
 
+class PublishedBatch(Schema):
+    """A batch accepted (202): the seq of each event and how many clients each was handed to,
+    in the order of the request."""
+
+    seqs = fields.List(Count(), required=True)
+    recipients = fields.List(Count(), required=True)
+
+
 class Disconnected(Schema):
     client_id = fields.String(required=True)
     disconnected = fields.Boolean(required=True, validate=validate.Equal(True))

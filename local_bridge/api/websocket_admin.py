@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema
 
-from .. import catalog
-from ..protocol import CLIENT_TYPE_PATTERN, REPLY_TYPES
-from ..publisher import UnknownChannelError
 from ..state import state_of
-from .body import flat_fields, load
-from .envelope import ApiError, validation_error
+from .body import load
+from .envelope import ApiError
 from .pagination import page_params
+from .publishing import BroadcastSchema, draft_of
 
 bp = Blueprint("websocket_admin", __name__, url_prefix="/api/websocket")
-
-
-class BroadcastSchema(Schema):
-    type = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    channel = fields.String(allow_none=True, load_default=None)
-    client_types = fields.List(
-        fields.String(validate=validate.Regexp(CLIENT_TYPE_PATTERN)),
-        allow_none=True,
-        load_default=None,
-        validate=validate.Length(min=1),
-    )
-    data = fields.Dict(keys=fields.String(), required=True)
 
 
 @bp.get("/clients")
@@ -43,20 +29,8 @@ def list_clients():
 
 @bp.post("/broadcast")
 def broadcast():
-    body = load(BroadcastSchema())
-    type_ = body["type"]
-    if type_ in REPLY_TYPES:
-        raise validation_error({"type": [f"{type_!r} is a reply type, not an event"]})
-    if not catalog.is_catalog_type(type_) and not catalog.CUSTOM_TYPE_PATTERN.match(type_):
-        raise validation_error({"type": ["must match ^[a-z][a-z0-9_.]{0,63}$"]})
-    try:
-        published = state_of(current_app).bus.publish(
-            type_, body["data"], channel=body["channel"], client_types=body["client_types"]
-        )
-    except catalog.EventValidationError as exc:
-        raise validation_error(flat_fields(exc.messages, "data")) from None
-    except UnknownChannelError:
-        raise validation_error({"channel": [f"unknown channel {body['channel']!r}"]}) from None
+    bus = state_of(current_app).bus
+    (published,) = bus.publish_many([draft_of(bus, load(BroadcastSchema()))])
     return jsonify({"seq": published.seq, "recipients": published.recipients}), 202
 
 

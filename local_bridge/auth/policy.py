@@ -69,7 +69,7 @@ POLICY: dict[str, str] = {
     "websocket_admin.list_clients": ADMIN,
     "websocket_admin.broadcast": ADMIN,
     "websocket_admin.disconnect": ADMIN,
-    "events.batch": ADMIN,  # API.md's batch publish (admin), when the application has it
+    "events.batch": ADMIN,
     "auth.revoke": ADMIN,
 }
 

@@ -58,6 +58,11 @@ class Backplane(abc.ABC):
         """Number the event and deliver it everywhere; return it and how many clients of this
         process it was queued for."""
 
+    def publish_many(self, drafts: list[EventDraft]) -> list[tuple[BusEvent, int]]:
+        """Publish events in the given order (see :meth:`publish`); a backplane may number and
+        deliver them in one step."""
+        return [self.publish(draft) for draft in drafts]
+
     @abc.abstractmethod
     def paused(self) -> AbstractContextManager[Any]:
         """A context in which no event reaches this process's hub, so a client can be told

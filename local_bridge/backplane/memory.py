@@ -40,5 +40,16 @@ class MemoryBackplane(Backplane):
             self._history.append(event)
             return event, self._deliver(event)
 
+    def publish_many(self, drafts: list[EventDraft]) -> list[tuple[BusEvent, int]]:
+        # One hold of the lock: the events get consecutive seqs, nothing interleaves.
+        done = []
+        with self._lock:
+            for draft in drafts:
+                self._seq += 1
+                event = draft.finish(self._seq)
+                self._history.append(event)
+                done.append((event, self._deliver(event)))
+        return done
+
     def history(self, since: int) -> tuple[list[BusEvent], bool]:
         return self._history.since(since, self._seq)

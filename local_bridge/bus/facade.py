@@ -13,7 +13,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from ..config import Settings
-from ..protocol import REPLY_TYPES, BusEvent, CloseCode
+from ..protocol import REPLY_TYPES, BusEvent, CloseCode, EventDraft
 from ..publisher import Published, Publisher
 from .hub import Client, Hub
 
@@ -52,6 +52,21 @@ class Bus:
     ) -> Published:
         """Publish one event (see :meth:`Publisher.publish`)."""
         return self._publisher.publish(type_, fields, channel=channel, client_types=client_types)
+
+    def prepare(
+        self,
+        type_: str,
+        fields: dict[str, Any],
+        *,
+        channel: str | None = "",
+        client_types: Iterable[str] | None = None,
+    ) -> EventDraft:
+        """Check an event without publishing it (see :meth:`Publisher.prepare`)."""
+        return self._publisher.prepare(type_, fields, channel=channel, client_types=client_types)
+
+    def publish_many(self, drafts: list[EventDraft]) -> list[Published]:
+        """Publish prepared events in order, one seq each (see :meth:`Publisher.publish_many`)."""
+        return self._publisher.publish_many(drafts)
 
     @property
     def available(self) -> bool:

@@ -457,3 +457,18 @@ def test_a_gap_the_stream_cannot_fill_closes_clients_1011(private_pair):
     after = b.publish(OUTAGE_EVENT, {"i": 6}, channel="system")["seq"]
     assert after == last + 6 and back.recv()["seq"] == after
     back.close()
+
+
+def test_a_batch_through_a_reaches_b_in_order(pair):
+    a, b = pair
+    on_b = b.client()
+    on_b.subscribe("jobs")
+    events = [
+        {"type": "job_cancelled", "channel": "jobs", "data": {"job_id": str(i)}} for i in range(20)
+    ]
+    answer = a.post("/api/events/batch", json={"events": events})
+    assert answer.status_code == 202, answer.text
+    seqs = answer.json()["seqs"]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 20
+    received = [on_b.recv() for _ in range(20)]
+    assert [(m["seq"], m["job_id"]) for m in received] == list(zip(seqs, map(str, range(20))))
