@@ -172,6 +172,8 @@ Client.__index = Client
   timeout   seconds for a REST call (default 10)
   sleep     function(seconds) for backoff (default: the adapter's)
   clock     function() -> seconds, for pacing (default: the adapter's, may be nil)
+  pcall     a pcall through which HTTP may yield (default: the adapter's, else pcall);
+            in Lightroom LrTasks.pcall, since a plain pcall cannot span LrHttp's yields
 ]]
 function LocalBridge.new(options)
     options = options or {}
@@ -187,6 +189,7 @@ function LocalBridge.new(options)
     self.timeout = options.timeout or DEFAULT_TIMEOUT
     self.sleep = options.sleep or http.sleep
     self.clock = options.clock or http.clock
+    self.pcall = options.pcall or http.pcall or pcall
     return self
 end
 
@@ -575,7 +578,7 @@ function Follower:_dispatch(event)
         local handler = handlers[i]
         if handler then
             if self.on_handler_error then
-                local ok, err = pcall(handler, event, self)
+                local ok, err = self.client.pcall(handler, event, self)
                 if not ok then
                     self.on_handler_error(err, event, self)
                 end
@@ -600,7 +603,7 @@ function Follower:step()
     self.iterations = self.iterations + 1
     local clock = self.client.clock
     local started = clock and clock()
-    local ok, page = pcall(function()
+    local ok, page = self.client.pcall(function()
         if self.since == nil then
             self:_position()
             return nil
@@ -660,7 +663,7 @@ function Follower:_resync(page)
     if self.on_resync then
         -- A reload that fails (the server went away again) is retried: the position moves
         -- only once it succeeded, so the next poll asks for a resync again.
-        local ok, err = pcall(self.on_resync, info, self)
+        local ok, err = self.client.pcall(self.on_resync, info, self)
         if not ok then
             if not retryable(err) then
                 error(err, 0)

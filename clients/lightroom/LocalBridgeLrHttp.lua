@@ -1,7 +1,9 @@
 --[[
 LocalBridgeLrHttp.lua: LocalBridge's HTTP adapter on the Lightroom SDK's LrHttp.
 
-Call it from a task (LrTasks.startAsyncTask): LrHttp blocks the task, not Lightroom.
+Call it from a task (LrTasks.startAsyncTask): LrHttp blocks the task, not Lightroom. The
+adapter hands LocalBridge LrTasks.sleep for backoff, LrDate.currentTime as its clock and
+LrTasks.pcall to catch errors across LrHttp's yields.
 
     local adapter = require("LocalBridgeLrHttp").new()   -- imports LrHttp, LrTasks, LrDate
 
@@ -51,6 +53,9 @@ function M.new(modules)
         adapter.sleep = function(seconds)
             LrTasks.sleep(seconds)
         end
+        -- LrHttp yields the task: a plain pcall around it fails ("attempt to yield across
+        -- metamethod/C-call boundary"), LrTasks.pcall does not.
+        adapter.pcall = LrTasks.pcall
     end
     if LrDate then
         adapter.clock = function()

@@ -22,13 +22,14 @@ function H.adapter()
     if os.getenv("LB_ADAPTER") == "lrhttp" then
         inner = require("LocalBridgeLrHttp").new {
             LrHttp = require "fake_lrhttp",
-            LrTasks = { sleep = socket.sleep },
+            LrTasks = { sleep = socket.sleep, pcall = pcall },
             LrDate = { currentTime = socket.gettime },
         }
     else
         inner = require("LocalBridgeLuaSocket").new()
     end
-    local counted = { requests = 0, slept = 0, sleeps = {}, clock = inner.clock }
+    local counted = { requests = 0, slept = 0, sleeps = {}, clock = inner.clock,
+        pcall = inner.pcall }
     function counted.request(req)
         counted.requests = counted.requests + 1
         return inner.request(req)
