@@ -3,8 +3,8 @@
 Not part of the installed package (``pip install .`` ships ``local_bridge`` only); run them from
 a checkout, with the README's setup and ``bench/requirements.txt``:
 
-* ``scripts/bench`` (``python -m bench``): local_bridge against websockets, a naive flask-sock
-  loop and Flask-SocketIO; writes docs/benchmarks.md's generated part (docs/benchmarks.md).
+* ``scripts/bench`` (``python -m bench``): local_bridge against websockets, picows, a naive
+  flask-sock loop and Flask-SocketIO; writes docs/benchmarks.md's generated part (docs/benchmarks.md).
 * ``python -m bench.capacity``: N idle WebSockets held by one worker, per worker class
   (docs/worker-choice.md).
 

@@ -5,7 +5,8 @@ report it writes.
 
 Targets, one server process each, 127.0.0.1 only, started fresh for every measurement
 (``bench.servers``): ``local_bridge`` (``local-bridge serve``, gevent worker), ``websockets``
-(asyncio + ``websockets.broadcast()``), ``flask-sock`` (a naive ``for ws in clients:
+(asyncio + ``websockets.broadcast()``), ``picows`` (asyncio + picows, one pre-framed buffer sent
+to each subscriber), ``flask-sock`` (a naive ``for ws in clients:
 ws.send(text)`` loop under gunicorn's threaded worker) and ``flask-socketio`` (threading mode,
 spoken to over the raw Engine.IO 4 WebSocket transport). ``--baseline-tree DIR`` adds
 ``local_bridge-baseline``: the same server run from another checkout, side by side.

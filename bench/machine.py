@@ -164,6 +164,8 @@ VERSIONS = (
     "gunicorn",
     "gevent",
     "websockets",
+    "picows",
+    "aiofastnet",
     "flask-socketio",
     "python-socketio",
     "python-engineio",

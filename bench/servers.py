@@ -18,7 +18,9 @@ from bench.wsclient import HOST
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = Path(__file__).resolve().parent / "peers"
-ALL_TARGETS = ("local_bridge", "websockets", "flask-sock", "flask-socketio")
+ALL_TARGETS = ("local_bridge", "websockets", "picows", "flask-sock", "flask-socketio")
+# asyncio peers: one process, the WebSocket port plus an HTTP port for publishing
+ASYNCIO_PEERS = {"websockets": "websockets_server.py", "picows": "picows_server.py"}
 EXTRA_TARGETS = ("local_bridge-gthread", "local_bridge-baseline")
 # the Redis scenario: one or two `local-bridge serve` processes sharing one Redis
 REDIS_TARGETS = ("local_bridge-redis", "local_bridge-redis-x2")
@@ -29,6 +31,7 @@ LABELS = {
     "local_bridge-redis": "local_bridge, Redis backplane, 1 process",
     "local_bridge-redis-x2": "local_bridge, Redis backplane, 2 processes",
     "websockets": "websockets (asyncio)",
+    "picows": "picows (asyncio)",
     "flask-sock": "flask-sock naive (gthread)",
     "flask-socketio": "Flask-SocketIO (threading)",
 }
@@ -113,11 +116,11 @@ class Server:
             return self.local_bridge_command()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOCAL_BRIDGE_")}
         env["PYTHONUNBUFFERED"] = "1"
-        if self.target == "websockets":
+        if self.target in ASYNCIO_PEERS:
             self.http_port = free_port()
             return [
                 sys.executable,
-                str(PEERS / "websockets_server.py"),
+                str(PEERS / ASYNCIO_PEERS[self.target]),
                 "--port",
                 str(self.port),
                 "--http-port",
@@ -213,7 +216,7 @@ class Server:
 
     @property
     def gunicorn(self) -> bool:
-        return self.target != "websockets"
+        return self.target not in ASYNCIO_PEERS
 
     def worker_pid(self) -> int | None:
         if self.proc is None:

@@ -11,7 +11,6 @@ the channel (no backpressure: that is what ``broadcast()`` does). ``GET /health`
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import signal
@@ -20,7 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import dumps, envelope, parse_publish, reply  # noqa: E402
+from _common import (  # noqa: E402
+    dumps,
+    envelope,
+    http_publish_handler,
+    loopback_args,
+    recipients_of,
+    reply,
+)
 from websockets.asyncio.server import broadcast, serve  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
@@ -51,83 +57,25 @@ async def ws_handler(ws) -> None:
             subscribers.get(channel, set()).discard(ws)
 
 
-def _response(status: str, body: bytes, keep_alive: bool) -> bytes:
-    return (
-        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
-    ).encode() + body
-
-
-async def http_handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+def publish(type_: str, channel: str | None, data: dict) -> tuple[int, int]:
+    """The envelope built once, handed to ``websockets.broadcast()`` for every subscriber."""
     global seq
-    try:
-        while True:
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-                return
-            lines = head.decode("latin-1").split("\r\n")
-            method, _, rest = lines[0].partition(" ")
-            path = rest.partition(" ")[0]
-            headers = {}
-            for line in lines[1:]:
-                name, sep, value = line.partition(":")
-                if sep:
-                    headers[name.strip().lower()] = value.strip()
-            body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
-            keep_alive = headers.get("connection", "").lower() != "close"
-            if method == "POST" and path == "/api/websocket/broadcast":
-                try:
-                    type_, channel, data = parse_publish(body)
-                except (ValueError, TypeError) as exc:
-                    out = _response(
-                        "400 Bad Request", dumps({"error": str(exc)}).encode(), keep_alive
-                    )
-                else:
-                    seq += 1
-                    text = dumps(envelope(type_, channel, seq, data))
-                    targets = (
-                        subscribers.get(channel, ())
-                        if channel
-                        else {ws for group in subscribers.values() for ws in group}
-                    )
-                    broadcast(targets, text)
-                    out = _response(
-                        "202 Accepted",
-                        dumps({"seq": seq, "recipients": len(targets)}).encode(),
-                        keep_alive,
-                    )
-            elif method == "GET" and path == "/health":
-                out = _response("200 OK", b'{"status":"ok"}', keep_alive)
-            else:
-                out = _response("404 Not Found", b'{"error":"not found"}', keep_alive)
-            writer.write(out)
-            await writer.drain()
-            if not keep_alive:
-                return
-    except ConnectionError:
-        pass
-    finally:
-        writer.close()
+    seq += 1
+    targets = recipients_of(subscribers, channel)
+    broadcast(targets, dumps(envelope(type_, channel, seq, data)))
+    return seq, len(targets)
 
 
 async def main(host: str, port: int, http_port: int) -> None:
     stop = asyncio.get_running_loop().create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set_result, None)
-    http = await asyncio.start_server(http_handler, host, http_port, backlog=2048)
+    http = await asyncio.start_server(http_publish_handler(publish), host, http_port, backlog=2048)
     async with serve(ws_handler, host, port, backlog=2048, compression=None, max_size=65536):
         async with http:
             await stop
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--http-port", type=int, required=True)
-    args = parser.parse_args()
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        parser.error("loopback only")
+    args = loopback_args(__doc__.splitlines()[0])
     asyncio.run(main(args.host, args.port, args.http_port))
