@@ -116,7 +116,7 @@ class LuaProcess:
             try:
                 line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
-                raise AssertionError(f"no such line within {timeout} s; seen {self.seen}")
+                raise AssertionError(f"no such line within {timeout} s; seen {self.seen}") from None
             if line is None:
                 raise AssertionError(f"the script ended: {self.seen} {self.stderr()}")
             self.seen.append(line)
@@ -398,9 +398,18 @@ def test_quick_start_runs_as_the_docs_show_it(server):
     assert lines[1].startswith("approved ")
     assert lines[4].startswith("false\tlocal_bridge: GET /api/photos/no-such-photo: HTTP 404")
 
+
+def test_the_guide_quotes_the_files_that_run():
+    # Lua blocks in docs are not executed: the guide's blocks are these files, verbatim.
     doc = (ROOT / "docs" / "lightroom.md").read_text()
     quoted = re.findall(r"```lua\n(.*?)```", doc, re.S)
-    assert (CLIENT / "examples" / "quickstart.lua").read_text() in quoted
+    plugin = CLIENT / "LocalBridgeExample.lrplugin"
+    for path in (
+        CLIENT / "examples" / "quickstart.lua",
+        plugin / "Bridge.lua",
+        plugin / "FollowBus.lua",
+    ):
+        assert path.read_text() in quoted, path
 
 
 def test_example_plugin_carries_the_module_and_compiles():
