@@ -11,6 +11,7 @@ from . import migrate
 from .api import auth as auth_api
 from .api import body as api_body
 from .api import browser as browser_api
+from .api import dashboard as dashboard_page
 from .api import errors as api_errors
 from .api import events as events_api
 from .api import openapi as openapi_api
@@ -80,6 +81,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(events_api.bp)
     app.register_blueprint(auth_api.bp)
     app.register_blueprint(openapi_api.bp)
+    app.register_blueprint(dashboard_page.bp)  # the live dashboard page at / (no data)
     ws_api.init_app(app, bus, domain.jobs)
     return app
 

@@ -12,11 +12,13 @@ import re
 import pytest
 
 from local_bridge import create_app, state_of
+from local_bridge.api.dashboard import PAGE_ENDPOINTS
 from local_bridge.api.ws import WEBSOCKET_ENDPOINTS
 from local_bridge.app import RATE_EXEMPT
 
-#: Routes deliberately left out of the document (none besides static files and WebSockets).
-EXCLUDED_ENDPOINTS = frozenset({"static"})
+#: Routes deliberately left out of the document: static files and the dashboard's HTML pages
+#: (and the WebSocket endpoints).
+EXCLUDED_ENDPOINTS = frozenset({"static"}) | PAGE_ENDPOINTS
 #: Methods Flask adds to every rule by itself.
 IMPLICIT_METHODS = frozenset({"HEAD", "OPTIONS"})
 #: Readiness answers 503 with its own body (which check failed), not the error envelope.
@@ -46,7 +48,8 @@ def openapi_path(rule: str) -> str:
 
 
 def routes(app) -> set[tuple[str, str]]:
-    """Every (method, OpenAPI path) the application routes, but static files and WebSockets."""
+    """Every (method, OpenAPI path) the application routes, but pages, static files and
+    WebSockets."""
     found = set()
     for rule in app.url_map.iter_rules():
         if rule.endpoint in EXCLUDED_ENDPOINTS or rule.endpoint in WEBSOCKET_ENDPOINTS:

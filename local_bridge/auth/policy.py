@@ -30,6 +30,9 @@ POLICY: dict[str, str] = {
     "metrics": OPEN,
     "static": OPEN,
     "openapi.openapi_json": OPEN,  # the API's shape, as published in the docs: no data
+    # the dashboard page: a static shell; what it loads passes this table with the user's token
+    "dashboard.index": OPEN,
+    "dashboard.dashboard": OPEN,
     # the WebSocket endpoints: 4001 / 4003 after the handshake
     "bus_endpoint": WEBSOCKET,
     "job_stream_endpoint": WEBSOCKET,
