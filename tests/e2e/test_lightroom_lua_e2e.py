@@ -155,6 +155,13 @@ def received(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- following
 
 
+def test_follower_edge_cases_without_a_server():
+    # resync retried when the reload fails, handler errors, pauses and backoff in slices,
+    # bodies and escaping, answers that are not JSON, LrHttp's shapes (tests/lightroom/unit.lua)
+    lines = run_lua("unit.lua", env=lua_env(None))
+    assert lines == [{"ok": True, "checks": lines[0]["checks"]}] and lines[0]["checks"] >= 25
+
+
 @pytest.mark.parametrize("adapter", ["luasocket", "lrhttp"])
 def test_follower_receives_published_events_in_seq_order(server, adapter):
     follower = LuaProcess(
