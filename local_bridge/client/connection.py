@@ -103,6 +103,8 @@ class BusClient:
         self._lock = threading.Lock()  # one writer at a time on the socket and on wsproto
         self._ws = WSConnection(ConnectionType.CLIENT)
         self._reader: threading.Thread | None = None
+        #: ``time.monotonic()`` when the last bytes arrived (a read deadline's reference).
+        self.last_received = time.monotonic()
         deadline = time.monotonic() + timeout
         self._sock = _open_socket(url, timeout)
         try:
@@ -168,6 +170,7 @@ class BusClient:
         try:
             while self._close_code is None:
                 data = self._sock.recv(RECEIVE_BYTES)
+                self.last_received = time.monotonic()
                 with self._lock:
                     self._ws.receive_data(data or None)
                     for event in self._ws.events():
@@ -221,7 +224,8 @@ class BusClient:
                 self._messages.put(_END)  # every later call sees the end too
                 raise ConnectionClosed(self._close_code)
             if data != "pong":  # answer to a plain-text ping
-                return json.loads(data)
+                message: dict[str, Any] = json.loads(data)
+                return message
 
     def _abort(self) -> None:
         """Drop the connection at once and wait for the reader to finish."""
@@ -248,6 +252,22 @@ class BusClient:
             if reply.get("type") == "error" and reply.get("request_type") == message["type"]:
                 raise BusError(reply)
             self._pending.append(reply)
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Send one message without awaiting a reply (:class:`ConnectionClosed` once closed)."""
+        self._send(TextMessage(p.dumps(message)))
+
+    def receive(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next message (heartbeats included): :class:`TimeoutError` when none arrives within
+        ``timeout`` seconds, :class:`ConnectionClosed` once the connection is over."""
+        if self._pending:
+            return self._pending.pop(0)
+        return self._next(timeout)
+
+    def abort(self) -> None:
+        """Drop the connection at once, without a close frame (a peer that stopped answering);
+        :attr:`close_code` becomes 1006."""
+        self._abort()
 
     def authenticate(self, token: str) -> dict[str, Any]:
         """Present ``token`` in the first message (protocol 1.1): the ``authenticated`` reply;
@@ -291,7 +311,8 @@ class BusClient:
             self._send(CloseConnection(code))
         except (ConnectionClosed, OSError, ProtocolError):
             pass
-        self._reader.join(CLOSE_WAIT)  # the server answers the close frame and hangs up
+        if self._reader is not None:
+            self._reader.join(CLOSE_WAIT)  # the server answers the close frame and hangs up
         self._abort()
 
 
