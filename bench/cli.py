@@ -44,6 +44,7 @@ def parse_args(argv: list[str]):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_matrix_args(p)
+    add_scenario_args(p)
     add_slow_client_args(p)
     add_redis_args(p)
     add_run_args(p)
@@ -55,6 +56,10 @@ def parse_args(argv: list[str]):
         opts.slow_client_n = 0
     if opts.profile and "--redis-n" not in given:
         opts.redis_n = ""
+    if opts.profile and "--rss-n" not in given:
+        opts.rss_n = ""
+    if opts.profile and "--publish-duration" not in given:
+        opts.publish_duration = 0.0
     check_args(p, opts)
     return opts
 
@@ -84,9 +89,24 @@ def add_matrix_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--publishers",
+        default="4,1",
+        help="concurrent keep-alive HTTP connections publishing at saturation, comma-separated: "
+        "one saturation phase per count, in this order, with the same subscribers; the first "
+        "fills the main table [%(default)s]",
+    )
+    p.add_argument(
+        "--burst",
         type=int,
-        default=4,
-        help="concurrent keep-alive HTTP connections publishing at saturation [%(default)s]",
+        default=1000,
+        help="events of the burst phase: published back to back by one connection, each "
+        "POST waiting for its answer, timed until the last subscriber has the last event "
+        "(0: skip) [%(default)s]",
+    )
+    p.add_argument(
+        "--burst-limit",
+        type=float,
+        default=120.0,
+        help="seconds a burst may take to publish, and again to be delivered [%(default)s]",
     )
     p.add_argument(
         "--loadgen-procs",
@@ -110,6 +130,31 @@ def add_matrix_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--settle", type=float, default=1.0, help="seconds idle before reading RSS")
     p.add_argument("--drain-quiet", type=float, default=2.0)
     p.add_argument("--drain-limit", type=float, default=15.0)
+
+
+def add_scenario_args(p: argparse.ArgumentParser) -> None:
+    """The publish path and idle RSS scenarios (every target but the gthread peers)."""
+    p.add_argument(
+        "--publish-duration",
+        type=float,
+        default=3.0,
+        help="publish path scenario: seconds of POST /api/websocket/broadcast with no "
+        "subscriber from one keep-alive connection, then (local_bridge) as long of "
+        "POST /api/events/batch (0: skip) [%(default)s]",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=500,
+        help="events per POST /api/events/batch in the publish path scenario (0: no batch "
+        "phase) [%(default)s]",
+    )
+    p.add_argument(
+        "--rss-n",
+        default="1000,10000",
+        help="idle RSS scenario: subscriber counts, comma-separated; N idle subscribers, "
+        "the worker's RSS before and after, nothing published ('' to skip) [%(default)s]",
+    )
 
 
 def add_slow_client_args(p: argparse.ArgumentParser) -> None:
@@ -258,6 +303,10 @@ def apply_quick(opts, given: set[str]) -> None:
         opts.redis_n = "100"
     if "--redis-rounds" not in given:
         opts.redis_rounds = 1
+    if "--rss-n" not in given:
+        opts.rss_n = "100"
+    opts.publish_duration = min(opts.publish_duration, 2.0)
+    opts.burst_limit = min(opts.burst_limit, 30.0)
     if "--slow-duration" not in given:
         opts.slow_duration = 10.0
     opts.drain_limit = min(opts.drain_limit, 8.0)
@@ -269,6 +318,14 @@ def check_args(p: argparse.ArgumentParser, opts) -> None:
     CASE_WAIT["left"] = opts.case_wait_total
     opts.ns = [int(x.replace("_", "")) for x in opts.n.split(",") if x.strip()]
     opts.redis_ns = [int(x.replace("_", "")) for x in opts.redis_n.split(",") if x.strip()]
+    opts.rss_ns = [int(x.replace("_", "")) for x in opts.rss_n.split(",") if x.strip()]
+    try:
+        opts.publisher_counts = [int(x) for x in opts.publishers.split(",") if x.strip()]
+    except ValueError:
+        p.error("--publishers: counts separated by commas, e.g. 4,1")
+    if not opts.publisher_counts or min(opts.publisher_counts) < 1:
+        p.error("--publishers: at least one count, each at least 1")
+    opts.publishers = opts.publisher_counts[0]  # the main table's (and the other scenarios')
     opts.redis_skipped = None
     opts.redis_cap_skipped = None
     if opts.redis_server_cpu < 0 or 0 < opts.redis_server_cpu < 0.01:
@@ -295,7 +352,7 @@ def main(argv: list[str]) -> int:
     if opts.plot_only:
         return plot_only(opts)
     soft, hard = raise_nofile()
-    need = max(opts.ns + opts.redis_ns + [opts.slow_client_n]) + 200
+    need = max(opts.ns + opts.redis_ns + opts.rss_ns + [opts.slow_client_n]) + 200
     if soft < need:
         log(f"RLIMIT_NOFILE is {soft} (hard {hard}): too low for N={need - 200}")
         return 2

@@ -103,8 +103,13 @@ def run_publisher(
     deadline: float,
     on_started=None,
     pad: int = 0,
+    count: int = 0,
+    batch: int = 0,
+    path: str = "/api/websocket/broadcast",
 ) -> dict:
-    """One ``publish`` process from start to result; ``on_started`` runs once it is connected."""
+    """One ``publish`` process from start to result; ``on_started`` runs once it is connected;
+    ``count``: at most that many requests (0: until ``duration``); ``batch``: events per request
+    (``{"events": [...]}`` to ``path``; 0: one event per request)."""
     proc = _start(
         [
             "publish",
@@ -120,6 +125,12 @@ def run_publisher(
             str(deadline),
             "--pad",
             str(pad),
+            "--count",
+            str(count),
+            "--batch",
+            str(batch),
+            "--path",
+            path,
         ],
         stdin=subprocess.DEVNULL,
     )

@@ -4,12 +4,19 @@ Start the server; open N subscribers (``python -m bench.loadgen clients``, one e
 process); read the server's RSS before and after; publish at a fixed rate for a few seconds
 (latency); publish as fast as ``--publishers`` keep-alive HTTP connections allow for
 ``--duration`` seconds (saturation: deliveries counted at the clients, CPU from /proc); wait for
-the stragglers; stop everything.
+the stragglers; in the main matrix (``phases``), saturate again with each further publisher
+count, then publish a ``--burst`` from one connection and time it until the last subscriber has
+the last event; stop everything.
+
+Two lighter kinds (``mode``): ``publish`` (the publish path: no subscriber, one keep-alive
+connection publishing as fast as answers come, then batches for local_bridge) and ``idle`` (N
+idle subscribers: the RSS they cost, nothing published).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -49,12 +56,17 @@ def measure(
     max_queue: int | None = None,
     followers: str | None = None,
     cpu_cap: float | None = None,
+    phases: bool = False,
+    mode: str = "full",
 ) -> dict:
     """One measurement's figures (with ``error`` when it failed). ``stall``: one client stops
     reading (the slow-client scenario); ``followers``: a ``followers`` process of that kind runs
     through both phases (the Redis scenario); ``cpu_cap``: each server process capped at that
-    many cores (its share of the quota used is recorded)."""
-    return Measurement(target, n, opts, workdir, stall, max_queue, followers, cpu_cap).run()
+    many cores (its share of the quota used is recorded); ``phases``: the further publisher
+    counts and the burst (the main matrix); ``mode``: ``full``, ``publish`` or ``idle``."""
+    m = Measurement(target, n, opts, workdir, stall, max_queue, followers, cpu_cap)
+    m.phases, m.mode = phases, mode
+    return m.run()
 
 
 class Measurement:
@@ -104,16 +116,27 @@ class Measurement:
         self.exclude = {0: [0]} if stall else None  # the stalled client's figures are its own
         self.ports = ""
         self.workers: list[int | None] = []
+        self.phases = False
+        self.mode = "full"
 
     def run(self) -> dict:
         r = self.r
         try:
             self.start_servers()
+            if self.mode == "publish":
+                self.publish_path()
+                r["server_problems"] = self.server_problems()
+                return r
             self.connect()
+            if self.mode == "idle":
+                r["server_problems"] = self.server_problems()
+                return r
             if self.followers:
                 self.fol = Followers(self.servers, self.followers, self.opts, self.lg_deadline)
             self.latency_phase()
-            self.saturation_phase()
+            self.saturation_phase(self.opts.publishers, r)
+            if self.phases:
+                self.more_phases()
             if self.stall:
                 r["stalled"] = stalled_client_fate(self.lgs[0], self.servers[0])
                 r["stalled"]["dropped_after_s"] = self.watcher.dropped_after
@@ -282,10 +305,11 @@ class Measurement:
             lat_errors=pub["errors"],
         )
 
-    def saturation_phase(self) -> None:
-        """Publish as fast as ``--publishers`` connections allow; deliveries/s and CPU over
-        the publishing window, then what arrived once the stragglers are in."""
+    def saturation_phase(self, publishers: int, out: dict[str, Any]) -> None:
+        """Publish as fast as ``publishers`` connections allow; deliveries/s and CPU over the
+        publishing window, then what arrived once the stragglers are in (into ``out``)."""
         opts = self.opts
+        self.out = out
         self.reset_clients(opts.sat_decode_every)
         self.window: dict[str, Any] = {}
         duration = opts.slow_duration if self.slow else opts.duration
@@ -295,7 +319,7 @@ class Measurement:
         try:
             pub = run_publisher(
                 self.ports,
-                opts.publishers,
+                publishers,
                 duration,
                 0,
                 duration + 60,
@@ -310,8 +334,8 @@ class Measurement:
         stats = self.drain(expected, quiet=opts.drain_quiet, limit=opts.drain_limit)
         drained_at = time.monotonic()
         received, lat = self.received()
-        self.r.update(self.publisher_figures(pub))
-        self.r.update(
+        out.update(self.publisher_figures(pub))
+        out.update(
             sat_expected=expected,
             sat_received=received,
             sat_missing=expected - received,
@@ -323,8 +347,8 @@ class Measurement:
             ready_after=sum(s["ready"] for s in stats),
             drain_s=drained_at - self.window["t_end"],
         )
-        if self.r.get("worker_restarted"):  # a worker was replaced: its CPU is meaningless
-            self.r.update(
+        if out.get("worker_restarted"):  # a worker was replaced: its CPU is meaningless
+            out.update(
                 cpu_server_s=None, cpu_server_split=None, cpu_per_server_s=None, quota_use=None
             )
 
@@ -348,7 +372,7 @@ class Measurement:
 
     def window_closes(self) -> None:
         """The publisher is done: CPU and deliveries/s over the window."""
-        w, r, servers = self.window, self.r, self.servers
+        w, r, servers = self.window, self.out, self.servers
         s1 = self.gather()
         c1 = (sum(s.cpu() for s in servers), sum(lg.cpu() for lg in self.lgs))
         r["cpu_per_server_s"] = [round(s.cpu() - c0, 2) for s, c0 in zip(servers, w["c0_each"])]
@@ -391,6 +415,7 @@ class Measurement:
             worker_pid=self.workers[0],
             sat_publish_rate=pub["rate"],
             sat_errors=pub["errors"],
+            sat_throttled=pub.get("throttled"),
             sat_reconnects=pub["reconnects"],
             sat_recipients=pub["recipients"],
             sat_http_p50_ms=pub["http_p50_ms"],
@@ -398,6 +423,123 @@ class Measurement:
             cpu_publisher_s=pub.get("cpu_s"),
             sat_window_s=pub["elapsed"],
         )
+
+    # ------------------------------------------------------------------ the main matrix's extras
+
+    def more_phases(self) -> None:
+        """The further publisher counts, each a saturation phase of its own, then the burst;
+        each count's figures also under ``pub<k>_`` keys. Skipped once the server collapsed
+        (they would only wait for the drain's limits)."""
+        opts, r = self.opts, self.r
+        r.update(phase_figures(opts.publishers, r))
+        last = r
+        for k in opts.publisher_counts[1:]:
+            if self.collapsed(last):
+                return
+            last = {}
+            self.saturation_phase(k, last)
+            r.update(phase_figures(k, last))
+            if last.get("worker_restarted"):
+                r["worker_restarted"] = True
+        if opts.burst and not self.collapsed(last):
+            self.burst_phase()
+
+    def collapsed(self, r: dict) -> bool:
+        """Clients lost, or next to nothing delivered: the report's *collapsed*."""
+        return (r.get("ready_after") or 0) < 0.99 * self.n or (
+            r.get("deliveries_per_s") or 0
+        ) < 0.01 * self.n
+
+    def burst_phase(self) -> None:
+        """``--burst`` events back to back on one connection, each POST waiting for its answer;
+        from the first POST until the last subscriber has the last event (``t_last`` of the
+        client processes: the same monotonic clock as the publisher's ``t0``)."""
+        opts = self.opts
+        self.reset_clients(0)
+        pub = run_publisher(
+            self.ports, 1, opts.burst_limit, 0, opts.burst_limit + 30, count=opts.burst
+        )
+        expected = pub["ok"] * self.others
+        stats = self.drain(expected, quiet=opts.drain_quiet, limit=opts.burst_limit)
+        received = sum(s["received"] for s in stats)
+        last = max((s.get("t_last") or 0.0) for s in stats)
+        seconds = last - pub["t0"] if last > pub["t0"] else None
+        self.r.update(
+            burst_events=pub["ok"],
+            burst_errors=pub["errors"],
+            burst_throttled=pub.get("throttled"),
+            burst_publish_s=pub["elapsed"],
+            burst_http_p99_ms=pub["http_p99_ms"],
+            burst_expected=expected,
+            burst_received=received,
+            burst_missing=expected - received,
+            burst_s=seconds,
+            burst_deliveries_per_s=received / seconds if seconds else None,
+        )
+
+    def publish_path(self) -> None:
+        """No subscriber: one keep-alive connection publishing as fast as answers come, for
+        ``--publish-duration`` s; then, for local_bridge, as long of ``POST /api/events/batch``
+        with ``--batch-size`` events per request. Server CPU over each window."""
+        opts, r = self.opts, self.r
+        d = opts.publish_duration
+        cpu0 = sum(s.cpu() for s in self.servers)
+        pub = run_publisher(self.ports, 1, d, 0, d + 30)
+        cpu1 = sum(s.cpu() for s in self.servers)
+        r.update(
+            publish_rate=pub["rate"],
+            publish_events=pub["ok"],
+            publish_errors=pub["errors"],
+            publish_http_p50_ms=pub["http_p50_ms"],
+            publish_http_p99_ms=pub["http_p99_ms"],
+            publish_cpu_server_s=round(cpu1 - cpu0, 2),
+            publish_window_s=pub["elapsed"],
+        )
+        if not (self.target.startswith("local_bridge") and opts.batch_size):
+            return  # the peers have no batch endpoint (not asked of them)
+        pub = run_publisher(
+            self.ports, 1, d, 0, d + 60, batch=opts.batch_size, path="/api/events/batch"
+        )
+        r.update(
+            batch_size=opts.batch_size,
+            batch_events_per_s=pub["events"] / pub["elapsed"] if pub["elapsed"] else None,
+            batch_requests=pub["ok"],
+            batch_errors=pub["errors"],
+            batch_http_p50_ms=pub["http_p50_ms"],
+            batch_http_p99_ms=pub["http_p99_ms"],
+            batch_cpu_server_s=round(sum(s.cpu() for s in self.servers) - cpu1, 2),
+        )
+
+
+#: A saturation phase's figures kept per publisher count (as ``pub<k>_<key>``).
+PHASE_KEYS = (
+    "deliveries_per_s",
+    "sat_p50_ms",
+    "sat_p99_ms",
+    "sat_missing",
+    "sat_expected",
+    "sat_publish_rate",
+    "sat_http_p99_ms",
+    "sat_throttled",
+    "cpu_server_s",
+    "cpu_clients_s",
+    "ready_after",
+)
+
+
+def phase_counts(r: dict) -> list[int]:
+    """The publisher counts a measurement has ``pub<k>_`` figures of, in ascending order."""
+    return sorted({int(key[3:].partition("_")[0]) for key in r if PHASE_KEY.match(key)})
+
+
+PHASE_KEY = re.compile(r"pub[0-9]+_")
+
+
+def phase_figures(publishers: int, out: dict) -> dict:
+    """One saturation phase's figures under ``pub<publishers>_`` keys."""
+    figures = {f"pub{publishers}_{key}": out.get(key) for key in PHASE_KEYS}
+    figures[f"pub{publishers}_errors"] = out.get("sat_errors")
+    return figures
 
 
 class StallWatcher(threading.Thread):

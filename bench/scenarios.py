@@ -1,7 +1,10 @@
 """The run: every measurement of the benchmark, in the order they alternate.
 
-For each N, each round runs every target once, in turn (A,B,C,D,A,B,C,D...). A slow-client
-scenario follows for local_bridge, then the Redis scenario (``bench.cases``): local_bridge in
+For each N, each round runs every target once, in turn (A,B,C,D,A,B,C,D...); each of these
+measurements also saturates with every further ``--publishers`` count and publishes a
+``--burst``. Then the publish path (no subscriber; batches for local_bridge) and the idle RSS at
+each ``--rss-n``, every target but the gthread peers, rounds alternating likewise. A
+slow-client scenario follows for local_bridge, then the Redis scenario (``bench.cases``): local_bridge in
 memory; one process on Redis; two processes on the same Redis; the two again with followers
 that stay connected (*steady*) or keep resuming on the other process (*resuming*); and, given a
 writable cgroup cpu controller, one and two processes each capped at ``--redis-server-cpu``
@@ -18,13 +21,17 @@ from bench import cgroups, pyspy
 from bench.cases import case_label, redis_cases
 from bench.control import check_deadline, log
 from bench.machine import wait_for_others
-from bench.measure import measure
+from bench.measure import measure, phase_counts
 from bench.redisdb import redis_unreachable
 
 
 def run_all(results: list[dict], opts, workdir: Path) -> None:
     """The main matrix, the slow client and the Redis scenario; ``results`` grows as they go."""
     run_matrix(results, opts, workdir)
+    if opts.publish_duration > 0:
+        run_publish_path(results, opts, workdir)
+    if opts.rss_ns:
+        run_idle_rss(results, opts, workdir)
     if opts.slow_client_n and "local_bridge" in opts.target_list:
         run_slow_client(results, opts, workdir)
     if opts.redis_ns:
@@ -46,9 +53,42 @@ def run_matrix(results: list[dict], opts, workdir: Path) -> None:
                 before_case(opts)
                 k += 1
                 log(f"[{k}/{total}] {target} N={n} round {rnd + 1} (load {os.getloadavg()[0]:.1f})")
-                r = run_case(results, opts, rnd, target, n, workdir)
+                r = run_case(results, opts, rnd, target, n, workdir, phases=True)
                 if r.get("profile"):
                     pyspy.print_report(r)
+
+
+#: Thread-per-connection peers: left out of the publish path and idle RSS scenarios (the issue
+#: they answer compares local_bridge with the asyncio peers; 10,000 threads say little).
+GTHREAD_PEERS = ("flask-sock", "flask-socketio")
+
+
+def scenario_targets(opts) -> list[str]:
+    return [t for t in opts.target_list if t not in GTHREAD_PEERS]
+
+
+def run_publish_path(results: list[dict], opts, workdir: Path) -> None:
+    """Each target fresh, no subscriber: publishes/s from one keep-alive connection (and, for
+    local_bridge, batch events/s); ``--rounds`` rounds, targets alternating."""
+    targets = scenario_targets(opts)
+    for rnd in range(opts.rounds):
+        for target in targets:
+            before_case(opts)
+            log(f"publish path: {target} round {rnd + 1}")
+            run_case(
+                results, opts, rnd, target, 0, workdir, {"scenario": "publish"}, mode="publish"
+            )
+
+
+def run_idle_rss(results: list[dict], opts, workdir: Path) -> None:
+    """Each target fresh with N idle subscribers: RSS per connection, nothing published."""
+    targets = scenario_targets(opts)
+    for n in opts.rss_ns:
+        for rnd in range(opts.rounds):
+            for target in targets:
+                before_case(opts)
+                log(f"idle RSS: {target} N={n} round {rnd + 1}")
+                run_case(results, opts, rnd, target, n, workdir, {"scenario": "rss"}, mode="idle")
 
 
 def run_slow_client(results: list[dict], opts, workdir: Path) -> None:
@@ -146,6 +186,34 @@ def brief(r: dict) -> str:
         value = r.get(key)
         return "—" if value is None else fmt.format(value)
 
+    if r.get("scenario") == "publish":
+        return (
+            f"publishes/s {f('publish_rate', '{:,.0f}')} (http p99 {f('publish_http_p99_ms')}ms, "
+            f"errors {r.get('publish_errors')}, cpu srv {f('publish_cpu_server_s')}s)"
+            + (
+                f" | batch events/s {f('batch_events_per_s', '{:,.0f}')} "
+                f"({r.get('batch_requests')} requests, errors {r.get('batch_errors')})"
+                if "batch_size" in r
+                else ""
+            )
+        )
+    if r.get("scenario") == "rss":
+        return (
+            f"ready {r.get('ready')} connect {f('connect_s', '{:.2f}')}s "
+            f"rss/conn {f('rss_per_conn_kib')}KiB"
+        )
+    extra = "".join(
+        f" | {k} pub {f(f'pub{k}_deliveries_per_s', '{:,.0f}')}/s "
+        f"sat-p99 {f(f'pub{k}_sat_p99_ms', '{:.0f}')}ms missing {r.get(f'pub{k}_sat_missing')}"
+        for k in phase_counts(r)
+    )
+    if "burst_events" in r:
+        extra += (
+            f" | burst {r['burst_events']} events: {f('burst_deliveries_per_s', '{:,.0f}')}/s "
+            f"in {f('burst_s', '{:.2f}')}s (published in {f('burst_publish_s', '{:.2f}')}s) "
+            f"missing {r.get('burst_missing')}"
+        )
+
     return (
         f"ready {r.get('ready')} connect {f('connect_s', '{:.2f}')}s "
         f"rss/conn {f('rss_per_conn_kib')}KiB p50 {f('p50_ms')}ms p99 {f('p99_ms')}ms | "
@@ -164,6 +232,7 @@ def brief(r: dict) -> str:
             else ""
         )
         + (" WORKER RESTARTED" if r.get("worker_restarted") else "")
+        + extra
     )
 
 

@@ -12,7 +12,9 @@
       4 KiB receive buffer (the slow client). Answers counts and per-connection setup times.
     * ``{"cmd": "reset", "decode_every": 1}``: zero the counters; from now on samplers decode
       every ``decode_every``-th event for latency (0: none).
-    * ``{"cmd": "stats", "latencies": true}``: counters (and the latency samples so far).
+    * ``{"cmd": "stats", "latencies": true}``: counters (and the latency samples so far);
+      ``t_last`` is the ``time.monotonic()`` (system-wide) at which the last event since the
+      reset arrived (the bursts are timed until the last subscriber has the last event).
     * ``{"cmd": "stall", "index": 0}`` / ``{"cmd": "resume", "index": 0}``: stop / restart
       reading one connection (the slow client); ``{"cmd": "conn", "index": 0}``: its state.
     * ``{"cmd": "quit"}`` (or end of stdin): close everything and exit.
@@ -22,7 +24,12 @@
     ``/api/websocket/broadcast`` on ``--conns`` keep-alive connections, one thread each, as fast
     as answers come (or at ``--rate`` events/s in total), for ``--duration`` seconds; with several
     ports, connection k publishes to port k modulo their number. Prints
-    ``{"event": "started"}`` once every connection is open, then one JSON result line.
+    ``{"event": "started"}`` once every connection is open, then one JSON result line (``t0``:
+    the ``time.monotonic()`` publishing started at). ``--count K`` stops after K events (a
+    burst); ``--batch B`` POSTs ``{"events": [B such events]}`` to ``--path``
+    (``/api/events/batch``) and counts ``events`` = B per accepted request. A 429 or 503 with
+    ``Retry-After`` is obeyed: the same event is sent again after that many seconds (counted
+    as ``throttled``, not as an error), while the phase lasts.
 
 ``python -m bench.loadgen followers --ports P1,P2 --clients 10 --kind resuming|steady`` (:mod:`.followers`)
     Prints ``{"event": "started"}`` once all are subscribed; runs until a line (or end) on

@@ -27,6 +27,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rate", type=float, default=0.0, help="events/s in total (0: as fast as possible)"
     )
     p.add_argument("--pad", type=int, default=0, help="extra characters in each event")
+    p.add_argument("--count", type=int, default=0, help="stop after this many events (0: none)")
+    p.add_argument(
+        "--batch", type=int, default=0, help="events per request, as {'events': [...]} (0: one)"
+    )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per HTTP exchange")
     p.add_argument("--deadline", type=float, default=600.0)
     f = sub.add_parser("followers")

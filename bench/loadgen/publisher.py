@@ -1,5 +1,6 @@
 """The HTTP publisher (``python -m bench.loadgen publish``): events POSTed on keep-alive
-connections, one thread each, as fast as answers come or at a fixed total rate."""
+connections, one thread each, as fast as answers come or at a fixed total rate; at most
+``--count`` of them (a burst), one per request or ``--batch`` per request."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ EVENT_TYPE = "bench.event"
 
 def http_post(
     sock: socket.socket, port: int, path: str, body: bytes, buf: list
-) -> tuple[int, bytes]:
-    """One POST on a keep-alive connection: (status, body). ``buf[0]`` carries bytes read past
-    the answer; raises ``ConnectionAbortedError(status)`` when the server closes after it."""
+) -> tuple[int, bytes, float | None]:
+    """One POST on a keep-alive connection: (status, body, Retry-After seconds or None).
+    ``buf[0]`` carries bytes read past the answer; raises ``ConnectionAbortedError(status)``
+    when the server closes after it."""
     sock.sendall(
         b"POST "
         + path.encode()
@@ -33,13 +35,13 @@ def http_post(
     while b"\r\n\r\n" not in data:
         data += _recv(sock)
     head, _, rest = data.partition(b"\r\n\r\n")
-    status, length, close = _answer_head(head)
+    status, length, close, retry_after = _answer_head(head)
     while len(rest) < length:
         rest += _recv(sock)
     buf[0] = rest[length:]
     if close:
         raise ConnectionAbortedError(status)
-    return status, rest[:length]
+    return status, rest[:length], retry_after
 
 
 def _recv(sock: socket.socket) -> bytes:
@@ -49,12 +51,14 @@ def _recv(sock: socket.socket) -> bytes:
     return chunk
 
 
-def _answer_head(head: bytes) -> tuple[int, int, bool]:
-    """(status, Content-Length, whether the server closes) of an HTTP answer's head."""
+def _answer_head(head: bytes) -> tuple[int, int, bool, float | None]:
+    """(status, Content-Length, whether the server closes, Retry-After seconds or None) of an
+    HTTP answer's head."""
     lines = head.split(b"\r\n")
     status = int(lines[0].split()[1])
     length = 0
     close = False
+    retry_after = None
     for line in lines[1:]:
         name, _, value = line.partition(b":")
         name = name.strip().lower()
@@ -62,7 +66,12 @@ def _answer_head(head: bytes) -> tuple[int, int, bool]:
             length = int(value)
         elif name == b"connection" and value.strip().lower() == b"close":
             close = True
-    return status, length, close
+        elif name == b"retry-after":
+            try:
+                retry_after = max(0.0, float(value))
+            except ValueError:  # an HTTP date: not something a bus would answer
+                pass
+    return status, length, close, retry_after
 
 
 class Publisher:
@@ -73,7 +82,14 @@ class Publisher:
         self.args = args
         self.deadline = time.monotonic() + args.deadline
         self.lock = threading.Lock()
-        self.result = {"ok": 0, "errors": {}, "reconnects": 0, "http_ms": [], "recipients": 0}
+        self.result = {
+            "ok": 0,
+            "errors": {},
+            "reconnects": 0,
+            "http_ms": [],
+            "recipients": 0,
+            "throttled": 0,
+        }
         self.counter = 0
         self.pad = "x" * max(0, args.pad)
         self.ports = [int(x) for x in args.port.split(",")]
@@ -107,6 +123,8 @@ class Publisher:
         result["cpu_s"] = (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime)
         lat = sorted(result.pop("http_ms"))
         result.update(
+            t0=self.t0,
+            events=result["ok"] * max(1, self.args.batch),
             elapsed=elapsed,
             rate=result["ok"] / elapsed if elapsed else 0.0,
             http_p50_ms=lat[len(lat) // 2] if lat else None,
@@ -119,6 +137,8 @@ class Publisher:
         with self.lock:
             i = self.counter
             self.counter += 1
+        if self.args.count and i >= self.args.count:
+            return None
         if not self.interval:
             return None if time.monotonic() >= end else i
         due = self.t0 + i * self.interval
@@ -129,52 +149,69 @@ class Publisher:
             time.sleep(due - now)
         return i
 
-    def body(self, i: int) -> bytes:
-        return json.dumps(
-            {
-                "type": EVENT_TYPE,
-                "channel": "jobs",
-                "data": {
-                    "t": time.time(),
-                    "i": i,
-                    "task": "bench",
-                    "progress": 45.5,
-                    "message": "Analyzing image quality" + self.pad,
-                },
+    def event(self, i: int) -> dict:
+        return {
+            "type": EVENT_TYPE,
+            "channel": "jobs",
+            "data": {
+                "t": time.time(),
+                "i": i,
+                "task": "bench",
+                "progress": 45.5,
+                "message": "Analyzing image quality" + self.pad,
             },
-            separators=(",", ":"),
-        ).encode()
+        }
+
+    def body(self, i: int) -> bytes:
+        """Request ``i``: one event, or ``--batch`` of them as ``{"events": [...]}``."""
+        size = self.args.batch
+        doc = {"events": [self.event(i * size + j) for j in range(size)]} if size else self.event(i)
+        return json.dumps(doc, separators=(",", ":")).encode()
 
     def connection(self, k: int) -> None:
         """One connection's loop; its counts are added to the result at the end."""
         sock, port = self.socks[k], self.ports[k % len(self.ports)]
         buf = [b""]
         lat: list[float] = []
-        ok = recipients = 0
+        ok = recipients = throttled = 0
         errors: dict[str, int] = {}
         self.go.wait()
         end = min(self.t0 + self.args.duration, self.deadline)
         while (i := self.next_event(end)) is not None:
-            t = time.perf_counter()
-            try:
-                status, answer = http_post(sock, port, self.args.path, self.body(i), buf)
-            except ConnectionAbortedError as exc:  # answered, then the server closed
-                status, answer = exc.args[0], b""
-                sock.close()
-                sock = socket.create_connection((HOST, port), timeout=self.args.timeout)
-                buf = [b""]
-                with self.lock:
-                    self.result["reconnects"] += 1
-            except (OSError, ValueError, IndexError) as exc:
-                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                sock, buf = self.reconnect(sock, port), [b""]
-                continue
-            lat.append(time.perf_counter() - t)
-            if status in (200, 202):
-                ok += 1
-                recipients += _recipients(answer)
-            else:
-                errors[str(status)] = errors.get(str(status), 0) + 1
+            while True:  # once more after each 429/503 with Retry-After, as a polite client
+                t = time.perf_counter()
+                try:
+                    status, answer, retry_after = http_post(
+                        sock, port, self.args.path, self.body(i), buf
+                    )
+                except ConnectionAbortedError as exc:  # answered, then the server closed
+                    status, answer, retry_after = exc.args[0], b"", None
+                    sock.close()
+                    sock = socket.create_connection((HOST, port), timeout=self.args.timeout)
+                    buf = [b""]
+                    with self.lock:
+                        self.result["reconnects"] += 1
+                except (OSError, ValueError, IndexError) as exc:
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    sock, buf = self.reconnect(sock, port), [b""]
+                    break
+                if (
+                    status in (429, 503)
+                    and retry_after is not None
+                    and time.monotonic() + retry_after < end
+                ):
+                    throttled += 1
+                    time.sleep(retry_after)
+                    continue
+                lat.append(time.perf_counter() - t)
+                if status in (200, 202):
+                    ok += 1
+                    recipients += _recipients(answer)
+                else:
+                    errors[str(status)] = errors.get(str(status), 0) + 1
+                break
+        with self.lock:
+            self.result["throttled"] += throttled
         self.add(ok, recipients, lat, errors)
         try:
             sock.close()
@@ -202,6 +239,7 @@ def _recipients(answer: bytes) -> int:
     if not answer:
         return 0
     try:
-        return int(json.loads(answer).get("recipients", 0))
+        recipients = json.loads(answer).get("recipients", 0)
+        return sum(recipients) if isinstance(recipients, list) else int(recipients)
     except (ValueError, AttributeError, TypeError):
         return 0

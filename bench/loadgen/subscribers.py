@@ -118,6 +118,7 @@ class Clients:
         self.decode_every = 0
         self.latencies: list[float] = []
         self.t_reset = time.monotonic()
+        self.t_last = 0.0  # when the last event arrived (poll time), since the reset
         self.frames_other = 0
         self.small_rcvbuf: set[int] = set()
         if proto == "socketio":
@@ -183,6 +184,7 @@ class Clients:
         self.closes = {}
         self.frames_other = 0
         self.t_reset = time.monotonic()
+        self.t_last = 0.0
         self.reply({"ok": True, "t": self.t_reset})
 
     def cmd_stats(self, cmd: dict) -> None:
@@ -248,6 +250,7 @@ class Clients:
         doc = {
             "t": time.monotonic(),
             "since": time.monotonic() - self.t_reset,
+            "t_last": self.t_last,
             "received": total,
             "ready": sum(1 for c in self.conns if c is not None and c.state == READY),
             "min": min(counts) if counts else 0,
@@ -450,6 +453,8 @@ class Clients:
                 return
         c.count += count
         c.seen += count
+        if count:
+            self.t_last = now
         c.buf = buf[pos:] if pos < len(buf) else b""
 
     def on_control(self, c: Conn, op: int, payload: bytes, count: int) -> bool:
@@ -541,6 +546,7 @@ class Clients:
         events = self.ep.poll(0.2, 16384)
         now = time.monotonic()
         fdmap, prefix = self.fdmap, self.prefix
+        counted = 0
         for fd, mask in events:
             c = fdmap.get(fd)
             if c is None:
@@ -568,6 +574,7 @@ class Clients:
                 if head + n == size and data[0] == 0x81 and data.startswith(prefix, head):
                     c.count += 1
                     c.seen += 1
+                    counted += 1
                     if c.sampler and self.decode_every:
                         c.events += 1
                         if c.events % self.decode_every == 0:
@@ -577,4 +584,6 @@ class Clients:
                 self.on_eof(c, "eof")
             else:
                 self.on_frames(c, data, now)
+        if counted:
+            self.t_last = now
         return now
