@@ -14,6 +14,9 @@ const CHANNELS = ["jobs", "photos", "sessions", "system", "queue", "approval", "
 const POLL_MS = 5000; // status, health and clients: no event tells these
 const MAX_JOB_CHANNELS = 200; // queued jobs followed for their positions (the server allows 256)
 const MAX_PAGES = 4; // of 500 items, per list loaded
+// A person is watching: after a restart, be back within a few seconds of the server (full
+// jitter still spreads many dashboards out).
+const BACKOFF = { initial: 300, max: 4000 };
 const STATE_TEXT = {
   starting: "starting",
   connecting: "connecting…",
@@ -235,6 +238,7 @@ class Dashboard {
       clientType: claims?.client_type || "dashboard",
       clientName: "dashboard",
       token: async () => this.store.get(),
+      backoff: BACKOFF,
     });
     this.bridge = bridge;
     bridge.addEventListener("event", (e) => this.onEvent(e.detail));
