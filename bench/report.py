@@ -1,7 +1,8 @@
 """The report: the generated part of docs/benchmarks.md (between ``<!-- bench:start -->`` and
 ``<!-- bench:end -->``; the rest of the file is kept). Medians of the rounds, ratios to the peers,
-the slow client, the Redis scenario (:mod:`bench.report_redis`), the targets
-(:mod:`bench.targets`), and every measurement as JSON lines."""
+the publisher counts, the burst, the publish path and idle RSS (:mod:`bench.report_phases`), the
+slow client, the Redis scenario (:mod:`bench.report_redis`), the targets (:mod:`bench.targets`),
+and every measurement as JSON lines."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import datetime as dt
 import json
 from pathlib import Path
 
+from bench.measure import PHASE_KEY
+from bench.report_phases import phase_summary, render_phases, render_publish_path, render_rss
 from bench.report_redis import render_redis
 from bench.servers import LABELS
 from bench.stats import fmt, med, merge_counts, ratio_text
@@ -74,6 +77,7 @@ def case_summary(rs: list[dict], n: int, errors: int) -> dict:
         for r in rs
     )
     s["closes"] = merge_counts([r.get("closes") or {} for r in rs])
+    s.update(phase_summary(rs))
     return s
 
 
@@ -91,6 +95,9 @@ def render(
     out = render_header(opts, info, started, command, elapsed)
     out += render_table(table, targets, ns)
     out += render_ratios(table, targets, ns)
+    out += render_phases(table, targets, ns, opts)
+    out += render_publish_path(results, opts)
+    out += render_rss(results, opts)
     out += render_slow_client(results, opts)
     out += render_redis(results, opts)
     out += render_targets(table, results, opts)
@@ -116,7 +123,10 @@ def render_header(opts, info: dict, started: dict, command: str, elapsed: float)
     out.append("")
     out.append(
         f"Rounds: {opts.rounds} (targets alternate within each round; medians shown), "
-        f"saturation {opts.duration:g} s with {opts.publishers} publishing connections, "
+        f"saturation {opts.duration:g} s with {opts.publishers} publishing connections"
+        + "".join(f" (then {k})" for k in (getattr(opts, "publisher_counts", None) or [])[1:])
+        + (f", a burst of {opts.burst:,} events" if getattr(opts, "burst", 0) else "")
+        + ", "
         f"latency {opts.latency_duration:g} s at {opts.rate:g} events/s. Versions: "
         + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if v)
         + f"; local_bridge code: last commit touching local_bridge/ {info.get('lb_commit')}."
@@ -342,10 +352,28 @@ def render_details(results: list[dict]) -> list[str]:
         "quota_use",
         "throttled_share",
         "machine_busy",
+        "burst_events",
+        "burst_deliveries_per_s",
+        "burst_s",
+        "burst_publish_s",
+        "burst_missing",
+        "publish_rate",
+        "publish_http_p99_ms",
+        "batch_events_per_s",
+        "batch_http_p99_ms",
         "error",
     )
     for r in results:
-        row = {k: (round(r[k], 2) if isinstance(r.get(k), float) else r[k]) for k in keep if k in r}
+        phases = [
+            k
+            for k in r
+            if PHASE_KEY.match(k) and k.endswith(("_deliveries_per_s", "_sat_p99_ms", "_missing"))
+        ]
+        row = {
+            k: (round(r[k], 2) if isinstance(r.get(k), float) else r[k])
+            for k in (*keep, *phases)
+            if k in r
+        }
         out.append(json.dumps(row, separators=(",", ":")))
     out.append("```")
     out.append("")
