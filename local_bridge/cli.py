@@ -343,5 +343,41 @@ def watch_job(job_id: str, host: str | None, port: int | None, bearer: str | Non
     sys.exit(EXIT_STATUS[view.outcome])
 
 
+@main.command()
+@click.option("--host", help=_HOST_HELP)
+@click.option("--port", type=int, help=_PORT_HELP)
+@click.option("--token", "bearer", help=TOKEN_HELP + " (role admin, for the system events)")
+@click.option(
+    "--pace",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="seconds between steps [default 0.6: about 30 s in all]",
+)
+def demo(host: str | None, port: int | None, bearer: str | None, pace: float | None) -> None:
+    """Drive a whole workflow against a running server (session, imports, analysis, jobs run
+    by a simulated worker, approvals, exports, system events) so that `listen` or the
+    dashboard shows every event type."""
+    from . import demo as workflow
+    from .client.rest import ApiError, RestClient, ServerUnreachable
+
+    base = f"http://{_server_address(host, port)}"
+
+    def bearer_token() -> str | None:
+        # asked before each request: one minted from the secret key lives a minute
+        return token_for(bearer, "admin")
+
+    rest = RestClient(base, token=bearer_token)
+    try:
+        with rest:
+            workflow.run(rest, click.echo, workflow.DEFAULT_PACE if pace is None else pace)
+    except ServerUnreachable as exc:
+        raise click.ClickException(str(exc)) from None
+    except ApiError as exc:
+        hint = ""
+        if exc.status == 401:
+            hint = " (pass --token, or set LOCAL_BRIDGE_TOKEN or LOCAL_BRIDGE_SECRET_KEY)"
+        raise click.ClickException(f"{exc}{hint}") from None
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -145,7 +145,10 @@ class Worker:
         except Exception as exc:
             if context.cancel_requested:  # the handler turned the cancellation into an error
                 return self._end(context, "cancel", lambda: self.rest.cancel_job(context.id))
-            log.warning("job %s failed in %s: %r", context.id, self.name, exc)
+            if isinstance(exc, JobFailed):  # a failure the handler decided on
+                log.info("job %s failed in %s: %s", context.id, self.name, exc)
+            else:
+                log.warning("job %s failed in %s", context.id, self.name, exc_info=True)
             details = exc.details if isinstance(exc, JobFailed) else {"exception": _name(exc)}
             retryable = exc.retryable if isinstance(exc, JobFailed) else False
             message = (str(exc) or _name(exc))[:4000]
