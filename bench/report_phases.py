@@ -36,7 +36,13 @@ def render_phases(table: dict, targets: list[str], ns: list[int], opts) -> list[
     target; then local_bridge's ratios to each peer."""
     counts = counts_of(opts)
     burst = getattr(opts, "burst", 0)
-    if len(counts) < 2 and not burst:
+    # the targets measured with these phases (not the gthread peers)
+    targets = [
+        t
+        for t in targets
+        if any(f"pub{counts[0]}_deliveries_per_s" in (table.get((t, n)) or {}) for n in ns)
+    ]
+    if (len(counts) < 2 and not burst) or not targets:
         return []
     again = ", then ".join(f"{k} publishing connection{'s' if k > 1 else ''}" for k in counts[1:])
     out = [

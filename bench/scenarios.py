@@ -1,8 +1,8 @@
 """The run: every measurement of the benchmark, in the order they alternate.
 
 For each N, each round runs every target once, in turn (A,B,C,D,A,B,C,D...); each of these
-measurements also saturates with every further ``--publishers`` count and publishes a
-``--burst``. Then the publish path (no subscriber; batches for local_bridge) and the idle RSS at
+measurements (but the gthread peers') also saturates with every further ``--publishers`` count
+and publishes a ``--burst``. Then the publish path (no subscriber; batches for local_bridge) and the idle RSS at
 each ``--rss-n``, every target but the gthread peers, rounds alternating likewise. A
 slow-client scenario follows for local_bridge, then the Redis scenario (``bench.cases``): local_bridge in
 memory; one process on Redis; two processes on the same Redis; the two again with followers
@@ -24,9 +24,16 @@ from bench.machine import wait_for_others
 from bench.measure import measure, phase_counts
 from bench.redisdb import redis_unreachable
 
+#: Thread-per-connection peers: only in the main table, without the further publisher counts,
+#: the burst, the publish path and idle RSS (the targets these answer compare local_bridge with
+#: the asyncio peers; Flask-SocketIO accepts ~5 events/s at N = 1,000, so a 1,000-event burst
+#: would only wait for the limits, and 10,000 threads say little).
+GTHREAD_PEERS = ("flask-sock", "flask-socketio")
+
 
 def run_all(results: list[dict], opts, workdir: Path) -> None:
-    """The main matrix, the slow client and the Redis scenario; ``results`` grows as they go."""
+    """The main matrix, the publish path, idle RSS, the slow client and the Redis scenario;
+    ``results`` grows as they go."""
     run_matrix(results, opts, workdir)
     if opts.publish_duration > 0:
         run_publish_path(results, opts, workdir)
@@ -53,14 +60,10 @@ def run_matrix(results: list[dict], opts, workdir: Path) -> None:
                 before_case(opts)
                 k += 1
                 log(f"[{k}/{total}] {target} N={n} round {rnd + 1} (load {os.getloadavg()[0]:.1f})")
-                r = run_case(results, opts, rnd, target, n, workdir, phases=True)
+                phases = target not in GTHREAD_PEERS
+                r = run_case(results, opts, rnd, target, n, workdir, phases=phases)
                 if r.get("profile"):
                     pyspy.print_report(r)
-
-
-#: Thread-per-connection peers: left out of the publish path and idle RSS scenarios (the issue
-#: they answer compares local_bridge with the asyncio peers; 10,000 threads say little).
-GTHREAD_PEERS = ("flask-sock", "flask-socketio")
 
 
 def scenario_targets(opts) -> list[str]:
