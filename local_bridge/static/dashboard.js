@@ -243,6 +243,7 @@ class Dashboard {
     this.bridge = bridge;
     bridge.addEventListener("event", (e) => this.onEvent(e.detail));
     bridge.addEventListener("state", (e) => this.setConnState(e.detail));
+    bridge.addEventListener("connected", () => this.scheduler.mark("bus"));
     bridge.addEventListener("resync", (e) => this.onResync(e.detail));
     bridge.addEventListener("error", (e) => this.onBusError(e.detail));
     bridge.addEventListener("closed", (e) => this.onClosed(bridge, e.detail));
@@ -422,6 +423,7 @@ class Dashboard {
       node.classList.toggle("state-ok", value === "ok");
       node.classList.toggle("state-bad", value !== undefined && value !== "ok");
     }
+    setText("bus-auth", this.bridge?.auth); // from the bus's greeting: "none" or "token"
     setText("bus-connections", status.connections?.total);
     setText("bus-published", status.events_published);
     setText("bus-version", status.version);

@@ -159,6 +159,7 @@ def test_the_page_loads_and_connects_without_console_errors(bridge, open_dashboa
     status = ok(bridge.get("/api/system/status"))
     assert page.text_content("#bus-epoch") == status["epoch"]
     assert page.text_content("#bus-backplane") == "ok"
+    assert page.text_content("#bus-auth") == "none"
     page.wait_for_selector("#client-types li:has-text('dashboard')")
     assert page.problems == []
 
@@ -249,6 +250,21 @@ def test_the_feed_filters_by_channel_and_type_and_pauses(bridge, open_dashboard)
     ok(bridge.patch(f"/api/sessions/{session['id']}", json={"status": "archived"}))
 
 
+def test_a_busy_feed_keeps_the_last_500_rows(bridge, open_dashboard):
+    page = open_dashboard(bridge)
+    for batch in range(4):
+        events = [
+            {"type": "test.busy", "channel": "system", "data": {"batch": batch, "i": i}}
+            for i in range(500)
+        ]
+        seqs = ok(bridge.post("/api/events/batch", json={"events": events}), 202)["seqs"]
+    feed_has(page, seqs[-1])
+    assert page.locator("#feed tr").count() == 500
+    first = page.eval_on_selector("#feed tr", "row => row.dataset.seq")
+    assert first == str(seqs[-1])  # newest first
+    assert page.problems == []
+
+
 def test_user_text_in_events_is_shown_as_text(bridge, open_dashboard):
     page = open_dashboard(bridge)
     session = ok(bridge.post("/api/sessions", json={"name": XSS, "import_folder": "/in"}), 201)
@@ -336,6 +352,7 @@ def test_with_auth_on_it_asks_for_a_token_and_says_when_it_is_refused(open_dashb
         wait_live_state(page)
         assert page.is_hidden("#token-panel")
         assert page.text_content("#identity") == "viewer (client)"
+        assert page.text_content("#bus-auth") == "token"
         # not an admin: the counts by client type, from /api/system/status
         wait_text(page, "#clients-note", "needs an admin token")
         page.wait_for_selector("#client-types li:has-text('dashboard')")
