@@ -21,14 +21,16 @@ class Reconnect(enum.Enum):
     STOP = "stop"  # reconnecting would fail the same way: raise Unrecoverable
 
 
-#: Close codes whose meaning PROTOCOL.md section 5 (and RFC 6455) gives.
+#: Close codes whose meaning PROTOCOL.md section 5 (and RFC 6455) gives. 1002, 1003 and 1007
+#: reconnect: this client sends only well-formed text frames, so they mean a damaged stream
+#: (usually noticed by this side), which a fresh connection mends.
 CLOSE_CODES: dict[int, tuple[str, Reconnect]] = {
     1000: ("closed normally by the server", Reconnect.STOP),
     1001: ("the server is shutting down", Reconnect.AT_ONCE),
-    1002: ("protocol error", Reconnect.STOP),
-    1003: ("unsupported data", Reconnect.STOP),
+    1002: ("protocol error", Reconnect.BACKOFF),
+    1003: ("unsupported data", Reconnect.BACKOFF),
     NO_CLOSE_FRAME: ("the connection was lost", Reconnect.BACKOFF),
-    1007: ("invalid data", Reconnect.STOP),
+    1007: ("invalid data", Reconnect.BACKOFF),
     1008: ("policy violation", Reconnect.STOP),
     1009: ("message too big", Reconnect.STOP),
     1011: ("internal server error", Reconnect.BACKOFF),

@@ -19,6 +19,7 @@ from local_bridge.client.backoff import Reconnect, classify, describe
         (4029, Reconnect.LATER),
         (1000, Reconnect.STOP),
         (1009, Reconnect.STOP),
+        (1007, Reconnect.BACKOFF),
         (4001, Reconnect.STOP),
         (4003, Reconnect.STOP),
         (4004, Reconnect.STOP),
