@@ -254,7 +254,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help="only redraw --plot from the measurements a run saved with --json",
     )
-    p.add_argument("--deadline", type=float, default=1800.0, help="global time limit, seconds")
+    p.add_argument(
+        "--deadline", type=float, default=3600.0, help="global time limit, seconds [%(default)s]"
+    )
     p.add_argument(
         "--retries",
         type=int,
