@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-import urllib.error
+from collections.abc import Iterator
 
 import click
 
@@ -153,22 +154,27 @@ def _server_address(host: str | None, port: int | None) -> str:
 def _unreachable(url: str, exc: OSError) -> click.ClickException:
     """``cannot reach local_bridge at URL: connection refused`` (or timed out, unknown host ...)."""
     reason = exc.strerror or str(exc) or exc.__class__.__name__
-    return click.ClickException(
-        f"cannot reach local_bridge at {url}: {reason[:1].lower()}{reason[1:]}"
-    )
+    first = reason.split(" ", 1)[0]
+    if first[1:].islower():  # "Connection refused", but not "WebSocket upgrade refused"
+        reason = reason[:1].lower() + reason[1:]
+    return click.ClickException(f"cannot reach local_bridge at {url}: {reason}")
 
 
-def _http_error(exc: urllib.error.HTTPError) -> click.ClickException:
-    """The server's error envelope as ``HTTP 422 validation_error: message``, one line per field."""
+_TOKEN_HINT = f" (pass --token, or set {ENV_PREFIX}TOKEN or {ENV_PREFIX}SECRET_KEY)"
+
+
+@contextlib.contextmanager
+def _rest_errors() -> Iterator[None]:
+    """Turn a failed REST call into one line: the server's error (a 401 with a hint where to
+    find a token), or why it could not be reached."""
+    from .client.rest import ApiError, ServerUnreachable
+
     try:
-        error = json.loads(exc.read())["error"]
-        lines = [f"HTTP {exc.code} {error['code']}: {error['message']}"]
-        for name, problems in (error.get("fields") or {}).items():
-            problems = problems if isinstance(problems, list) else [problems]
-            lines.append(f"  {name}: {'; '.join(map(str, problems))}")
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # not the JSON envelope
-        lines = [f"HTTP {exc.code} {exc.reason}"]
-    return click.ClickException("\n".join(lines))
+        yield
+    except ServerUnreachable as exc:
+        raise click.ClickException(str(exc)) from None
+    except ApiError as exc:
+        raise click.ClickException(f"{exc}{_TOKEN_HINT if exc.status == 401 else ''}") from None
 
 
 _HOST_HELP = f"server address [{ENV_PREFIX}HOST, default 127.0.0.1]"
@@ -251,7 +257,7 @@ def publish(
     bearer: str | None,
 ) -> None:
     """Publish an event: FIELDS are key=value (values parsed as JSON when they can be)."""
-    import urllib.request
+    from .client.rest import RestClient
 
     data = {}
     for item in fields:
@@ -262,32 +268,11 @@ def publish(
             data[key] = json.loads(value)
         except ValueError:
             data[key] = value
-    body: dict = {"type": event_type, "data": data}
-    if channel:
-        body["channel"] = channel
-    elif event_type in CATALOG:
-        body["channel"] = CATALOG[event_type][0]
-    base = f"http://{_server_address(host, port)}"
-    headers = {"Content-Type": "application/json"}
-    bearer = token_for(bearer, "admin")
-    if bearer is not None:
-        headers["Authorization"] = f"Bearer {bearer}"
-    request = urllib.request.Request(
-        f"{base}/api/websocket/broadcast",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers=headers,
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            click.echo(response.read().decode().rstrip("\n"))  # the body ends in a newline
-    except urllib.error.HTTPError as exc:
-        raise _http_error(exc) from None
-    except urllib.error.URLError as exc:  # the reason is the OSError of the connection
-        reason = exc.reason if isinstance(exc.reason, OSError) else OSError(str(exc.reason))
-        raise _unreachable(base, reason) from None
-    except OSError as exc:  # the answer timed out, or the connection was reset
-        raise _unreachable(base, exc) from None
+    if not channel and event_type in CATALOG:
+        channel = CATALOG[event_type][0]
+    rest = RestClient(f"http://{_server_address(host, port)}", token=token_for(bearer, "admin"))
+    with _rest_errors(), rest:
+        click.echo(json.dumps(rest.publish(event_type, data, channel=channel)))
 
 
 main.add_command(token)
@@ -308,10 +293,24 @@ def watch_job(job_id: str, host: str | None, port: int | None, bearer: str | Non
     from urllib.parse import quote
 
     from .client import BusClient, BusError, ConnectionClosed
+    from .client.rest import ApiError, RestClient
     from .job_watch import EXIT_STATUS, JobView, render
 
-    url = f"ws://{_server_address(host, port)}/ws/jobs/{quote(job_id, safe='')}"
+    address = _server_address(host, port)
+    url = f"ws://{address}/ws/jobs/{quote(job_id, safe='')}"
     bearer = token_for(bearer, "client", channels=[f"jobs:{job_id}"], ttl=CONNECTED_TOKEN_TTL)
+    if bearer is None:
+        # Without a token, ask over REST first: a server with auth on would hold the stream
+        # open for its authentication deadline before refusing it, and a server that is not
+        # local_bridge is told apart from one that is.
+        try:
+            with _rest_errors(), RestClient(f"http://{address}") as rest:
+                rest.get_job(job_id)
+        except click.ClickException as exc:
+            cause = exc.__context__
+            if isinstance(cause, ApiError) and cause.code == "not_found":
+                raise click.ClickException(f"job {job_id} not found") from None
+            raise
     try:
         stream = BusClient(url, token=bearer, greeting="job_status")
     except BusError as exc:
@@ -319,6 +318,10 @@ def watch_job(job_id: str, host: str | None, port: int | None, bearer: str | Non
             raise click.ClickException(f"job {job_id} not found") from None
         raise click.ClickException(str(exc)) from None
     except ConnectionClosed as exc:
+        if exc.code in (4001, 4003):
+            raise click.ClickException(
+                f"local_bridge refused the token (close code {exc.code})"
+            ) from None
         raise click.ClickException(
             f"local_bridge closed the connection (code {exc.code})"
         ) from None
@@ -358,7 +361,7 @@ def demo(host: str | None, port: int | None, bearer: str | None, pace: float | N
     by a simulated worker, approvals, exports, system events) so that `listen` or the
     dashboard shows every event type."""
     from . import demo as workflow
-    from .client.rest import ApiError, RestClient, ServerUnreachable
+    from .client.rest import RestClient
 
     base = f"http://{_server_address(host, port)}"
 
@@ -367,16 +370,8 @@ def demo(host: str | None, port: int | None, bearer: str | None, pace: float | N
         return token_for(bearer, "admin")
 
     rest = RestClient(base, token=bearer_token)
-    try:
-        with rest:
-            workflow.run(rest, click.echo, workflow.DEFAULT_PACE if pace is None else pace)
-    except ServerUnreachable as exc:
-        raise click.ClickException(str(exc)) from None
-    except ApiError as exc:
-        hint = ""
-        if exc.status == 401:
-            hint = " (pass --token, or set LOCAL_BRIDGE_TOKEN or LOCAL_BRIDGE_SECRET_KEY)"
-        raise click.ClickException(f"{exc}{hint}") from None
+    with _rest_errors(), rest:
+        workflow.run(rest, click.echo, workflow.DEFAULT_PACE if pace is None else pace)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -113,37 +113,19 @@ def create(
 @click.option("--port", type=int, help=f"server port [{ENV_PREFIX}PORT, default 5100]")
 def revoke(jti: str, bearer: str | None, host: str | None, port: int | None) -> None:
     """Refuse every token with this JTI from now on (asks the running server)."""
-    import urllib.error
-    import urllib.request
-
-    from ..cli import _http_error, _server_address, _unreachable
+    from ..cli import _rest_errors, _server_address
+    from ..client.rest import RestClient
 
     if not JTI_PATTERN.match(jti):
         raise click.BadParameter("1 to 128 letters, digits or _.:-", param_hint="JTI")
-    headers = {"Content-Type": "application/json"}
     admin = token_for(bearer, "admin")
     if admin is None:
         raise click.UsageError(
             f"revoking needs an admin token: --token, {TOKEN_ENV}, or {ENV_PREFIX}SECRET_KEY"
         )
-    headers["Authorization"] = f"Bearer {admin}"
-    base = f"http://{_server_address(host, port)}"
-    request = urllib.request.Request(
-        f"{base}/api/auth/revoke",
-        data=json.dumps({"jti": jti}).encode(),
-        method="POST",
-        headers=headers,
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            click.echo(response.read().decode().rstrip("\n"))
-    except urllib.error.HTTPError as exc:
-        raise _http_error(exc) from None
-    except urllib.error.URLError as exc:
-        reason = exc.reason if isinstance(exc.reason, OSError) else OSError(str(exc.reason))
-        raise _unreachable(base, reason) from None
-    except OSError as exc:
-        raise _unreachable(base, exc) from None
+    rest = RestClient(f"http://{_server_address(host, port)}", token=admin)
+    with _rest_errors(), rest:
+        click.echo(json.dumps(rest.revoke_token(jti)))
 
 
 __all__ = ["TOKEN_HELP", "token", "token_for"]

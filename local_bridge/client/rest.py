@@ -74,6 +74,8 @@ def _reason(exc: BaseException) -> str:
         return "timed out"
     if isinstance(exc, http.client.RemoteDisconnected):
         return "the server closed the connection without answering"
+    if isinstance(exc, http.client.HTTPException):
+        return "the answer is not HTTP: is something other than local_bridge listening there?"
     text = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
     text = text or exc.__class__.__name__
     return text[:1].lower() + text[1:]

@@ -124,7 +124,8 @@ def test_publish_reports_validation_errors(server: ServerProcess):
         timeout=20,
     )
     assert result.returncode == 1
-    assert "HTTP 422 validation_error" in result.stderr and "  data.progress: " in result.stderr
+    assert result.stderr.startswith("Error: HTTP 422 validation_error: ")
+    assert "(data.progress: " in result.stderr and result.stderr.count("\n") == 1
     assert '{"error"' not in result.stderr
 
 
