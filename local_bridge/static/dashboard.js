@@ -12,6 +12,7 @@ import { Feed, FrameScheduler, JobBoard, mainChannel, renderCounts, setText } fr
 
 const CHANNELS = ["jobs", "photos", "sessions", "system", "queue", "approval", "export"];
 const POLL_MS = 5000; // status, health and clients: no event tells these
+const RETRY_MS = 2000; // a failed load is tried again after this long
 const MAX_JOB_CHANNELS = 200; // queued jobs followed for their positions (the server allows 256)
 const MAX_PAGES = 4; // of 500 items, per list loaded
 // A person is watching: after a restart, be back within a few seconds of the server (full
@@ -73,11 +74,12 @@ class Dashboard {
     this.approval = new Map(); // session id -> photos awaiting a decision
     this.sessions = new Map(); // session id -> name
     this.channelCounts = new Map(); // main channel -> events seen
-    this.jobChannels = new Set(); // `jobs:<id>` subscribed
     this.lastSeq = null;
     this.bridge = null;
     this.loading = false;
     this.held = []; // events that arrived during a load
+    this.reloading = null; // the load under way
+    this.reloadAgain = false;
     this.connState = "starting";
     this.lastReconnect = "";
     this.scheduler.register("bus", () => this.drawBus());
@@ -110,7 +112,15 @@ class Dashboard {
 
   async start() {
     // REST first: it tells whether a token is needed (401) before the bus is opened
-    await this.get("/api/system/status");
+    for (;;) {
+      try {
+        await this.get("/api/system/status");
+        break;
+      } catch (error) {
+        this.setConnState("connecting", `waiting for the server (${messageOf(error)})`);
+        await sleep(RETRY_MS);
+      }
+    }
     await this.connectBus();
     this.poll();
   }
@@ -182,34 +192,64 @@ class Dashboard {
     for (const name of ["bus", "clients", "queue"]) this.scheduler.mark(name);
   }
 
-  /** Everything over REST, then the events that arrived meanwhile. */
-  async reload() {
-    this.loading = true;
-    try {
-      const [queued, running, approval, sessions] = await Promise.all([
-        this.list("/api/jobs?status=queued"),
-        this.list("/api/jobs?status=running"),
-        this.list("/api/approval"),
-        this.get("/api/sessions?limit=500"),
-        this.loadStatus(),
-        this.loadHealth(),
-        this.loadClients(),
-      ]);
-      this.jobs.replace([...running, ...queued]);
-      this.approval = new Map();
-      for (const photo of approval) {
-        const key = String(photo.session_id);
-        this.approval.set(key, (this.approval.get(key) || 0) + 1);
-      }
-      for (const session of sessions.items || []) this.sessions.set(String(session.id), session.name);
-      this.scheduler.mark("queue");
-      this.scheduler.mark("subscriptions");
-    } finally {
+  /** Load everything over REST, then fold in the events that arrived meanwhile. One load at
+   * a time: asked again while loading, it loads once more after; a failed load is retried. */
+  reload() {
+    if (this.reloading) {
+      this.reloadAgain = true;
+      return this.reloading;
+    }
+    this.loading = true; // events are held (and shown in the feed) until the load is done
+    this.reloading = (async () => {
+      let loadedAt = null;
+      do {
+        this.reloadAgain = false;
+        try {
+          loadedAt = await this.loadAll();
+        } catch (error) {
+          console.warn("dashboard: loading the state failed; retrying", error);
+          this.reloadAgain = true;
+          await sleep(RETRY_MS);
+        }
+      } while (this.reloadAgain);
       this.loading = false;
       const held = this.held;
       this.held = [];
-      for (const event of held) this.fold(event);
+      // the lists were read after the status: what they show includes every event up to its
+      // seq, and folding those again could move a job back (an older progress value)
+      for (const event of held) {
+        if (typeof event.seq !== "number" || loadedAt === null || event.seq > loadedAt) {
+          this.fold(event);
+        }
+      }
+    })().finally(() => {
+      this.reloading = null;
+    });
+    return this.reloading;
+  }
+
+  /** One load: the status first, then the lists. Returns the status's seq. */
+  async loadAll() {
+    await this.loadStatus();
+    const loadedAt = this.status.seq;
+    const [queued, running, approval, sessions] = await Promise.all([
+      this.list("/api/jobs?status=queued"),
+      this.list("/api/jobs?status=running"),
+      this.list("/api/approval"),
+      this.get("/api/sessions?limit=500"),
+      this.loadHealth(),
+      this.loadClients(),
+    ]);
+    this.jobs.replace([...running, ...queued]);
+    this.approval = new Map();
+    for (const photo of approval) {
+      const key = String(photo.session_id);
+      this.approval.set(key, (this.approval.get(key) || 0) + 1);
     }
+    for (const session of sessions.items || []) this.sessions.set(String(session.id), session.name);
+    this.scheduler.mark("queue");
+    this.scheduler.mark("subscriptions");
+    return loadedAt;
   }
 
   poll() {
@@ -255,7 +295,6 @@ class Dashboard {
       console.warn("dashboard: the bus refused the connection", error);
       return;
     }
-    this.jobChannels = new Set();
     await this.reload();
   }
 
@@ -286,13 +325,8 @@ class Dashboard {
     // history, or history expired): what is shown may be stale, load it again
     this.lastReconnect = `state reloaded over REST (history did not reach seq ${info?.since ?? "?"})`;
     this.lastSeq = null;
-    this.jobChannels = new Set();
     this.scheduler.mark("bus");
-    try {
-      await this.reload();
-    } catch (error) {
-      console.warn("dashboard: reloading after a resync failed", error);
-    }
+    await this.reload();
   }
 
   onBusError(reply) {
@@ -315,11 +349,12 @@ class Dashboard {
   followQueuedJobs() {
     if (!this.bridge) return;
     const wanted = new Set(this.jobs.queuedIds().slice(0, MAX_JOB_CHANNELS).map((id) => `jobs:${id}`));
-    const add = [...wanted].filter((c) => !this.jobChannels.has(c));
-    const drop = [...this.jobChannels].filter((c) => !wanted.has(c));
+    // the bridge's list is what it (re)subscribes on every connection
+    const followed = this.bridge.channels.filter((c) => c.startsWith("jobs:"));
+    const add = [...wanted].filter((c) => !followed.includes(c));
+    const drop = followed.filter((c) => !wanted.has(c));
     for (let i = 0; i < add.length; i += 64) this.bridge.subscribe(add.slice(i, i + 64));
     for (let i = 0; i < drop.length; i += 64) this.bridge.unsubscribe(drop.slice(i, i + 64));
-    this.jobChannels = wanted;
     this.scheduler.mark("channels");
   }
 
@@ -469,7 +504,7 @@ class Dashboard {
     const everyone = this.channelCounts.get("(everyone)");
     if (everyone) pairs.push(["(everyone)", everyone]);
     renderCounts($("channel-list"), pairs);
-    const follow = this.jobChannels.size;
+    const follow = this.bridge ? this.bridge.channels.filter((c) => c.startsWith("jobs:")).length : 0;
     if (!$("channels-note").textContent.startsWith("bus:")) {
       setText("channels-note", `Events seen since this page opened.${follow ? ` Also following ${follow} queued job${follow === 1 ? "" : "s"} for queue positions.` : ""}`);
     }
@@ -504,6 +539,10 @@ class Dashboard {
       }
     }
   }
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => window.setTimeout(resolve, ms));
 }
 
 function duration(seconds) {
