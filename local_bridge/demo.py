@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .client.rest import ApiError, RestClient
+from .client.rest import RestClient
 from .client.worker import JobContext, JobFailed, Worker
 
 DEFAULT_PACE = 0.6  # seconds between steps: about 30 s in all, watchable as it happens
@@ -92,13 +92,7 @@ class Demo:
         time.sleep(self.pace)
 
     def system_event(self, type_: str, **fields: Any) -> None:
-        try:
-            answer = self.rest.system_event(type_, **fields)
-        except ApiError as exc:
-            if exc.status != 403:
-                raise
-            self.line(f"{type_} skipped: system events need an admin token ({exc})")
-            return
+        answer = self.rest.system_event(type_, **fields)  # a 403 without an admin token
         detail = fields.get("status") or fields.get("message") or fields.get("error_message")
         self.line(f"{type_}: {detail} (seq {answer['seq']})")
 
