@@ -363,7 +363,7 @@ class Measurement:
         w["t0"] = time.monotonic()
         w["m0"] = cpu_times()  # the whole machine: Redis and foreign load included
         w["f0"] = self.fol.cpu() if self.fol else 0.0
-        if self.opts.profile:
+        if self.opts.profile and self.out is self.r:  # the first saturation phase only
             w["spy"] = pyspy.start(
                 self.workers[0], self.opts.duration, self.workdir / f"{self.target}-{self.n}.spy"
             )
