@@ -19,9 +19,13 @@ from bench.wsclient import HOST
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = Path(__file__).resolve().parent / "peers"
 ALL_TARGETS = ("local_bridge", "websockets", "picows", "flask-sock", "flask-socketio")
-# asyncio peers: one process, the WebSocket port plus an HTTP port for publishing
-ASYNCIO_PEERS = {"websockets": "websockets_server.py", "picows": "picows_server.py"}
-EXTRA_TARGETS = ("local_bridge-gthread", "local_bridge-baseline")
+# asyncio peers: one process, the WebSocket port plus an HTTP port for publishing (script, flags)
+ASYNCIO_PEERS = {
+    "websockets": ("websockets_server.py",),
+    "picows": ("picows_server.py",),  # on aiofastnet's transports: picows' default
+    "picows-asyncio": ("picows_server.py", "--plain-asyncio"),
+}
+EXTRA_TARGETS = ("local_bridge-gthread", "local_bridge-baseline", "picows-asyncio")
 # the Redis scenario: one or two `local-bridge serve` processes sharing one Redis
 REDIS_TARGETS = ("local_bridge-redis", "local_bridge-redis-x2")
 LABELS = {
@@ -32,6 +36,7 @@ LABELS = {
     "local_bridge-redis-x2": "local_bridge, Redis backplane, 2 processes",
     "websockets": "websockets (asyncio)",
     "picows": "picows (asyncio)",
+    "picows-asyncio": "picows (asyncio's own transports)",
     "flask-sock": "flask-sock naive (gthread)",
     "flask-socketio": "Flask-SocketIO (threading)",
 }
@@ -118,13 +123,15 @@ class Server:
         env["PYTHONUNBUFFERED"] = "1"
         if self.target in ASYNCIO_PEERS:
             self.http_port = free_port()
+            script, *flags = ASYNCIO_PEERS[self.target]
             return [
                 sys.executable,
-                str(PEERS / ASYNCIO_PEERS[self.target]),
+                str(PEERS / script),
                 "--port",
                 str(self.port),
                 "--http-port",
                 str(self.http_port),
+                *flags,
             ], env
         apps = {"flask-sock": "flask_sock_naive:app", "flask-socketio": "socketio_server:app"}
         return self.gunicorn_command() + [apps[self.target]], env
