@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 
 import click
 
-from .auth.cli import CONNECTED_TOKEN_TTL, TOKEN_HELP, token, token_for
+from .auth.cli import CONNECTED_TOKEN_TTL, TOKEN_ENV, TOKEN_HELP, token, token_for
 from .catalog import CATALOG
 from .config import (
     ENV_PREFIX,
@@ -190,53 +191,113 @@ _PORT_HELP = f"server port [{ENV_PREFIX}PORT, default 5100]"
     show_default=True,
     help="channel to follow (repeatable)",
 )
-@click.option("--client-type", default="gui", show_default=True)
+@click.option(
+    "--type",
+    "types",
+    multiple=True,
+    help="print only events of this type (repeatable; shell globs such as 'job_*')",
+)
+@click.option(
+    "--since",
+    type=click.IntRange(min=0),
+    help="start after this seq: replays what the server's history still holds",
+)
+@click.option("--epoch", help="the history --since belongs to (default: the server's current one)")
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line, for piping")
+@click.option(
+    "--client-type",
+    default="gui",
+    show_default=True,
+    help="register as this type (broadcasts limited to client types go by it)",
+)
 @click.option("--client-name", default="local-bridge listen", show_default=True)
 @click.option("--host", help=_HOST_HELP)
 @click.option("--port", type=int, help=_PORT_HELP)
 @click.option("--token", "bearer", help=TOKEN_HELP)
 def listen(
     channels: tuple[str, ...],
+    types: tuple[str, ...],
+    since: int | None,
+    epoch: str | None,
+    as_json: bool,
     client_type: str,
     client_name: str,
     host: str | None,
     port: int | None,
     bearer: str | None,
 ) -> None:
-    """Connect to the bus and print events live, one JSON line each."""
-    from .client import NO_CLOSE_FRAME, BusClient, BusError
+    """Print the bus's events live, one line each, until interrupted.
+
+    Reconnects by itself and resumes where it was, so nothing is missed across a server
+    restart (notices on standard error); a close that reconnecting would not mend (bad
+    token, administrator's disconnect ...) ends it with exit status 1.
+    """
+    from .client import BusError, Unrecoverable
+    from .client.backoff import describe
+    from .client.bridge import Bridge
+    from .listen_view import event_line, lost_notice, resumed_notice, resync_notice, wanted
 
     url = f"ws://{_server_address(host, port)}/ws"
-    bearer = token_for(bearer, "client", client_type, channels, ttl=CONNECTED_TOKEN_TTL)
+
+    def fresh_token() -> str | None:  # a self-minted one is minted again for each refresh
+        return token_for(bearer, "client", client_type, channels, ttl=CONNECTED_TOKEN_TTL)
+
+    first = fresh_token()
+    fixed = bearer or os.environ.get(TOKEN_ENV)
+    bridge = Bridge(
+        url,
+        channels=channels,
+        client_type=client_type,
+        client_name=client_name,
+        token=first if first is None or fixed else lambda: fresh_token() or "",
+        since=since,
+        epoch=epoch,
+    )
+    bridge.on_resync(lambda message: click.echo(resync_notice(message), err=True))
+
+    def state_changed(state: str) -> None:
+        if state == "reconnecting":
+            click.echo(lost_notice(describe(bridge.last_close_code)), err=True)
+        elif state == "connected" and bridge.reconnects:
+            click.echo(resumed_notice(bridge.seq), err=True)
+
     try:
-        bus = BusClient(url)
+        bridge.connect()
+    except Unrecoverable as exc:
+        if exc.code == 4001 and first is None:
+            raise click.ClickException(
+                "local_bridge requires a token: --token, LOCAL_BRIDGE_TOKEN or "
+                "LOCAL_BRIDGE_SECRET_KEY"
+            ) from None
+        if exc.code == 4001:
+            raise click.ClickException("local_bridge refused the token (close code 4001)") from None
+        raise click.ClickException(_stopped(exc)) from None
     except OSError as exc:  # refused, timed out, upgrade refused (HTTP status)
         raise _unreachable(url, exc) from None
     except (BusError, ValueError) as exc:  # something else than local_bridge answered
         raise click.ClickException(f"{url}: not a local_bridge bus ({exc})") from None
-    with bus:
-        if bus.hello.get("auth") == "token":
-            if bearer is None:
-                raise click.ClickException(
-                    "local_bridge requires a token: --token, LOCAL_BRIDGE_TOKEN or "
-                    "LOCAL_BRIDGE_SECRET_KEY"
-                )
-            try:  # in a message rather than the URL, which proxies log
-                bus.authenticate(bearer)
-            except (BusError, OSError) as exc:
-                code = getattr(exc, "code", None)
-                why = f"close code {code}" if code else str(exc)
-                raise click.ClickException(f"local_bridge refused the token ({why})") from None
-        try:
-            bus.register(client_type, client_name)
-            bus.subscribe(list(channels))
-        except (BusError, OSError) as exc:
-            raise click.ClickException(str(exc)) from None
-        for event in bus.events():
-            click.echo(json.dumps(event, ensure_ascii=False))
-        if bus.close_code == NO_CLOSE_FRAME:
-            raise click.ClickException("the connection to local_bridge was lost")
-        raise click.ClickException(f"local_bridge closed the connection (code {bus.close_code})")
+    # Registered after the first connect: the count of reconnects starts now.
+    bridge.on_state(state_changed)
+    try:
+        for event in bridge.events():
+            if event.get("type") == "replay_complete" or not wanted(str(event["type"]), types):
+                continue
+            click.echo(json.dumps(event, ensure_ascii=False) if as_json else event_line(event))
+    except Unrecoverable as exc:
+        raise click.ClickException(_stopped(exc)) from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        bridge.close()
+
+
+def _stopped(exc: Exception) -> str:
+    """``local_bridge closed the connection: 4009 (disconnected by an administrator)``."""
+    from .client.backoff import describe
+
+    detail = getattr(exc, "detail", None)
+    why = describe(getattr(exc, "code", None)) + (f": {detail}" if detail else "")
+    return f"local_bridge closed the connection: {why}"
 
 
 @main.command()

@@ -9,12 +9,17 @@ is the guide.
 
 from __future__ import annotations
 
+import logging
+
 from .backoff import Backoff, Unrecoverable
 from .bridge import Bridge, ResyncRequired
 from .connection import NO_CLOSE_FRAME, BusClient, BusError, ConnectionClosed, HandshakeError
 from .jobs import follow_job
 from .rest import ApiError, RestClient, ServerUnreachable
 from .worker import JobCancelled, JobContext, JobFailed, Worker
+
+# A library logs; the application decides where (nothing reaches stderr unless it does).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "NO_CLOSE_FRAME",

@@ -118,6 +118,7 @@ class Bridge:
         self._connection_epoch: str | None = None
         self._heartbeat_interval = 30.0
         self._refresh_at: float | None = None  # time.monotonic() when the token is replaced
+        self._expires_at: float | None = None  # the current token's exp (seconds since 1970)
 
     # ------------------------------------------------------------------ public state
 
@@ -350,9 +351,9 @@ class Bridge:
                 channels = list(self._channels)
             resume: dict[str, Any] = {}
             if self._seq is not None:
-                resume = {"since": self._seq}
-                if self._epoch is not None:
-                    resume["epoch"] = self._epoch
+                if self._epoch is None:  # a `since` given alone: in this server's history
+                    self._epoch = self._connection_epoch
+                resume = {"since": self._seq, "epoch": self._epoch}
             self._replaying = bool(resume)
             bus.send({"type": "subscribe", "channels": channels, **resume})
             while True:  # up to `subscribed`; events before it are handled as usual
@@ -374,6 +375,8 @@ class Bridge:
                 self._bus = None
                 bus.close()
                 raise ConnectionClosed(1000)
+            if self._thread is not None:  # the first connection is made before the thread
+                self.reconnects += 1
         self._set_state("connected")
 
     def _run(self, bus: BusClient) -> None:
@@ -412,7 +415,6 @@ class Bridge:
                     except (OSError, BusError) as exc:  # refused, timed out, 5xx upgrade ...
                         log.info("reconnect attempt %d failed: %s", attempt, exc)
                         code = NO_CLOSE_FRAME
-                self.reconnects += 1
         except Exception:  # a bug must not leave events() waiting for ever
             log.exception("the bridge's thread failed")
             self._error = Unrecoverable(None, "the bridge's thread failed")
@@ -464,6 +466,7 @@ class Bridge:
     def _schedule_refresh(self, expires_at: float | None) -> None:
         """Replace the token at REFRESH_AT of its remaining lifetime (only a callable can give
         a new one)."""
+        self._expires_at = expires_at
         if expires_at is None or not callable(self._token):
             self._refresh_at = None
             return
@@ -488,7 +491,10 @@ class Bridge:
             self._replay_complete(message)
             return
         elif kind == "refreshed":
-            self._schedule_refresh(_timestamp(message.get("expires_at")))
+            expires_at = _timestamp(message.get("expires_at"))
+            if expires_at is not None and expires_at > (self._expires_at or 0) + 1:
+                self._schedule_refresh(expires_at)
+            # else the token callable gave no longer-lived token: no use asking again
             dropped = message.get("dropped") or []
             if dropped:
                 with self._lock:

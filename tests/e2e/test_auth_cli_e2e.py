@@ -120,7 +120,7 @@ def test_token_revoke_closes_the_connections_and_needs_an_admin(server):
 def test_listen_and_publish_send_their_token(server):
     env = {"LOCAL_BRIDGE_PORT": str(server.port)}
     listener = subprocess.Popen(
-        [sys.executable, "-m", "local_bridge.cli", "listen", "--channel", "jobs"],
+        [sys.executable, "-m", "local_bridge.cli", "listen", "--channel", "jobs", "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -40,6 +40,7 @@ def _listen_and_publish(server: ServerProcess, *address: str) -> None:
             "web",
             "--client-name",
             "cli-test",
+            "--json",
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
