@@ -64,9 +64,9 @@ def measure(
     through both phases (the Redis scenario); ``cpu_cap``: each server process capped at that
     many cores (its share of the quota used is recorded); ``phases``: the further publisher
     counts and the burst (the main matrix); ``mode``: ``full``, ``publish`` or ``idle``."""
-    m = Measurement(target, n, opts, workdir, stall, max_queue, followers, cpu_cap)
-    m.phases, m.mode = phases, mode
-    return m.run()
+    return Measurement(
+        target, n, opts, workdir, stall, max_queue, followers, cpu_cap, phases, mode
+    ).run()
 
 
 class Measurement:
@@ -82,6 +82,8 @@ class Measurement:
         max_queue: int | None,
         followers: str | None,
         cpu_cap: float | None,
+        phases: bool = False,
+        mode: str = "full",
     ):
         self.target, self.n, self.opts, self.workdir = target, n, opts, workdir
         self.stall, self.followers, self.cpu_cap = stall, followers, cpu_cap
@@ -116,8 +118,7 @@ class Measurement:
         self.exclude = {0: [0]} if stall else None  # the stalled client's figures are its own
         self.ports = ""
         self.workers: list[int | None] = []
-        self.phases = False
-        self.mode = "full"
+        self.phases, self.mode = phases, mode
 
     def run(self) -> dict:
         r = self.r
