@@ -177,6 +177,20 @@ class Worker:
         were processed; the number processed. Waits ``poll_interval`` seconds when no job is
         queued; while the server is unreachable or unavailable (503) it retries, backing off
         up to 30 s. Other errors (a refused token, say) are raised."""
+        try:
+            return self._loop(handler, poll_interval, stop_event, max_jobs)
+        finally:
+            # An idle kept-alive connection would hold a stopping server for its keep-alive
+            # time; the client stays usable (it connects again when asked).
+            self.rest.close()
+
+    def _loop(
+        self,
+        handler: Handler,
+        poll_interval: float,
+        stop_event: threading.Event | None,
+        max_jobs: int | None,
+    ) -> int:
         done = 0
         delay = poll_interval
         while not self._stopped(stop_event) and (max_jobs is None or done < max_jobs):

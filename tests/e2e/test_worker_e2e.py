@@ -174,3 +174,22 @@ def test_stop_ends_a_waiting_worker_at_once(server, kind):
     worker.stop()
     thread.join(TIMEOUT)
     assert not thread.is_alive() and time.monotonic() - started < 1.0
+
+
+def test_a_running_worker_carries_on_after_a_server_restart(kind):
+    server = ServerProcess().start()
+    running = Running(Worker(server.http, "worker-r", kinds=[kind]), lambda job: "done")
+    try:
+        server.restart()  # the worker's claims fail meanwhile; it retries
+        feed = server.client()
+        try:
+            feed.subscribe("jobs")
+            with RestClient(server.http) as rest:
+                job = rest.create_job(kind)
+            events = _job_events(feed, job["id"], "job_completed")
+        finally:
+            feed.close()
+        assert events[-1]["result"] == "done"
+    finally:
+        running.stop()
+        server.stop()
