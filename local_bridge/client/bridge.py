@@ -492,7 +492,7 @@ class Bridge:
             return
         elif kind == "refreshed":
             expires_at = _timestamp(message.get("expires_at"))
-            if expires_at is not None and expires_at > (self._expires_at or 0) + 1:
+            if expires_at is not None and expires_at > (self._expires_at or 0):
                 self._schedule_refresh(expires_at)
             # else the token callable gave no longer-lived token: no use asking again
             dropped = message.get("dropped") or []
