@@ -53,6 +53,9 @@ DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 CORS_ALLOW_HEADERS = ("Content-Type", "Authorization", "Last-Event-ID")
 CORS_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 CORS_PATHS = "/api/"
+#: The browser module: a web app served from a listed origin imports it, and module scripts
+#: are fetched in cors mode, so it needs the CORS headers too (it holds no data).
+CORS_MODULE = "/static/local-bridge.js"
 SSE_ENDPOINT = "events.stream"
 _DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 
@@ -97,7 +100,7 @@ def init_app(app: Flask, settings: Settings) -> None:
     if cors_patterns:
         CORS(
             app,
-            resources={CORS_PATHS + "*": {}},
+            resources={CORS_PATHS + "*": {}, re.escape(CORS_MODULE): {}},
             origins=cors_patterns,
             methods=list(CORS_METHODS),
             allow_headers=list(CORS_ALLOW_HEADERS),

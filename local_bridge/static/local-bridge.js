@@ -1,0 +1,670 @@
+// local-bridge.js: the browser client of the local_bridge event bus (protocol 1.1).
+//
+// One ES module, no build step, no dependencies; served by the server at
+// /static/local-bridge.js. It keeps a WebSocket to /ws open across drops and server restarts
+// (exponential backoff with full jitter, per the close codes of PROTOCOL.md section 5), resumes
+// with `since` + `epoch` so that nothing is lost or repeated, answers heartbeats, detects a dead
+// connection by a read deadline, and sends the token in the `authenticate` message (never in
+// the URL), refreshing it before it expires. See docs/browser-client.md.
+
+export const PROTOCOL_VERSION = 1;
+
+/** Close codes the server uses (PROTOCOL.md section 5). */
+export const CloseCode = Object.freeze({
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  ABNORMAL: 1006,
+  MESSAGE_TOO_BIG: 1009,
+  INTERNAL_ERROR: 1011,
+  UNAUTHORIZED: 4001,
+  FORBIDDEN: 4003,
+  NOT_FOUND: 4004,
+  SLOW_CONSUMER: 4008,
+  ADMIN_DISCONNECT: 4009,
+  RATE_LIMITED: 4029,
+});
+
+// Codes after which reconnecting cannot help: the same client would be refused again. Every
+// other code (1001, 1006, 1011, 4008, 4029, and codes this module does not know) reconnects.
+const STOP_CODES = new Set([1000, 1009, 4001, 4003, 4004, 4009]);
+// The code this module closes its own socket with when it gives up on it (the application
+// range 4000-4999 is free for clients; the server never sends it).
+const CLIENT_GAVE_UP = 4000;
+const TERMINAL_JOB_EVENTS = new Set(["job_completed", "job_failed", "job_cancelled"]);
+const DEFAULT_BACKOFF = Object.freeze({
+  initial: 500, // ms: the first retry waits up to this long (full jitter: 0..initial)
+  max: 30000, // ms: the cap of the exponential growth
+  factor: 2,
+  rateLimited: 5000, // ms added to the delay after a 4029 (rate limited)
+  stable: 10000, // ms a connection must have lasted for the next drop to retry from scratch
+});
+
+/** The bus address of the page's own server: ws(s)://<location.host>/ws. */
+export function defaultUrl() {
+  const secure = globalThis.location?.protocol === "https:";
+  return `${secure ? "wss" : "ws"}://${globalThis.location.host}/ws`;
+}
+
+/** The delay (ms) before reconnect attempt number `attempt` (0 first): a random value in
+ * [0, min(max, initial * factor ** attempt)] ("full jitter"), plus `rateLimited` after a 4029. */
+export function backoffDelay(attempt, backoff = DEFAULT_BACKOFF, rateLimited = false) {
+  const b = { ...DEFAULT_BACKOFF, ...backoff };
+  const ceiling = Math.min(b.max, b.initial * b.factor ** Math.max(0, attempt));
+  return Math.random() * ceiling + (rateLimited ? b.rateLimited : 0);
+}
+
+/** What a token option gives: a string as is, or what a (possibly async) function returns. */
+async function resolveToken(token) {
+  const value = typeof token === "function" ? await token() : token;
+  return value === undefined || value === null || value === "" ? null : String(value);
+}
+
+function httpBase(url) {
+  // "ws://h:1/ws" -> "http://h:1"; "http://h:1/" -> "http://h:1"; "" -> this page's origin
+  if (!url) return globalThis.location.origin;
+  const parsed = new URL(url, globalThis.location?.href);
+  const scheme = { "ws:": "http:", "wss:": "https:" }[parsed.protocol] ?? parsed.protocol;
+  return `${scheme}//${parsed.host}`;
+}
+
+function wsBase(url) {
+  const base = new URL(httpBase(url));
+  return `${base.protocol === "https:" ? "wss" : "ws"}://${base.host}`;
+}
+
+function send(socket, message) {
+  if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
+}
+
+// ------------------------------------------------------------------------------ the bus
+
+/**
+ * A connection to the bus that stays up by itself.
+ *
+ * Dispatches (all CustomEvents, `detail` as listed):
+ *   "event"     a bus event (flat, with `seq`), and `replay_complete` after a resume
+ *   "resync"    the `replay_complete` whose `recovered` is false: reload state over REST
+ *   "state"     the new state: "connecting" | "open" | "reconnecting" | "closed"
+ *   "connected" the server's `connected` greeting (every connection)
+ *   "error"     an `error` reply from the server ({code, message, request_type})
+ *   "closed"    the bridge stopped: {code, reason} (a stopping close code, or close())
+ *   "message"   every message from the server, raw
+ */
+export class Bridge extends EventTarget {
+  constructor({
+    url = undefined,
+    channels = ["jobs"],
+    clientType = "web",
+    clientName = "local_bridge web client",
+    token = undefined,
+    since = undefined,
+    epoch = undefined,
+    backoff = {},
+    timeout = 10000, // ms from opening a socket to the subscription being confirmed
+    readDeadline = undefined, // ms without any message before the connection counts as dead
+    refreshMargin = 60000, // ms before the token's expiry to refresh it (at most a third of its life)
+  } = {}) {
+    super();
+    this.url = url ?? defaultUrl();
+    this.clientType = clientType;
+    this.clientName = clientName;
+    this.token = token;
+    this.backoff = { ...DEFAULT_BACKOFF, ...backoff };
+    this.timeout = timeout;
+    this.readDeadline = readDeadline;
+    this.refreshMargin = refreshMargin;
+    /** The last bus seq seen (resume point), and the history it belongs to. */
+    this.seq = since ?? null;
+    this.epoch = epoch ?? null;
+    /** This connection's id on the server (changes on every reconnect). */
+    this.clientId = null;
+    /** The last `connected` greeting, and the server's auth mode from it ("none" | "token"). */
+    this.greeting = null;
+    this.auth = null;
+    this.state = "closed";
+    this._channels = new Set(channels);
+    this._conn = null; // the current socket and what belongs to it
+    this._attempt = 0;
+    this._stopped = true;
+    this._retryTimer = null;
+    this._ready = null; // {promise, resolve, reject} of connect()
+    this._onOnline = () => this._retryNow();
+    this._heldToken = null; // a token obtained after the server stopped waiting for it
+  }
+
+  /** The channels subscribed (re-sent on every reconnect). */
+  get channels() {
+    return [...this._channels];
+  }
+
+  /** Whether the connection is up and subscribed. */
+  get connected() {
+    return this.state === "open";
+  }
+
+  /**
+   * Start (or restart, after a stop) the connection. Resolves when the first connection is
+   * registered and subscribed; keeps retrying until then. Rejects with an Error carrying
+   * `.code` and `.reason` if the bridge stops first (a stopping close code, or close()).
+   */
+  connect() {
+    if (!this._stopped) return this._ready.promise;
+    this._stopped = false;
+    this._attempt = 0;
+    let resolve, reject;
+    const promise = new Promise((res, rej) => ((resolve = res), (reject = rej)));
+    this._ready = { promise, resolve, reject, settled: false };
+    globalThis.addEventListener?.("online", this._onOnline);
+    this._setState("connecting");
+    this._open();
+    return promise;
+  }
+
+  /** Stop for good (until connect() is called again); dispatches "closed" {code: 1000}. */
+  close() {
+    if (this._stopped) return;
+    this._stop(CloseCode.NORMAL, "closed by the client");
+  }
+
+  /**
+   * Call `fn(event)` for each bus event of `type` ("*": every one, replay_complete included).
+   * Returns a function that removes the listener.
+   */
+  on(type, fn) {
+    const listener = (e) => {
+      if (type === "*" || e.detail.type === type) fn(e.detail);
+    };
+    this.addEventListener("event", listener);
+    return () => this.removeEventListener("event", listener);
+  }
+
+  /** Add channels; remembered for every reconnect. Resolves with the `subscribed` reply when
+   * connected (null when not: they are sent once the connection is up). */
+  subscribe(channels) {
+    const added = [].concat(channels);
+    added.forEach((c) => this._channels.add(c));
+    return this._request({ type: "subscribe", channels: added }, "subscribed");
+  }
+
+  /** Remove channels (also from what is re-sent on reconnect). Resolves like subscribe(). */
+  unsubscribe(channels) {
+    const removed = [].concat(channels);
+    removed.forEach((c) => this._channels.delete(c));
+    return this._request({ type: "unsubscribe", channels: removed }, "unsubscribed");
+  }
+
+  /** Send any message (a type added on the server with register_handler, say). */
+  send(message) {
+    if (!this._conn?.ready) throw new Error("not connected");
+    send(this._conn.socket, message);
+  }
+
+  // -------------------------------------------------------------------------- internals
+
+  _request(message, replyType) {
+    const conn = this._conn;
+    // Before the first subscribe of a connection the channel set is what it will send; after
+    // it, requests go out in order and the server's replies keep the set exact.
+    if (!conn?.registered || message.channels.length === 0) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      conn.pending.push({ replyType, resolve });
+      send(conn.socket, message);
+    });
+  }
+
+  _setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this._dispatch("state", state);
+  }
+
+  _dispatch(name, detail) {
+    this.dispatchEvent(new CustomEvent(name, { detail }));
+  }
+
+  _open() {
+    this._retryTimer = null;
+    if (this._stopped) return;
+    let socket;
+    try {
+      socket = new WebSocket(this.url);
+    } catch (error) {
+      // a malformed URL cannot get better by retrying
+      this._stop(CloseCode.NORMAL, `bad url: ${error.message}`);
+      return;
+    }
+    const conn = {
+      socket,
+      ready: false, // registered and subscribed
+      resuming: false,
+      openedAt: 0,
+      pending: [],
+      deadline: null,
+      refresh: null,
+      done: false,
+    };
+    this._conn = conn;
+    // Until the subscription is confirmed the handshake, greeting and auth must fit in `timeout`.
+    conn.deadline = setTimeout(() => this._giveUp(conn, "no answer in time"), this.timeout);
+    socket.onmessage = (e) => this._onMessage(conn, e.data);
+    socket.onclose = (e) => this._onClose(conn, e.code, e.reason);
+    socket.onerror = () => {}; // always followed by close, which carries what there is to know
+  }
+
+  _onMessage(conn, data) {
+    if (conn.done) return;
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch {
+      return; // only JSON is sent on the bus; a plain "pong" answers a plain "ping"
+    }
+    if (message === null || typeof message !== "object") return;
+    this._armReadDeadline(conn);
+    this._dispatch("message", message);
+    switch (message.type) {
+      case "connected":
+        return this._onGreeting(conn, message);
+      case "authenticated":
+        this._scheduleRefresh(conn, message);
+        return this._register(conn);
+      case "refreshed":
+        this._scheduleRefresh(conn, message);
+        (message.dropped ?? []).forEach((c) => this._channels.delete(c));
+        return;
+      case "registered":
+        return;
+      case "subscribed":
+      case "unsubscribed":
+        return this._onSubscription(conn, message);
+      case "heartbeat":
+        return send(conn.socket, { type: "pong" });
+      case "pong":
+        return;
+      case "error":
+        return this._dispatch("error", message);
+      case "replay_complete":
+        return this._onReplayComplete(message);
+    }
+    if (typeof message.seq === "number") {
+      if (this.seq !== null && message.seq <= this.seq) return; // seen before a reconnect
+      this.seq = message.seq;
+    }
+    this._dispatch("event", message);
+  }
+
+  async _onGreeting(conn, greeting) {
+    this.greeting = greeting;
+    this.auth = greeting.auth ?? "none";
+    this.clientId = greeting.client_id;
+    conn.greetingEpoch = greeting.epoch;
+    conn.heartbeatMs = (greeting.heartbeat_interval ?? 30) * 1000;
+    this._armReadDeadline(conn);
+    this._dispatch("connected", greeting);
+    if (this.auth !== "token") return this._register(conn);
+    let token = this._heldToken;
+    this._heldToken = null;
+    if (token == null) {
+      // The token function may ask the user: its time does not count against `timeout`.
+      clearTimeout(conn.deadline);
+      conn.awaitingToken = true;
+      try {
+        token = await resolveToken(this.token);
+      } catch (error) {
+        conn.awaitingToken = false;
+        this._dispatch("error", { type: "error", code: "token_error", message: String(error) });
+        return this._giveUp(conn, "the token function failed");
+      }
+      conn.awaitingToken = false;
+      if (token === null) return this._stop(CloseCode.UNAUTHORIZED, "no token");
+      if (conn.done) {
+        this._heldToken = token; // the server stopped waiting: use it on the next connection
+        return;
+      }
+      conn.deadline = setTimeout(() => this._giveUp(conn, "no answer in time"), this.timeout);
+    }
+    send(conn.socket, { type: "authenticate", token });
+  }
+
+  _register(conn) {
+    conn.registered = true;
+    send(conn.socket, {
+      type: "register",
+      client_type: this.clientType,
+      client_name: this.clientName,
+    });
+    if (this._channels.size === 0) return this._opened(conn);
+    const subscribe = { type: "subscribe", channels: [...this._channels] };
+    if (this.seq !== null) {
+      subscribe.since = this.seq;
+      if (this.epoch !== null) subscribe.epoch = this.epoch;
+      conn.resuming = true;
+    }
+    conn.pending.push({ replyType: "subscribed", initial: true, resolve: () => {} });
+    send(conn.socket, subscribe);
+  }
+
+  _onSubscription(conn, reply) {
+    this._channels = new Set(reply.channels); // the server's list is the truth
+    const index = conn.pending.findIndex((p) => p.replyType === reply.type);
+    const request = index >= 0 ? conn.pending.splice(index, 1)[0] : null;
+    if (request?.initial) {
+      const newHistory = this.epoch !== null && conn.greetingEpoch !== this.epoch;
+      if (!conn.resuming || newHistory) this.seq = reply.seq;
+      if (!conn.resuming) this.epoch = conn.greetingEpoch;
+      this._opened(conn);
+    }
+    request?.resolve(reply);
+  }
+
+  _onReplayComplete(message) {
+    // Everything up to `to` has now been delivered, or is lost for good (recovered false):
+    // either way the next resume starts there, in the history of this server.
+    if (typeof message.to === "number") this.seq = message.to;
+    this.epoch = this._conn?.greetingEpoch ?? this.epoch;
+    this._dispatch("event", message);
+    if (message.recovered === false) this._dispatch("resync", message);
+  }
+
+  _opened(conn) {
+    clearTimeout(conn.deadline);
+    conn.ready = true;
+    conn.openedAt = Date.now();
+    this._armReadDeadline(conn);
+    this._setState("open");
+    if (this._ready && !this._ready.settled) {
+      this._ready.settled = true;
+      this._ready.resolve(this);
+    }
+  }
+
+  _armReadDeadline(conn) {
+    if (!conn.ready || conn.done) return;
+    clearTimeout(conn.deadline);
+    // The server sends a heartbeat every interval: two missed ones and a margin mean the
+    // connection is dead, though the browser may not notice for minutes.
+    const limit = this.readDeadline ?? Math.max(2.5 * conn.heartbeatMs, 2 * conn.heartbeatMs + 1000);
+    conn.deadline = setTimeout(() => this._giveUp(conn, "no message within the read deadline"), limit);
+  }
+
+  _scheduleRefresh(conn, reply) {
+    clearTimeout(conn.refresh);
+    if (typeof this.token !== "function" || !reply.expires_at) return; // a string cannot change
+    // Measured against the server's own clock (the reply's timestamp): no skew.
+    const now = Date.parse(reply.timestamp) || Date.now();
+    const life = Date.parse(reply.expires_at) - now;
+    const delay = Math.max(0, life - Math.min(this.refreshMargin, life / 3));
+    conn.refresh = setTimeout(async () => {
+      let token = null;
+      try {
+        token = await resolveToken(this.token);
+      } catch (error) {
+        this._dispatch("error", { type: "error", code: "token_error", message: String(error) });
+      }
+      if (token !== null && !conn.done) send(conn.socket, { type: "refresh", token });
+    }, delay);
+  }
+
+  _finish(conn) {
+    conn.done = true;
+    clearTimeout(conn.deadline);
+    clearTimeout(conn.refresh);
+    conn.pending.forEach((p) => p.resolve(null)); // re-applied on the next connection
+    conn.pending = [];
+    conn.socket.onmessage = conn.socket.onclose = null;
+    if (this._conn === conn) this._conn = null;
+  }
+
+  _giveUp(conn, reason) {
+    // Not waiting for the close handshake: on a dead connection it would never come.
+    if (conn.done) return;
+    try {
+      conn.socket.close(CLIENT_GAVE_UP, reason);
+    } catch {
+      /* already closing */
+    }
+    this._onClose(conn, CloseCode.ABNORMAL, reason);
+  }
+
+  _onClose(conn, code, reason) {
+    if (conn.done) return;
+    const lasted = conn.ready ? Date.now() - conn.openedAt : 0;
+    this._finish(conn);
+    if (this._stopped) return;
+    // A 4001 while the token function was still running is the server's authentication
+    // deadline, not a refusal of the token: retry with it.
+    if (STOP_CODES.has(code) && !conn.awaitingToken) return this._stop(code, reason);
+    if (lasted >= this.backoff.stable) this._attempt = 0;
+    const delay = backoffDelay(this._attempt++, this.backoff, code === CloseCode.RATE_LIMITED);
+    this._setState(this._ready.settled ? "reconnecting" : "connecting");
+    this._retryTimer = setTimeout(() => this._retry(), delay);
+  }
+
+  _retry() {
+    this._retryTimer = null;
+    // Offline: wait for the "online" event rather than fail attempt after attempt.
+    if (globalThis.navigator?.onLine === false) return;
+    this._open();
+  }
+
+  _retryNow() {
+    // back online: try at once instead of waiting out the backoff
+    if (this._stopped || this._conn) return;
+    clearTimeout(this._retryTimer);
+    this._open();
+  }
+
+  _stop(code, reason) {
+    this._stopped = true;
+    clearTimeout(this._retryTimer);
+    this._retryTimer = null;
+    globalThis.removeEventListener?.("online", this._onOnline);
+    const conn = this._conn;
+    if (conn) {
+      this._finish(conn);
+      try {
+        conn.socket.close(CloseCode.NORMAL);
+      } catch {
+        /* already closing */
+      }
+    }
+    this._setState("closed");
+    if (this._ready && !this._ready.settled) {
+      this._ready.settled = true;
+      const error = Object.assign(new Error(`bridge closed: ${code} ${reason}`), { code, reason });
+      this._ready.promise.catch(() => {}); // the "closed" event says it too; no unhandled rejection
+      this._ready.reject(error);
+    }
+    this._dispatch("closed", { code, reason });
+  }
+}
+
+// ------------------------------------------------------------------------------ a job's stream
+
+/**
+ * Follow one job on /ws/jobs/<jobId>: `onMessage` gets its `job_status` snapshot, then its
+ * events, up to the terminal one (job_completed, job_failed or job_cancelled), which
+ * `promise` resolves with. If the stream drops before the end, it reconnects (with backoff)
+ * and starts again with a fresh snapshot. `promise` rejects with an Error carrying `.code`
+ * (an error code such as "job_not_found", or a close code) when the stream cannot go on.
+ * `close()` stops following (the promise then rejects with code 1000).
+ */
+export function followJob(baseUrl, jobId, { token, onMessage = () => {}, backoff = {}, timeout = 10000 } = {}) {
+  const url = `${wsBase(baseUrl)}/ws/jobs/${encodeURIComponent(jobId)}`;
+  let socket = null;
+  let timer = null;
+  let attempt = 0;
+  let done = false;
+  let settle;
+  const promise = new Promise((resolve, reject) => {
+    settle = (error, terminal) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (socket) {
+        socket.onmessage = socket.onclose = null;
+        try {
+          socket.close(CloseCode.NORMAL);
+        } catch {
+          /* already closing */
+        }
+      }
+      error ? reject(error) : resolve(terminal);
+    };
+  });
+  const fail = (code, message) => settle(Object.assign(new Error(message), { code }));
+
+  async function open() {
+    timer = null;
+    if (done) return;
+    let lastError = null;
+    let snapshotSeen = false;
+    const current = (socket = new WebSocket(url));
+    const retry = (code) => {
+      if (current !== socket || done) return;
+      current.onmessage = current.onclose = null;
+      if (snapshotSeen) attempt = 0; // it got somewhere: the next drop retries from scratch
+      timer = setTimeout(open, backoffDelay(attempt++, backoff, code === CloseCode.RATE_LIMITED));
+    };
+    // No snapshot within `timeout`: give this socket up and try again.
+    timer = setTimeout(() => {
+      try {
+        current.close(CLIENT_GAVE_UP);
+      } catch {
+        /* already closing */
+      }
+      retry(CloseCode.ABNORMAL);
+    }, timeout);
+    current.onopen = async () => {
+      // The job stream sends no greeting: with a token, authenticate at once.
+      if (token === undefined || token === null) return;
+      try {
+        const value = await resolveToken(token);
+        if (value !== null) send(current, { type: "authenticate", token: value });
+      } catch (error) {
+        fail("token_error", `the token function failed: ${error}`);
+      }
+    };
+    current.onmessage = (e) => {
+      let message;
+      try {
+        message = JSON.parse(e.data);
+      } catch {
+        return;
+      }
+      if (message?.type === "heartbeat") return send(current, { type: "pong" });
+      if (message?.type === "error") {
+        if (message.request_type !== "authenticate") lastError = message;
+        return;
+      }
+      if (message?.type === "job_status") {
+        snapshotSeen = true;
+        clearTimeout(timer);
+      }
+      if (!message || message.type === "authenticated" || message.type === "pong") return;
+      onMessage(message);
+      if (TERMINAL_JOB_EVENTS.has(message.type)) settle(null, message);
+    };
+    current.onclose = (e) => {
+      if (current !== socket || done) return;
+      clearTimeout(timer);
+      if (STOP_CODES.has(e.code)) {
+        fail(lastError?.code ?? e.code, lastError?.message ?? `job stream closed ${e.code} ${e.reason}`);
+      } else {
+        retry(e.code);
+      }
+    };
+  }
+
+  open();
+  return { promise, close: () => fail(CloseCode.NORMAL, "closed by the client") };
+}
+
+// ------------------------------------------------------------------------------ REST
+
+/** A non-2xx answer: `.status` (HTTP), `.code` and `.message` from the server's error
+ * envelope, `.fields` (422: what was wrong with which field), `.body` (the parsed answer). */
+export class RestError extends Error {
+  constructor(status, code, message, fields = null, body = null) {
+    super(message);
+    this.name = "RestError";
+    this.status = status;
+    this.code = code;
+    this.fields = fields;
+    this.body = body;
+  }
+}
+
+/**
+ * Thin helpers over fetch for the REST API: JSON in and out, `Authorization: Bearer <token>`
+ * when a token (a string, or a possibly async function called for every request) is given.
+ * Answers resolve with the parsed JSON (null for an empty body, 204); other statuses reject with
+ * a RestError, a network failure with the TypeError fetch throws.
+ */
+export class Rest {
+  constructor({ baseUrl = undefined, token = undefined, timeout = 30000 } = {}) {
+    this.baseUrl = httpBase(baseUrl);
+    this.token = token;
+    this.timeout = timeout;
+  }
+
+  get(path, query = undefined) {
+    return this.request("GET", path, undefined, query);
+  }
+
+  post(path, body = {}) {
+    return this.request("POST", path, body);
+  }
+
+  patch(path, body = {}) {
+    return this.request("PATCH", path, body);
+  }
+
+  delete(path, body = {}) {
+    return this.request("DELETE", path, body);
+  }
+
+  /** Publish an event (admin): POST /api/websocket/broadcast. */
+  publish(type, data = {}, { channel, clientTypes } = {}) {
+    const body = { type, data };
+    if (channel !== undefined) body.channel = channel;
+    if (clientTypes !== undefined) body.client_types = clientTypes;
+    return this.post("/api/websocket/broadcast", body);
+  }
+
+  async request(method, path, body = undefined, query = undefined) {
+    const url = new URL(path, this.baseUrl + "/");
+    for (const [key, value] of Object.entries(query ?? {})) {
+      if (value !== undefined && value !== null) url.searchParams.set(key, String(value));
+    }
+    const headers = { Accept: "application/json" };
+    const token = await resolveToken(this.token);
+    if (token !== null) headers.Authorization = `Bearer ${token}`;
+    const init = { method, headers, signal: AbortSignal.timeout?.(this.timeout) };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json"; // every write must be JSON (API.md)
+      init.body = JSON.stringify(body);
+    }
+    const response = await fetch(url, init);
+    const text = await response.text();
+    let parsed = null;
+    if (text) {
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = text;
+      }
+    }
+    if (!response.ok) {
+      const envelope = parsed?.error ?? {};
+      throw new RestError(
+        response.status,
+        envelope.code ?? `http_${response.status}`,
+        envelope.message ?? `${method} ${url.pathname}: HTTP ${response.status}`,
+        envelope.fields ?? null,
+        parsed,
+      );
+    }
+    return parsed;
+  }
+}
