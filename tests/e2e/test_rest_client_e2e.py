@@ -139,7 +139,15 @@ def test_exports_publishing_events_and_system(server: ServerProcess, rest: RestC
     assert status["seq"] >= system["seq"] and "queue" in status
     assert rest.health()["status"] == "ok"
     assert rest.live() == {"status": "ok"}
-    assert isinstance(rest.clients()["items"], list)
+    bus = server.client()
+    try:
+        listed = [c["client_id"] for c in rest.clients(limit=500)["items"]]
+        assert bus.client_id in listed
+        assert rest.disconnect(bus.client_id) == {"client_id": bus.client_id, "disconnected": True}
+        assert bus.close_code() == 4009
+    finally:
+        bus.close()
+    assert rest.request("GET", "/api/system/live") == {"status": "ok"}
 
 
 def test_a_long_poll_returns_when_an_event_arrives(server: ServerProcess, rest: RestClient):
@@ -201,6 +209,7 @@ def test_a_server_that_goes_away_and_comes_back():
             rest.live()
         server.start()
         assert rest.live() == {"status": "ok"}
+        rest.close()
     finally:
         server.stop()
 
@@ -208,8 +217,8 @@ def test_a_server_that_goes_away_and_comes_back():
 def test_tokens_a_string_or_a_function():
     server = ServerProcess({"AUTH": "token", "SECRET_KEY": SECRET}).start()
     try:
-        with pytest.raises(ApiError) as refused:
-            RestClient(server.http).create_session("s", "/s")
+        with pytest.raises(ApiError) as refused, RestClient(server.http) as anonymous:
+            anonymous.create_session("s", "/s")
         assert (refused.value.status, refused.value.code) == (401, "unauthorized")
 
         client = RestClient(server.http, token=mint(SECRET, sub="c", role="client", ttl=60)[0])
@@ -228,6 +237,8 @@ def test_tokens_a_string_or_a_function():
         worker.claim_job("w", ["nothing-queued"])
         worker.claim_job("w", ["nothing-queued"])
         assert len(minted) == 2  # asked before each request
+        for used in (client, worker):
+            used.close()  # an idle kept-alive connection would hold the server's stop
     finally:
         server.stop()
 
@@ -253,8 +264,8 @@ class IPv6Server(ServerProcess):
 def test_an_ipv6_base_url():
     server = IPv6Server({"HOST": "::1"}).start()
     try:
-        rest = RestClient(f"http://[::1]:{server.port}")
-        session = rest.create_session("v6", "/v6")
-        assert rest.get_session(session["id"])["name"] == "v6"
+        with RestClient(f"http://[::1]:{server.port}") as rest:
+            session = rest.create_session("v6", "/v6")
+            assert rest.get_session(session["id"])["name"] == "v6"
     finally:
         server.stop()
