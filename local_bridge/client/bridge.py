@@ -412,8 +412,14 @@ class Bridge:
                         if self._stop.is_set():
                             return
                         code = exc.code
-                    except (OSError, BusError) as exc:  # refused, timed out, 5xx upgrade ...
+                    except HandshakeError as exc:  # a 5xx while it restarts; 429: too often
                         log.info("reconnect attempt %d failed: %s", attempt, exc)
+                        code = 4029 if exc.status == 429 else NO_CLOSE_FRAME
+                    except (OSError, BusError) as exc:  # refused, timed out ...
+                        log.info("reconnect attempt %d failed: %s", attempt, exc)
+                        code = NO_CLOSE_FRAME
+                    except Exception:  # the token callable failed, say: try again later
+                        log.warning("reconnect attempt %d failed", attempt, exc_info=True)
                         code = NO_CLOSE_FRAME
         except Exception:  # a bug must not leave events() waiting for ever
             log.exception("the bridge's thread failed")
@@ -459,7 +465,12 @@ class Bridge:
 
     def _refresh(self, bus: BusClient) -> None:
         self._refresh_at = None  # until `refreshed` names the next expiry
-        token = self._current_token()
+        try:
+            token = self._current_token()
+        except Exception:  # the token service may be back in a moment
+            log.warning("the token callable failed; trying again in 5 s", exc_info=True)
+            self._refresh_at = time.monotonic() + 5.0
+            return
         if token is not None:
             bus.send({"type": "refresh", "token": token})
 

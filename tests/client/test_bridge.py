@@ -246,3 +246,43 @@ def test_jwt_expiry_is_read_without_verifying():
     token, claims = mint("s" * 32, sub="x", role="client", ttl=60)
     assert bridge_module._jwt_expiry(token) == claims.exp
     assert bridge_module._jwt_expiry("not a jwt") is None
+
+
+def test_a_failing_token_callable_at_a_reconnect_is_retried(script):
+    calls = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("token service down")
+        return "t"
+
+    plan = script(
+        Connection([subscribed(0)], end=1006, auth="token"),
+        Connection([subscribed(0), replay_complete(0, 0, True), event(1)], auth="token"),
+    )
+    with Bridge("ws://bus/ws", backoff=FAST, token=flaky) as bridge:
+        assert seqs_and_types(collect(bridge, 2)) == ["replay_complete", 1]
+    assert len(calls) == 3 and len(plan.opened) == 2
+
+
+def test_a_handshake_answered_429_waits_the_rate_limited_delay(script, monkeypatch):
+    from local_bridge.client import HandshakeError
+
+    delays = []
+    backoff = Backoff(initial=0.01, maximum=0.01, rate_limited=0.02)
+    real = Backoff.delay
+
+    def spy(self, attempt, code=1006, random_fraction=None):
+        delays.append(code)
+        return real(self, attempt, code)
+
+    monkeypatch.setattr(Backoff, "delay", spy)
+    script(
+        Connection([subscribed(0)], end=1011),
+        HandshakeError(429, b""),
+        Connection([subscribed(0), replay_complete(0, 0, True)]),
+    )
+    with Bridge("ws://bus/ws", backoff=backoff) as bridge:
+        assert next(bridge.events(timeout=5))["type"] == "replay_complete"
+    assert delays == [1011, 4029]
