@@ -145,10 +145,13 @@ class Demo:
 
     def run_jobs(self, jobs: list[dict[str, Any]]) -> None:
         worker = Worker(self.rest, WORKER_NAME, kinds=[JOB_KIND])
-        for _ in jobs:
+        waiting = {job["id"] for job in jobs}
+        # Jobs an interrupted earlier run left queued come first: they are run too.
+        while waiting:
             job = worker.claim()
-            if job is None:  # another demo's worker took it
+            if job is None:  # another demo's worker took the rest
                 break
+            waiting.discard(job["id"])
             task = (job.get("params") or {}).get("task", "render")
             self.line(f"job {job['id']} claimed by {WORKER_NAME} ({task})")
             worker.process(job, self._handler)

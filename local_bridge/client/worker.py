@@ -142,6 +142,13 @@ class Worker:
             result = handler(context)
         except JobCancelled:
             return self._end(context, "cancel", lambda: self.rest.cancel_job(context.id))
+        except (KeyboardInterrupt, SystemExit):
+            # The program is ending: fail the job (retryable) rather than leave it running.
+            try:
+                self.rest.fail_job(context.id, "the worker was interrupted", None, True)
+            except (ApiError, OSError):
+                pass
+            raise
         except Exception as exc:
             if context.cancel_requested:  # the handler turned the cancellation into an error
                 return self._end(context, "cancel", lambda: self.rest.cancel_job(context.id))

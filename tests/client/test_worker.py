@@ -124,3 +124,14 @@ def test_stop_event_ends_a_waiting_run():
     stop.set()
     thread.join(5)
     assert not thread.is_alive()
+
+
+def test_an_interrupted_worker_fails_its_job_retryable_and_lets_the_interrupt_through():
+    rest = FakeRest()
+
+    def handler(job):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Worker(rest, "w").process(dict(JOB), handler)
+    assert rest.calls == [("fail", ("the worker was interrupted", None, True))]
