@@ -11,6 +11,7 @@ completed.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -211,7 +212,7 @@ class Demo:
 def _outcome(job: dict[str, Any]) -> str:
     """What ended a job, for its line."""
     if job["status"] == "completed":
-        return f": {job['result']}"
+        return f": {json.dumps(job['result'])}"
     if job["status"] == "failed":
         again = ", retryable" if job["retryable"] else ""
         return f": {job['error_message']} (at {job['stage']}{again})"
