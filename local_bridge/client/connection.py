@@ -196,7 +196,7 @@ class BusClient:
         elif isinstance(event, Ping):
             self._sock.sendall(self._ws.send(event.response()))
         elif isinstance(event, CloseConnection):
-            self._close_code = event.code
+            self._close_code = int(event.code)  # a plain int, not wsproto's enum
             if self._ws.state is ConnectionState.REMOTE_CLOSING:
                 self._sock.sendall(self._ws.send(event.response()))
         # Pongs and binary messages: nothing to do (the server sends no binary messages).
