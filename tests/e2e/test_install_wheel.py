@@ -109,6 +109,7 @@ def test_the_wheel_ships_every_migration_and_the_license(wheel):
     }
     assert any(re.fullmatch(r"local_bridge/migrations/versions/\d+_\w+\.py", n) for n in shipped)
     assert shipped <= names, sorted(shipped - names)
+    assert "local_bridge/static/local-bridge.js" in names  # the browser module
     assert any(
         n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names
     )
@@ -163,6 +164,10 @@ def test_installed_server_serves_a_session_and_migrates(venv, tmp_path):
         fetched = requests.get(f"{base}/api/sessions/{session['id']}", timeout=10)
         assert fetched.status_code == 200, fetched.text
         assert fetched.json()["name"] == "Wedding"
+        module = requests.get(f"{base}/static/local-bridge.js", timeout=10)
+        assert module.status_code == 200, module.text
+        assert module.headers["Content-Type"].startswith("text/javascript")
+        assert "export class Bridge" in module.text
     finally:
         server.send_signal(signal.SIGTERM)
         try:
