@@ -137,3 +137,14 @@ def test_an_administrators_disconnect_ends_listen_with_one_line(server):
         assert "Traceback" not in _drain(listener.err)
     finally:
         listener.stop()
+
+
+def test_client_type_is_what_limited_broadcasts_go_by(server):
+    listener = Listener(server, "--client-type", "web", "--json")
+    try:
+        listener.wait_subscribed(server)
+        server.publish("listen.limited", {"to": "gui"}, channel="jobs", client_types=["gui"])
+        server.publish("listen.limited", {"to": "web"}, channel="jobs", client_types=["web"])
+        assert json.loads(listener.line())["to"] == "web"
+    finally:
+        listener.stop()
