@@ -132,6 +132,31 @@ export class Feed {
     this.scheduler.mark("feed");
   }
 
+  /** The newest event held, to insert older ones after later (see insertAfter). */
+  get newest() {
+    return this.events[this.events.length - 1] ?? null;
+  }
+
+  /** Insert events that were missed (older than those that came after `anchor`) after
+   * `anchor`, an event of this feed (at the start if it is gone or null). */
+  insertAfter(anchor, events) {
+    if (events.length === 0) return;
+    const at = anchor ? this.events.indexOf(anchor) + 1 : 0;
+    this.events.splice(at, 0, ...events);
+    if (this.events.length > FEED_LIMIT) this.events.splice(0, this.events.length - FEED_LIMIT);
+    for (const event of events) {
+      this.channels.add(mainChannel(event.channel) ?? "(everyone)");
+      this.types.add(String(event.type));
+    }
+    this.onFilterOptions(this);
+    if (this.paused) {
+      this.unseen += events.length;
+      this.scheduler.mark("feed");
+    } else {
+      this.redrawAll();
+    }
+  }
+
   setFilter(channel, type) {
     this.channel = channel;
     this.type = type;

@@ -80,6 +80,8 @@ class Dashboard {
     this.held = []; // events that arrived during a load
     this.reloading = null; // the load under way
     this.reloadAgain = false;
+    this.epoch = null; // the history the events shown belong to
+    this.connection = { anchor: null, seqs: new Set() }; // see the "connected" listener
     this.connState = "starting";
     this.lastReconnect = "";
     this.scheduler.register("bus", () => this.drawBus());
@@ -283,7 +285,12 @@ class Dashboard {
     this.bridge = bridge;
     bridge.addEventListener("event", (e) => this.onEvent(e.detail));
     bridge.addEventListener("state", (e) => this.setConnState(e.detail));
-    bridge.addEventListener("connected", () => this.scheduler.mark("bus"));
+    bridge.addEventListener("connected", () => {
+      // where this connection's events start in the feed, and which it delivered: a
+      // broadcast to everyone may come before the subscription's replay_complete
+      this.connection = { anchor: this.feed.newest, seqs: new Set() };
+      this.scheduler.mark("bus");
+    });
     bridge.addEventListener("resync", (e) => this.onResync(e.detail));
     bridge.addEventListener("error", (e) => this.onBusError(e.detail));
     bridge.addEventListener("closed", (e) => this.onClosed(bridge, e.detail));
@@ -295,6 +302,7 @@ class Dashboard {
       console.warn("dashboard: the bus refused the connection", error);
       return;
     }
+    this.epoch = bridge.epoch;
     await this.reload();
   }
 
@@ -315,6 +323,8 @@ class Dashboard {
     this.channelCounts.set(channel, (this.channelCounts.get(channel) || 0) + 1);
     this.scheduler.mark("channels");
     this.scheduler.mark("bus");
+    const { seqs } = this.connection; // only its first events matter (before replay_complete)
+    if (typeof event.seq === "number" && seqs.size < 1000) seqs.add(event.seq);
     this.feed.add(event);
     if (this.loading) this.held.push(event);
     else this.fold(event);
@@ -323,10 +333,41 @@ class Dashboard {
   async onResync(info) {
     // the server no longer holds every event since our last one (a restart without shared
     // history, or history expired): what is shown may be stale, load it again
-    this.lastReconnect = `state reloaded over REST (history did not reach seq ${info?.since ?? "?"})`;
+    const { anchor, seqs } = this.connection;
+    const previous = this.epoch;
+    this.epoch = this.bridge?.epoch ?? null;
+    this.lastReconnect =
+      previous && this.epoch !== previous
+        ? "new history (the server restarted): state reloaded over REST"
+        : `history no longer reached seq ${info?.since ?? "?"}: state reloaded over REST`;
     this.lastSeq = null;
     this.scheduler.mark("bus");
     await this.reload();
+    if (previous && this.epoch && this.epoch !== previous && typeof info?.to === "number") {
+      await this.backfill(anchor, seqs, this.epoch, info.to);
+    }
+  }
+
+  /** A new history (the server restarted): the events it published before this page was back
+   * are still in it. Fetch them for the feed, so it misses nothing of the new history. */
+  async backfill(anchor, delivered, epoch, to) {
+    const query = new URLSearchParams({
+      since: "0",
+      epoch,
+      channels: CHANNELS.join(","),
+      client_type: this.bridge.clientType,
+      limit: "500",
+    });
+    try {
+      const answer = await this.get(`/api/events?${query}`);
+      if (!answer.recovered) return; // that history is gone too
+      const missed = (answer.items || []).filter((e) => e.seq <= to && !delivered.has(e.seq));
+      this.feed.insertAfter(anchor, missed);
+      this.lastReconnect += missed.length ? `; ${missed.length} events since the restart fetched` : "";
+      this.scheduler.mark("bus");
+    } catch (error) {
+      console.warn("dashboard: fetching the events since the restart failed", error);
+    }
   }
 
   onBusError(reply) {

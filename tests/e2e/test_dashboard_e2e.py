@@ -292,6 +292,9 @@ def test_after_a_restart_without_shared_history_it_reloads_over_rest(open_dashbo
         page = open_dashboard(server)
         before = page.text_content("#bus-epoch")
         server.restart()
+        # published at once: most likely before the page is back (then fetched for the feed
+        # from the new history), else received live; shown either way
+        early = server.publish("test.just_after_restart", {"n": 0})["seq"]
         job = ok(server.post("/api/jobs", json={"kind": "after-restart"}), 201)
         epoch = ok(server.get("/api/system/status"))["epoch"]
         assert epoch != before
@@ -301,6 +304,9 @@ def test_after_a_restart_without_shared_history_it_reloads_over_rest(open_dashbo
         wait_text(page, "#bus-link", "state reloaded over REST")
         seq = server.publish("test.after_restart", {"n": 1})["seq"]
         feed_has(page, seq)
+        shown = f"#feed tr[data-seq='{early}'][data-type='test.just_after_restart']"
+        page.wait_for_selector(shown, state="attached")
+        assert page.locator(shown).count() == 1
     finally:
         page.context.close()  # its idle keep-alive connections would hold the shutdown
         server.stop()
