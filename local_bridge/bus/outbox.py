@@ -101,6 +101,9 @@ class Outbox:
         self._wakeup = threading.Event()  # set: the writer has something to do
         self._progress: threading.Event | None = None  # set after each batch (for wait_room)
         self._items: list[bytes] = []
+        # The first queued item is the rest of a frame the socket took in part: discarding the
+        # queue must keep it, or the client would read the next frame from mid-message.
+        self._head_partial = False
         self._busy = False  # a writer has work (or is about to); else none writes
         self._writer: _Runner | None = None
         self._finishing = False  # no more messages accepted
@@ -142,6 +145,7 @@ class Outbox:
                     if rest is None:
                         return True
                     data = rest
+                    self._head_partial = True
                 self._queued_at = monotonic()
                 self._items.append(data)
                 self._busy = True
@@ -152,8 +156,7 @@ class Outbox:
                 self._items.append(data)
                 return True
             else:
-                self.dropped += len(self._items) + 1
-                self._items.clear()
+                self.dropped += 1 + self._discard_queue()
                 self._finishing = True
                 self._overflowed = overflowed = True
                 self._final = self._overflow_frame
@@ -169,6 +172,14 @@ class Outbox:
                 on_overflow()
             return False
         return True
+
+    def _discard_queue(self) -> int:
+        """Drop the queued messages but the rest of a frame already begun on the socket;
+        return how many were dropped. Called with the lock held."""
+        keep = self._items[:1] if self._head_partial else []
+        dropped = len(self._items) - len(keep)
+        self._items = keep
+        return dropped
 
     def _write_now(self, data: bytes) -> bytes | None:
         """Hand ``data`` to the socket without blocking; return what it did not take (None:
@@ -196,8 +207,7 @@ class Outbox:
             # of this outbox, a cycle that would otherwise wait for a full garbage collection.
             self._on_overflow = None
             if discard:
-                self.dropped += len(self._items)
-                self._items.clear()
+                self.dropped += self._discard_queue()
             self._final = final
             self._busy = True
             start = self._writer is None
@@ -239,6 +249,7 @@ class Outbox:
                 else:
                     sleep = False
                     batch, self._items = self._items, []
+                    self._head_partial = False
                     queued_at = self._queued_at
                     last = self._finishing
                     final, self._final = (self._final, None) if last else (None, None)

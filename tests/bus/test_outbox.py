@@ -305,3 +305,43 @@ def test_under_gevent_a_writer_starts_from_the_event_loop_without_waiting():
         "print(out)\n"
     )
     assert out.strip() == "[b'from the loop', b'bye']"
+
+
+class HeldRunner:
+    """Stands in for the outbox's writer runner: the writer starts only when released, as a
+    greenlet does not run until its spawner yields."""
+
+    made: list[HeldRunner] = []
+
+    def __init__(self, target, name):
+        self._thread = threading.Thread(target=target, name=name, daemon=True)
+        HeldRunner.made.append(self)
+
+    def release(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout):
+        if not self._thread.is_alive() and self._thread.ident is None:
+            self.release()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+@pytest.mark.parametrize("how", ["overflow", "close-discard"])
+def test_discarding_keeps_the_rest_of_a_frame_already_begun(sock, make_outbox, monkeypatch, how):
+    monkeypatch.setattr("local_bridge.bus.outbox._Runner", HeldRunner)
+    HeldRunner.made.clear()
+    direct = FakeTrySend(2)  # the socket takes b"ab" of b"abcdef"
+    outbox = make_outbox(limit=2, overflow_frame=b"CLOSE", try_send=direct)
+    assert outbox.put(b"abcdef")  # the rest, b"cdef", waits for a writer not yet running
+    assert outbox.put(b"gh")
+    if how == "overflow":
+        assert not outbox.put(b"ij")  # over the limit: the queue is discarded
+        final = b"CLOSE"
+    else:
+        assert outbox.close(b"BYE", discard=True)
+        final = b"BYE"
+    HeldRunner.made[0].release()
+    assert outbox.wait_closed(TIMEOUT)
+    # The client reads whole frames: the begun one completed, then the final frame.
+    assert direct.written + b"".join(sock.calls) == b"abcdef" + final
