@@ -13,10 +13,11 @@ The HTML lives outside ``static/`` so that it is only ever served with these hea
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib import resources
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 bp = Blueprint("dashboard", __name__)
 
@@ -24,7 +25,6 @@ bp = Blueprint("dashboard", __name__)
 #: drift test leave them out, as they do static files and the WebSocket endpoints).
 PAGE_ENDPOINTS = frozenset({"dashboard.index", "dashboard.dashboard"})
 
-#: 'self' covers ws:// and wss:// to the page's own host in CSP level 3 (Chromium, Firefox).
 CONTENT_SECURITY_POLICY = "; ".join(
     (
         "default-src 'none'",
@@ -37,8 +37,9 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "frame-ancestors 'none'",
     )
 )
+#: What a ``Host`` may look like to be written into the policy (name or address, port).
+_PLAIN_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 PAGE_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
@@ -53,9 +54,21 @@ def _page() -> bytes:
     return (resources.files("local_bridge") / "templates" / "dashboard.html").read_bytes()
 
 
+def content_security_policy(host: str) -> str:
+    """The page's policy. CSP level 3 lets ``'self'`` cover ``ws://`` and ``wss://`` to the
+    page's own host; browsers that predate it need the WebSocket origins named, which only a
+    plain ``Host`` (already checked against the allow-list) is written as."""
+    if not _PLAIN_HOST.fullmatch(host):
+        return CONTENT_SECURITY_POLICY
+    return CONTENT_SECURITY_POLICY.replace(
+        "connect-src 'self'", f"connect-src 'self' ws://{host} wss://{host}"
+    )
+
+
 def _serve() -> Response:
     response = Response(_page(), mimetype="text/html")
     response.headers.update(PAGE_HEADERS)
+    response.headers["Content-Security-Policy"] = content_security_policy(request.host)
     return response
 
 
@@ -71,4 +84,4 @@ def dashboard() -> Response:
     return _serve()
 
 
-__all__ = ["CONTENT_SECURITY_POLICY", "PAGE_ENDPOINTS", "bp"]
+__all__ = ["CONTENT_SECURITY_POLICY", "PAGE_ENDPOINTS", "bp", "content_security_policy"]

@@ -147,6 +147,7 @@ def test_the_page_is_served_open_with_a_strict_policy(bridge, path):
     policy = response.headers["Content-Security-Policy"]
     assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
     assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert f"connect-src 'self' ws://127.0.0.1:{bridge.port} wss://" in policy
     assert response.headers["X-Frame-Options"] == "DENY"
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert "<script>" not in response.text  # no inline script: only the module by URL
