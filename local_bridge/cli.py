@@ -20,6 +20,7 @@ from .config import (
     check_bind_allowed,
     load_settings,
 )
+from .protocol import CHANNELS, CLIENT_TYPE_PATTERN, is_valid_channel
 
 
 @click.group()
@@ -237,6 +238,18 @@ def listen(
     from .client.bridge import Bridge
     from .listen_view import event_line, lost_notice, resumed_notice, resync_notice, wanted
 
+    # Checked here: the server would answer an error and go on, leaving listen silent.
+    unknown = [name for name in channels if not is_valid_channel(name)]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown channel {', '.join(map(repr, unknown))} (channels: "
+            f"{', '.join(sorted(CHANNELS))}, or a sub-channel such as jobs:<id>)",
+            param_hint="--channel",
+        )
+    if not CLIENT_TYPE_PATTERN.match(client_type):
+        raise click.BadParameter(
+            f"{client_type!r} must match ^[a-z][a-z0-9_-]{{0,31}}$", param_hint="--client-type"
+        )
     url = f"ws://{_server_address(host, port)}/ws"
 
     def fresh_token() -> str | None:  # a self-minted one is minted again for each refresh
@@ -271,6 +284,8 @@ def listen(
             ) from None
         if exc.code == 4001:
             raise click.ClickException("local_bridge refused the token (close code 4001)") from None
+        if exc.code == 4004:  # /ws itself is not there
+            raise click.ClickException(f"{url}: not a local_bridge bus ({exc.detail})") from None
         raise click.ClickException(_stopped(exc)) from None
     except OSError as exc:  # refused, timed out, upgrade refused (HTTP status)
         raise _unreachable(url, exc) from None

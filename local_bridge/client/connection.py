@@ -54,12 +54,11 @@ class HandshakeError(ConnectionError):
     """The server answered the WebSocket upgrade with an HTTP error (``status``)."""
 
     def __init__(self, status: int, body: bytes):
-        detail = body.decode(errors="replace").strip()[:200]
         try:
             error = json.loads(body)["error"]
             detail = f"{error['code']}: {error['message']}"
-        except (ValueError, KeyError, TypeError):
-            pass
+        except (ValueError, KeyError, TypeError):  # an HTML page, say: not local_bridge's answer
+            detail = "(not a local_bridge answer)" if body.strip() else ""
         super().__init__(
             f"WebSocket upgrade refused: HTTP {status}" + (f" {detail}" if detail else "")
         )

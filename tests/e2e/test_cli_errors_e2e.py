@@ -128,6 +128,7 @@ def test_a_web_server_that_is_not_local_bridge(web_page):
         assert "is it a local_bridge server?" in said[name], said[name]
     for name in ("listen", "watch-job"):
         assert "HTTP 404" in said[name], said[name]
+    assert "not a local_bridge bus" in said["listen"], said["listen"]
 
 
 def test_a_service_that_does_not_speak_http(not_http):
@@ -168,3 +169,17 @@ def test_validation_errors_name_their_fields(auth_server):
     assert "(type: " in result.stderr
     unknown = _run(("publish", "custom.note", "x=1", "--channel", "nowhere"), auth_server.port, env)
     assert unknown.returncode == 1 and "(channel: unknown channel 'nowhere')" in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    "option, value, hint",
+    [
+        ("--channel", "nowhere", "unknown channel 'nowhere'"),
+        ("--client-type", "BAD TYPE", "must match"),
+    ],
+)
+def test_listen_refuses_what_the_server_would_refuse_before_connecting(option, value, hint):
+    # No server: the check comes first, where a refusal by the server would leave it silent.
+    result = _run(("listen", option, value), free_port(), {})
+    assert result.returncode == 2, result.stderr
+    assert hint in result.stderr and "Traceback" not in result.stderr
