@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -281,6 +283,28 @@ def test_user_text_in_events_is_shown_as_text(bridge, open_dashboard):
     assert f"file_name={XSS}" in row.text_content()
     assert page.locator("#feed img, #board img").count() == 0
     assert page.evaluate("window.__pwned") is None
+    assert page.problems == []
+
+
+def test_the_demo_shows_every_event_type(bridge, open_dashboard):
+    """What a new user does first: open the page, run `local-bridge demo`, watch."""
+    from local_bridge.catalog import CATALOG
+
+    page = open_dashboard(bridge)
+    demo = subprocess.run(
+        [sys.executable, "-m", "local_bridge.cli", "demo", "--port", str(bridge.port)]
+        + ["--pace", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("LOCAL_BRIDGE_")},
+    )
+    assert demo.returncode == 0, demo.stderr
+    for type_ in CATALOG:
+        page.wait_for_selector(f"#feed tr[data-type='{type_}']", state="attached")
+    page.wait_for_selector("article.job[data-status=completed]")
+    page.wait_for_selector("article.job[data-status=failed]")
+    page.wait_for_selector("article.job[data-status=cancelled]")
     assert page.problems == []
 
 
