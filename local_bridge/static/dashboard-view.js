@@ -127,7 +127,8 @@ export class Feed {
       this.unseen += 1;
     } else {
       this.pending.push(event);
-      if (this.pending.length > FEED_LIMIT) this.pending.splice(0, this.pending.length - FEED_LIMIT);
+      const excess = this.pending.length - FEED_LIMIT;
+      if (excess > 0) this.pending.splice(0, excess);
     }
     this.scheduler.mark("feed");
   }

@@ -8,7 +8,14 @@
 
 import { Bridge, Rest, defaultUrl } from "./local-bridge.js";
 import { TokenPrompt, TokenStore, claimsOf } from "./dashboard-auth.js";
-import { Feed, FrameScheduler, JobBoard, mainChannel, renderCounts, setText } from "./dashboard-view.js";
+import {
+  Feed,
+  FrameScheduler,
+  JobBoard,
+  mainChannel,
+  renderCounts,
+  setText,
+} from "./dashboard-view.js";
 
 const CHANNELS = ["jobs", "photos", "sessions", "system", "queue", "approval", "export"];
 const POLL_MS = 5000; // status, health and clients: no event tells these
@@ -363,7 +370,7 @@ class Dashboard {
       if (!answer.recovered) return; // that history is gone too
       const missed = (answer.items || []).filter((e) => e.seq <= to && !delivered.has(e.seq));
       this.feed.insertAfter(anchor, missed);
-      this.lastReconnect += missed.length ? `; ${missed.length} events since the restart fetched` : "";
+      if (missed.length) this.lastReconnect += `; ${missed.length} earlier events fetched`;
       this.scheduler.mark("bus");
     } catch (error) {
       console.warn("dashboard: fetching the events since the restart failed", error);
@@ -389,7 +396,8 @@ class Dashboard {
   /** Follow the queued jobs' sub-channels, where their later queue positions are published. */
   followQueuedJobs() {
     if (!this.bridge) return;
-    const wanted = new Set(this.jobs.queuedIds().slice(0, MAX_JOB_CHANNELS).map((id) => `jobs:${id}`));
+    const queued = this.jobs.queuedIds().slice(0, MAX_JOB_CHANNELS);
+    const wanted = new Set(queued.map((id) => `jobs:${id}`));
     // the bridge's list is what it (re)subscribes on every connection
     const followed = this.bridge.channels.filter((c) => c.startsWith("jobs:"));
     const add = [...wanted].filter((c) => !followed.includes(c));
@@ -412,14 +420,24 @@ class Dashboard {
         break;
       }
       case "job_queued": {
-        const fields = { position: event.position, estimated_start_seconds: event.estimated_start_seconds };
         const known = this.jobs.get(id);
-        if (!known || known.status === "queued") this.jobs.update(id, { ...fields, status: "queued" });
+        if (!known || known.status === "queued") {
+          this.jobs.update(id, {
+            status: "queued",
+            position: event.position,
+            estimated_start_seconds: event.estimated_start_seconds,
+          });
+        }
         this.scheduler.mark("subscriptions");
         break;
       }
       case "job_started":
-        this.jobs.update(id, { status: "running", worker: event.worker, position: null, estimated_start_seconds: null });
+        this.jobs.update(id, {
+          status: "running",
+          worker: event.worker,
+          position: null,
+          estimated_start_seconds: null,
+        });
         this.scheduler.mark("subscriptions");
         break;
       case "job_progress": {
@@ -434,7 +452,11 @@ class Dashboard {
         this.scheduler.mark("subscriptions");
         break;
       case "job_failed":
-        this.jobs.update(id, { status: "failed", error_message: event.error_message, stage: event.stage ?? this.jobs.get(id)?.stage });
+        this.jobs.update(id, {
+          status: "failed",
+          error_message: event.error_message,
+          stage: event.stage ?? this.jobs.get(id)?.stage,
+        });
         this.scheduler.mark("subscriptions");
         break;
       case "job_cancelled":
@@ -493,7 +515,11 @@ class Dashboard {
     setText("top-epoch", epoch);
     setText("bus-seq", seq);
     setText("bus-epoch", epoch);
-    for (const [id, value] of [["bus-backplane", checks.backplane], ["bus-database", checks.database]]) {
+    const health = [
+      ["bus-backplane", checks.backplane],
+      ["bus-database", checks.database],
+    ];
+    for (const [id, value] of health) {
       setText(id, value);
       const node = $(id);
       node.classList.toggle("state-ok", value === "ok");
@@ -525,7 +551,8 @@ class Dashboard {
     renderCounts($("client-types"), pairs, "no clients connected");
     const list = $("client-list");
     if (!this.clients) {
-      setText("clients-note", this.clientsAllowed ? "" : "The list of clients needs an admin token; counts by type shown.");
+      const note = "The list of clients needs an admin token; counts by type shown.";
+      setText("clients-note", this.clientsAllowed ? "" : note);
       list.replaceChildren();
       return;
     }
@@ -534,7 +561,12 @@ class Dashboard {
       ...this.clients.slice(0, 100).map((client) => {
         const item = document.createElement("li");
         const channels = (client.channels || []).length;
-        item.textContent = `${client.client_name} · ${client.client_type} · ${channels} channels · ${client.remote_addr ?? ""}`;
+        item.textContent = [
+          client.client_name,
+          client.client_type,
+          `${channels} channels`,
+          client.remote_addr ?? "",
+        ].join(" · ");
         return item;
       })
     );
@@ -545,9 +577,11 @@ class Dashboard {
     const everyone = this.channelCounts.get("(everyone)");
     if (everyone) pairs.push(["(everyone)", everyone]);
     renderCounts($("channel-list"), pairs);
-    const follow = this.bridge ? this.bridge.channels.filter((c) => c.startsWith("jobs:")).length : 0;
+    const follow = (this.bridge?.channels ?? []).filter((c) => c.startsWith("jobs:")).length;
     if (!$("channels-note").textContent.startsWith("bus:")) {
-      setText("channels-note", `Events seen since this page opened.${follow ? ` Also following ${follow} queued job${follow === 1 ? "" : "s"} for queue positions.` : ""}`);
+      let note = "Events seen since this page opened.";
+      if (follow) note += ` Also following ${follow} queued job(s) for their queue positions.`;
+      setText("channels-note", note);
     }
   }
 
@@ -568,7 +602,11 @@ class Dashboard {
   }
 
   fillFilterOptions(feed) {
-    for (const [selectId, values] of [["filter-channel", feed.channels], ["filter-type", feed.types]]) {
+    const filters = [
+      ["filter-channel", feed.channels],
+      ["filter-type", feed.types],
+    ];
+    for (const [selectId, values] of filters) {
       const select = $(selectId);
       const present = new Set([...select.options].map((o) => o.value));
       for (const value of [...values].sort()) {
