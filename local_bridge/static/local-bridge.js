@@ -30,6 +30,16 @@ const STOP_CODES = new Set([1000, 1009, 4001, 4003, 4004, 4009]);
 // The code this module closes its own socket with when it gives up on it (the application
 // range 4000-4999 is free for clients; the server never sends it).
 const CLIENT_GAVE_UP = 4000;
+// Subscription errors after which the `subscribed` reply still comes (the rest was applied).
+const PARTIAL_REFUSALS = new Set(["unknown_channel", "forbidden"]);
+const MAX_TIMER_MS = 2 ** 31 - 1; // setTimeout's longest delay
+const MAX_NAMES = 64; // channel names per subscribe or unsubscribe request (PROTOCOL.md)
+
+function chunks(names) {
+  const groups = [];
+  for (let i = 0; i < names.length; i += MAX_NAMES) groups.push(names.slice(i, i + MAX_NAMES));
+  return groups;
+}
 const TERMINAL_JOB_EVENTS = new Set(["job_completed", "job_failed", "job_cancelled"]);
 const DEFAULT_BACKOFF = Object.freeze({
   initial: 500, // ms: the first retry waits up to this long (full jitter: 0..initial)
@@ -130,6 +140,7 @@ export class Bridge extends EventTarget {
     this._ready = null; // {promise, resolve, reject} of connect()
     this._onOnline = () => this._retryNow();
     this._heldToken = null; // a token obtained after the server stopped waiting for it
+    this._awaitingToken = false;
   }
 
   /** The channels subscribed (re-sent on every reconnect). */
@@ -182,8 +193,9 @@ export class Bridge extends EventTarget {
    * connected (null when not: they are sent once the connection is up). */
   subscribe(channels) {
     const added = [].concat(channels);
+    const fresh = added.filter((c) => !this._channels.has(c));
     added.forEach((c) => this._channels.add(c));
-    return this._request({ type: "subscribe", channels: added }, "subscribed");
+    return this._request({ type: "subscribe", channels: added }, "subscribed", fresh);
   }
 
   /** Remove channels (also from what is re-sent on reconnect). Resolves like subscribe(). */
@@ -201,15 +213,19 @@ export class Bridge extends EventTarget {
 
   // -------------------------------------------------------------------------- internals
 
-  _request(message, replyType) {
+  _request(message, replyType, fresh = []) {
     const conn = this._conn;
     // Before the first subscribe of a connection the channel set is what it will send; after
     // it, requests go out in order and the server's replies keep the set exact.
     if (!conn?.registered || message.channels.length === 0) return Promise.resolve(null);
-    return new Promise((resolve) => {
-      conn.pending.push({ replyType, resolve });
-      send(conn.socket, message);
-    });
+    const replies = chunks(message.channels).map(
+      (names) =>
+        new Promise((resolve) => {
+          conn.pending.push({ replyType, fresh: names.filter((c) => fresh.includes(c)), resolve });
+          send(conn.socket, { ...message, channels: names });
+        }),
+    );
+    return Promise.all(replies).then((all) => all[all.length - 1]);
   }
 
   _setState(state) {
@@ -229,15 +245,17 @@ export class Bridge extends EventTarget {
     try {
       socket = new WebSocket(this.url);
     } catch (error) {
-      // a malformed URL cannot get better by retrying
-      this._stop(CloseCode.NORMAL, `bad url: ${error.message}`);
+      // a malformed URL (or ws: from an https page) cannot get better by retrying
+      this._stop(CloseCode.NORMAL, `cannot open ${this.url}: ${error.message}`);
       return;
     }
     const conn = {
       socket,
+      registered: false, // register (and the first subscribe) sent
       ready: false, // registered and subscribed
       resuming: false,
       openedAt: 0,
+      lastSeen: 0,
       pending: [],
       deadline: null,
       refresh: null,
@@ -253,6 +271,7 @@ export class Bridge extends EventTarget {
 
   _onMessage(conn, data) {
     if (conn.done) return;
+    conn.lastSeen = Date.now();
     let message;
     try {
       message = JSON.parse(data);
@@ -260,11 +279,10 @@ export class Bridge extends EventTarget {
       return; // only JSON is sent on the bus; a plain "pong" answers a plain "ping"
     }
     if (message === null || typeof message !== "object") return;
-    this._armReadDeadline(conn);
     this._dispatch("message", message);
     switch (message.type) {
       case "connected":
-        return this._onGreeting(conn, message);
+        return void this._onGreeting(conn, message);
       case "authenticated":
         this._scheduleRefresh(conn, message);
         return this._register(conn);
@@ -282,11 +300,14 @@ export class Bridge extends EventTarget {
       case "pong":
         return;
       case "error":
-        return this._dispatch("error", message);
+        return this._onErrorReply(conn, message);
       case "replay_complete":
-        return this._onReplayComplete(message);
+        return this._onReplayComplete(conn, message);
     }
     if (typeof message.seq === "number") {
+      // Before the subscription is complete an event is not counted: a resume replays it (its
+      // seq is below the point of the last `subscribed`), a fresh start begins after it.
+      if (!conn.ready) return;
       if (this.seq !== null && message.seq <= this.seq) return; // seen before a reconnect
       this.seq = message.seq;
     }
@@ -297,29 +318,33 @@ export class Bridge extends EventTarget {
     this.greeting = greeting;
     this.auth = greeting.auth ?? "none";
     this.clientId = greeting.client_id;
-    conn.greetingEpoch = greeting.epoch;
+    conn.greeting = greeting;
     conn.heartbeatMs = (greeting.heartbeat_interval ?? 30) * 1000;
-    this._armReadDeadline(conn);
     this._dispatch("connected", greeting);
     if (this.auth !== "token") return this._register(conn);
     let token = this._heldToken;
     this._heldToken = null;
-    if (token == null) {
+    if (token === null) {
       // The token function may ask the user: its time does not count against `timeout`.
       clearTimeout(conn.deadline);
-      conn.awaitingToken = true;
+      conn.awaitingToken = this._awaitingToken = true;
+      let failure = null;
       try {
         token = await resolveToken(this.token);
       } catch (error) {
-        conn.awaitingToken = false;
-        this._dispatch("error", { type: "error", code: "token_error", message: String(error) });
-        return this._giveUp(conn, "the token function failed");
+        failure = error;
       }
-      conn.awaitingToken = false;
+      conn.awaitingToken = this._awaitingToken = false;
+      if (this._stopped) return; // close() meanwhile
+      if (failure !== null) {
+        this._dispatch("error", { type: "error", code: "token_error", message: String(failure) });
+        return conn.done ? this._scheduleRetry(CloseCode.ABNORMAL) : this._giveUp(conn, "token function failed");
+      }
       if (token === null) return this._stop(CloseCode.UNAUTHORIZED, "no token");
       if (conn.done) {
-        this._heldToken = token; // the server stopped waiting: use it on the next connection
-        return;
+        // The server stopped waiting (its authentication deadline): a new connection, with it.
+        this._heldToken = token;
+        return this._open();
       }
       conn.deadline = setTimeout(() => this._giveUp(conn, "no answer in time"), this.timeout);
     }
@@ -333,35 +358,66 @@ export class Bridge extends EventTarget {
       client_type: this.clientType,
       client_name: this.clientName,
     });
-    if (this._channels.size === 0) return this._opened(conn);
-    const subscribe = { type: "subscribe", channels: [...this._channels] };
-    if (this.seq !== null) {
-      subscribe.since = this.seq;
-      if (this.epoch !== null) subscribe.epoch = this.epoch;
-      conn.resuming = true;
+    if (this._channels.size === 0) {
+      if (this.seq === null) [this.seq, this.epoch] = [conn.greeting.seq, conn.greeting.epoch];
+      return this._opened(conn);
     }
-    conn.pending.push({ replyType: "subscribed", initial: true, resolve: () => {} });
-    send(conn.socket, subscribe);
+    // At most 64 names per request: the last request carries the resume point, so that its
+    // replay covers every channel.
+    const groups = chunks([...this._channels]);
+    groups.forEach((names, i) => {
+      const last = i === groups.length - 1;
+      const subscribe = { type: "subscribe", channels: names };
+      if (last && this.seq !== null) {
+        subscribe.since = this.seq;
+        if (this.epoch !== null) subscribe.epoch = this.epoch;
+        conn.resuming = true;
+      }
+      conn.pending.push({ replyType: "subscribed", fresh: names, initial: last, resolve: () => {} });
+      send(conn.socket, subscribe);
+    });
   }
 
   _onSubscription(conn, reply) {
-    this._channels = new Set(reply.channels); // the server's list is the truth
     const index = conn.pending.findIndex((p) => p.replyType === reply.type);
     const request = index >= 0 ? conn.pending.splice(index, 1)[0] : null;
+    // The server's list is the truth, once no other request is on its way (before, the list
+    // lacks what those add, and a drop now would lose them).
+    if (conn.pending.length === 0) this._channels = new Set(reply.channels);
     if (request?.initial) {
-      const newHistory = this.epoch !== null && conn.greetingEpoch !== this.epoch;
+      const newHistory = this.epoch !== null && conn.greeting.epoch !== this.epoch;
       if (!conn.resuming || newHistory) this.seq = reply.seq;
-      if (!conn.resuming) this.epoch = conn.greetingEpoch;
+      if (!conn.resuming) this.epoch = conn.greeting.epoch;
       this._opened(conn);
     }
     request?.resolve(reply);
   }
 
-  _onReplayComplete(message) {
+  _onErrorReply(conn, error) {
+    // unknown_channel and forbidden are followed by the reply all the same; any other error
+    // (invalid_message: a malformed name, too many subscriptions) refuses the request whole.
+    const kind = error.request_type;
+    if ((kind === "subscribe" || kind === "unsubscribe") && !PARTIAL_REFUSALS.has(error.code)) {
+      const index = conn.pending.findIndex((p) => p.replyType === `${kind}d`);
+      const request = index >= 0 ? conn.pending.splice(index, 1)[0] : null;
+      if (request && kind === "subscribe") {
+        // not subscribed: drop the names so they are not sent again on every reconnect
+        request.fresh.forEach((c) => this._channels.delete(c));
+        if (request.initial) {
+          if (!conn.resuming) [this.seq, this.epoch] = [conn.greeting.seq, conn.greeting.epoch];
+          this._opened(conn);
+        }
+      }
+      request?.resolve(null);
+    }
+    this._dispatch("error", error);
+  }
+
+  _onReplayComplete(conn, message) {
     // Everything up to `to` has now been delivered, or is lost for good (recovered false):
     // either way the next resume starts there, in the history of this server.
     if (typeof message.to === "number") this.seq = message.to;
-    this.epoch = this._conn?.greetingEpoch ?? this.epoch;
+    this.epoch = conn.greeting?.epoch ?? this.epoch;
     this._dispatch("event", message);
     if (message.recovered === false) this._dispatch("resync", message);
   }
@@ -370,7 +426,7 @@ export class Bridge extends EventTarget {
     clearTimeout(conn.deadline);
     conn.ready = true;
     conn.openedAt = Date.now();
-    this._armReadDeadline(conn);
+    this._armReadDeadline(conn, this._readLimit(conn));
     this._setState("open");
     if (this._ready && !this._ready.settled) {
       this._ready.settled = true;
@@ -378,13 +434,21 @@ export class Bridge extends EventTarget {
     }
   }
 
-  _armReadDeadline(conn) {
-    if (!conn.ready || conn.done) return;
-    clearTimeout(conn.deadline);
+  _readLimit(conn) {
     // The server sends a heartbeat every interval: two missed ones and a margin mean the
     // connection is dead, though the browser may not notice for minutes.
-    const limit = this.readDeadline ?? Math.max(2.5 * conn.heartbeatMs, 2 * conn.heartbeatMs + 1000);
-    conn.deadline = setTimeout(() => this._giveUp(conn, "no message within the read deadline"), limit);
+    return this.readDeadline ?? Math.max(2.5 * conn.heartbeatMs, 2 * conn.heartbeatMs + 1000);
+  }
+
+  _armReadDeadline(conn, delay) {
+    // One timer, re-armed only when it fires: cheaper than a timer per message.
+    conn.deadline = setTimeout(() => {
+      if (conn.done) return;
+      const limit = this._readLimit(conn);
+      const silent = Date.now() - conn.lastSeen;
+      if (silent >= limit) this._giveUp(conn, "no message within the read deadline");
+      else this._armReadDeadline(conn, limit - silent);
+    }, delay);
   }
 
   _scheduleRefresh(conn, reply) {
@@ -393,8 +457,14 @@ export class Bridge extends EventTarget {
     // Measured against the server's own clock (the reply's timestamp): no skew.
     const now = Date.parse(reply.timestamp) || Date.now();
     const life = Date.parse(reply.expires_at) - now;
-    const delay = Math.max(0, life - Math.min(this.refreshMargin, life / 3));
-    conn.refresh = setTimeout(async () => {
+    const at = Date.now() + Math.max(0, life - Math.min(this.refreshMargin, life / 3));
+    const refresh = async () => {
+      if (conn.done) return;
+      if (Date.now() < at) {
+        // setTimeout fires at once for delays past 2^31 ms (24.8 days): wait in steps
+        conn.refresh = setTimeout(refresh, Math.min(at - Date.now(), MAX_TIMER_MS));
+        return;
+      }
       let token = null;
       try {
         token = await resolveToken(this.token);
@@ -402,7 +472,8 @@ export class Bridge extends EventTarget {
         this._dispatch("error", { type: "error", code: "token_error", message: String(error) });
       }
       if (token !== null && !conn.done) send(conn.socket, { type: "refresh", token });
-    }, delay);
+    };
+    conn.refresh = setTimeout(refresh, Math.min(at - Date.now(), MAX_TIMER_MS));
   }
 
   _finish(conn) {
@@ -431,12 +502,21 @@ export class Bridge extends EventTarget {
     const lasted = conn.ready ? Date.now() - conn.openedAt : 0;
     this._finish(conn);
     if (this._stopped) return;
-    // A 4001 while the token function was still running is the server's authentication
-    // deadline, not a refusal of the token: retry with it.
-    if (STOP_CODES.has(code) && !conn.awaitingToken) return this._stop(code, reason);
     if (lasted >= this.backoff.stable) this._attempt = 0;
+    if (conn.awaitingToken) {
+      // The server's authentication deadline passed while the token function ran (a prompt,
+      // say): not a refusal of the token. A new connection opens once it has one.
+      this._setState(this._ready.settled ? "reconnecting" : "connecting");
+      return;
+    }
+    if (STOP_CODES.has(code)) return this._stop(code, reason);
+    this._scheduleRetry(code);
+  }
+
+  _scheduleRetry(code) {
     const delay = backoffDelay(this._attempt++, this.backoff, code === CloseCode.RATE_LIMITED);
     this._setState(this._ready.settled ? "reconnecting" : "connecting");
+    clearTimeout(this._retryTimer);
     this._retryTimer = setTimeout(() => this._retry(), delay);
   }
 
@@ -449,7 +529,7 @@ export class Bridge extends EventTarget {
 
   _retryNow() {
     // back online: try at once instead of waiting out the backoff
-    if (this._stopped || this._conn) return;
+    if (this._stopped || this._conn || this._awaitingToken) return;
     clearTimeout(this._retryTimer);
     this._open();
   }
@@ -484,12 +564,17 @@ export class Bridge extends EventTarget {
 /**
  * Follow one job on /ws/jobs/<jobId>: `onMessage` gets its `job_status` snapshot, then its
  * events, up to the terminal one (job_completed, job_failed or job_cancelled), which
- * `promise` resolves with. If the stream drops before the end, it reconnects (with backoff)
- * and starts again with a fresh snapshot. `promise` rejects with an Error carrying `.code`
- * (an error code such as "job_not_found", or a close code) when the stream cannot go on.
- * `close()` stops following (the promise then rejects with code 1000).
+ * `promise` resolves with. If the stream drops before the end (or stays silent past
+ * `readDeadline` ms: heartbeats come every 30 s by default), it reconnects with backoff and
+ * starts again with a fresh snapshot. `promise` rejects with an Error carrying `.code` (the
+ * server's error code such as "job_not_found", else the close code) when the stream cannot go
+ * on; `close()` stops following (the promise then rejects with code 1000).
  */
-export function followJob(baseUrl, jobId, { token, onMessage = () => {}, backoff = {}, timeout = 10000 } = {}) {
+export function followJob(
+  baseUrl,
+  jobId,
+  { token, onMessage = () => {}, backoff = {}, timeout = 10000, readDeadline = 75000 } = {},
+) {
   const url = `${wsBase(baseUrl)}/ws/jobs/${encodeURIComponent(jobId)}`;
   let socket = null;
   let timer = null;
@@ -502,7 +587,7 @@ export function followJob(baseUrl, jobId, { token, onMessage = () => {}, backoff
       done = true;
       clearTimeout(timer);
       if (socket) {
-        socket.onmessage = socket.onclose = null;
+        socket.onmessage = socket.onclose = socket.onopen = null;
         try {
           socket.close(CloseCode.NORMAL);
         } catch {
@@ -514,27 +599,35 @@ export function followJob(baseUrl, jobId, { token, onMessage = () => {}, backoff
   });
   const fail = (code, message) => settle(Object.assign(new Error(message), { code }));
 
-  async function open() {
+  function open() {
     timer = null;
     if (done) return;
     let lastError = null;
-    let snapshotSeen = false;
+    let started = false; // the snapshot came: this attempt got somewhere
+    let lastSeen = Date.now();
     const current = (socket = new WebSocket(url));
     const retry = (code) => {
       if (current !== socket || done) return;
-      current.onmessage = current.onclose = null;
-      if (snapshotSeen) attempt = 0; // it got somewhere: the next drop retries from scratch
-      timer = setTimeout(open, backoffDelay(attempt++, backoff, code === CloseCode.RATE_LIMITED));
-    };
-    // No snapshot within `timeout`: give this socket up and try again.
-    timer = setTimeout(() => {
+      clearTimeout(timer);
+      current.onmessage = current.onclose = current.onopen = null;
       try {
         current.close(CLIENT_GAVE_UP);
       } catch {
         /* already closing */
       }
-      retry(CloseCode.ABNORMAL);
-    }, timeout);
+      if (started) attempt = 0;
+      timer = setTimeout(open, backoffDelay(attempt++, backoff, code === CloseCode.RATE_LIMITED));
+    };
+    // No snapshot within `timeout`, or silence past `readDeadline` after it: try again.
+    const watch = (delay) => {
+      timer = setTimeout(() => {
+        const limit = started ? readDeadline : timeout;
+        const silent = Date.now() - lastSeen;
+        if (!started || silent >= limit) retry(CloseCode.ABNORMAL);
+        else watch(limit - silent);
+      }, delay);
+    };
+    watch(timeout);
     current.onopen = async () => {
       // The job stream sends no greeting: with a token, authenticate at once.
       if (token === undefined || token === null) return;
@@ -546,30 +639,34 @@ export function followJob(baseUrl, jobId, { token, onMessage = () => {}, backoff
       }
     };
     current.onmessage = (e) => {
+      lastSeen = Date.now();
       let message;
       try {
         message = JSON.parse(e.data);
       } catch {
         return;
       }
-      if (message?.type === "heartbeat") return send(current, { type: "pong" });
-      if (message?.type === "error") {
+      if (message === null || typeof message !== "object") return;
+      if (message.type === "heartbeat") return send(current, { type: "pong" });
+      if (message.type === "error") {
+        // (sent with a token to a server without authentication: harmless)
         if (message.request_type !== "authenticate") lastError = message;
         return;
       }
-      if (message?.type === "job_status") {
-        snapshotSeen = true;
+      if (message.type === "authenticated" || message.type === "refreshed" || message.type === "pong") return;
+      if (message.type === "job_status" && !started) {
+        started = true;
         clearTimeout(timer);
+        watch(readDeadline);
       }
-      if (!message || message.type === "authenticated" || message.type === "pong") return;
       onMessage(message);
       if (TERMINAL_JOB_EVENTS.has(message.type)) settle(null, message);
     };
     current.onclose = (e) => {
       if (current !== socket || done) return;
-      clearTimeout(timer);
       if (STOP_CODES.has(e.code)) {
-        fail(lastError?.code ?? e.code, lastError?.message ?? `job stream closed ${e.code} ${e.reason}`);
+        const code = lastError?.code ?? e.code;
+        fail(code, lastError?.message ?? `job stream closed ${e.code} ${e.reason}`.trim());
       } else {
         retry(e.code);
       }

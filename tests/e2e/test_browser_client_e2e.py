@@ -263,6 +263,22 @@ def test_an_admin_disconnect_stops_without_reconnecting(server, open_page):
     page.page.wait_for_timeout(3 * FAST_BACKOFF["max"])
     assert page.eval("spy.urls.length") == 1
     assert page.eval("log.states") == ["connecting", "open", "closed"]
+    # connect() again starts over on the same bridge, resuming where it stopped
+    seq = server.publish("job_cancelled", {"job_id": "while-away"}, channel="jobs")["seq"]
+    page.eval("bridge.connect()")
+    wait_for_event(page, "job_cancelled", seq)
+    resume = [m for m in page.eval("spy.sent") if m["type"] == "subscribe"][-1]
+    assert resume["since"] == started["seq"] and resume["epoch"] == started["epoch"]
+
+
+def test_unknown_channels_are_reported_and_dropped(server, open_page):
+    page = open_page(server.http)
+    page.start(channels=["jobs", "no-such-channel"])
+    (error,) = page.eval("log.errors")
+    assert (error["code"], error["request_type"]) == ("unknown_channel", "subscribe")
+    assert page.eval("bridge.channels") == ["jobs"]  # not sent again on every reconnect
+    reply = page.eval("bridge.subscribe(Array.from({length: 70}, (_, i) => `jobs:j${i}`))")
+    assert len(reply["channels"]) == 71  # two requests: at most 64 names each
 
 
 def test_a_silent_connection_is_given_up_and_replaced(server, open_page):
@@ -291,7 +307,9 @@ def test_a_silent_connection_is_given_up_and_replaced(server, open_page):
 def test_a_restart_without_history_reconnects_and_asks_for_a_resync(server, open_page):
     page = open_page(server.http)
     page.expected_errors = ("WebSocket connection to",)  # refused while the server is down
-    started = page.start(channels=["jobs"])
+    # more channels than one request may name: re-subscribed in several, the last resuming
+    channels = ["jobs", *(f"jobs:j{i}" for i in range(80))]
+    started = page.start(channels=channels)
     before = server.publish("job_cancelled", {"job_id": "before"}, channel="jobs")["seq"]
     wait_for_event(page, "job_cancelled", before)
     server.restart()  # in-memory history: a new epoch
@@ -305,8 +323,12 @@ def test_a_restart_without_history_reconnects_and_asks_for_a_resync(server, open
     # the new history's numbering is followed, not filtered out as "seen"
     after = server.publish("job_cancelled", {"job_id": "after"}, channel="jobs")["seq"]
     wait_for_event(page, "job_cancelled", after)
-    resume = [m for m in page.eval("spy.sent") if m["type"] == "subscribe"][-1]
-    assert (resume["since"], resume["epoch"]) == (before, started["epoch"])
+    resume = [m for m in page.eval("spy.sent") if m["type"] == "subscribe"][-2:]
+    assert [len(m["channels"]) for m in resume] == [64, 17] and "since" not in resume[0]
+    assert (resume[1]["since"], resume[1]["epoch"]) == (before, started["epoch"])
+    clients = ok(server.get("/api/websocket/clients"))["items"]
+    (mine,) = [c for c in clients if c["client_id"] == page.eval("bridge.clientId")]
+    assert sorted(mine["channels"]) == sorted(channels)
 
 
 def test_a_restart_with_redis_history_resumes_and_loses_nothing(open_page):
@@ -334,6 +356,7 @@ def test_a_restart_with_redis_history_resumes_and_loses_nothing(open_page):
         (replayed,) = events_of(page, "replay_complete")
         assert replayed["recovered"] is True
         assert page.eval("bridge.epoch") == started["epoch"]
+        page.eval("bridge.close()")  # a server stopping with no client to say goodbye to is quick
     finally:
         process.stop()
         drop_prefix(url, prefix)
