@@ -155,6 +155,8 @@ class Dashboard {
       Boolean(refusal)
     );
     this.showIdentity();
+    this.clientsAllowed = true; // the new token may be an admin's
+    this.setConnState(this.bridge?.state ?? "connecting");
   }
 
   /** Every page of a list endpoint (up to MAX_PAGES). */

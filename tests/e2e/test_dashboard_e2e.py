@@ -377,7 +377,7 @@ def test_with_auth_on_it_asks_for_a_token_and_says_when_it_is_refused(open_dashb
         page.wait_for_selector("#token-panel[data-refused]:not([hidden])")
         assert "refused" in page.text_content("#token-reason").lower()
 
-        token = mint(secret, sub="viewer", role="client", ttl=600)[0]
+        token, claims = mint(secret, sub="viewer", role="client", ttl=600)
         page.fill("#token-input", token)
         page.click("#token-form button[type=submit]")
         wait_live_state(page)
@@ -394,6 +394,19 @@ def test_with_auth_on_it_asks_for_a_token_and_says_when_it_is_refused(open_dashb
         assert page.evaluate("Object.keys(localStorage)") == []
         assert token in page.evaluate("Object.values(sessionStorage)")
         assert not [u for u in page.urls if "token" in u], page.urls
+
+        # revoked while in use: the bus closes 4001, the page says so and asks again
+        ok(server.post("/api/auth/revoke", json={"jti": claims.jti}, headers=admin))
+        page.wait_for_selector("#token-panel[data-refused]:not([hidden])")
+        assert page.get_attribute("#conn-state", "data-state") == "refused"
+        assert "refused" in page.text_content("#token-reason").lower()
+        assert page.evaluate("Object.values(sessionStorage)") == []  # forgotten
+        page.fill("#token-input", mint(secret, sub="viewer", role="client", ttl=600)[0])
+        page.click("#token-form button[type=submit]")
+        page.wait_for_selector("#conn-state[data-state=open]")
+        body = {"type": "test.after_new_token", "data": {"n": 1}}
+        seq = ok(server.post("/api/websocket/broadcast", json=body, headers=admin), 202)["seq"]
+        feed_has(page, seq)
     finally:
         page.context.close()
         server.stop()
