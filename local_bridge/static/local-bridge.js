@@ -132,6 +132,8 @@ export class Bridge extends EventTarget {
     this.greeting = null;
     this.auth = null;
     this.state = "closed";
+    /** {code, reason} of the last connection that ended (1006 for one given up on here). */
+    this.lastClose = null;
     this._channels = new Set(channels);
     this._conn = null; // the current socket and what belongs to it
     this._attempt = 0;
@@ -499,6 +501,7 @@ export class Bridge extends EventTarget {
 
   _onClose(conn, code, reason) {
     if (conn.done) return;
+    this.lastClose = { code, reason };
     const lasted = conn.ready ? Date.now() - conn.openedAt : 0;
     this._finish(conn);
     if (this._stopped) return;

@@ -12,9 +12,12 @@ Without Chromium or Playwright these tests are skipped, except under CI (``CI=tr
 from __future__ import annotations
 
 import os
+import re
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,6 +44,7 @@ FAST_BACKOFF = {"initial": 100, "max": 400}
 SECRET = "browser-client-" + "0123456789abcdef" * 4
 PAGE = "<!doctype html><meta charset=utf-8><title>local-bridge.js test</title><body></body>"
 MODULE = "/static/local-bridge.js"
+MODULE_FILE = Path(__file__).resolve().parents[2] / "local_bridge" / "static" / "local-bridge.js"
 
 # What the page records: every WebSocket opened, every frame sent, and the bridge's events.
 SPY = """(() => {
@@ -98,12 +102,16 @@ def browser() -> Iterator[Any]:
 
 
 class _PageHandler(BaseHTTPRequestHandler):
-    """Serves the test page at every path: a web app's own server."""
+    """A web app's own server: a copy of the module at its usual path, the test page at every
+    other path."""
 
     def do_GET(self):
-        body = PAGE.encode()
+        if self.path == MODULE:
+            body, kind = MODULE_FILE.read_bytes(), "text/javascript"
+        else:
+            body, kind = PAGE.encode(), "text/html"
         self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Type", f"{kind}; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -281,6 +289,41 @@ def test_unknown_channels_are_reported_and_dropped(server, open_page):
     assert len(reply["channels"]) == 71  # two requests: at most 64 names each
 
 
+# 4321: a code the module does not know. (1006, a connection lost or refused, is what the
+# restart tests see while the server is down.)
+RECONNECTS = [1001, 1011, 4008, 4029, 4321]
+STOPS = [1000, 1009, 4001, 4003, 4004, 4009]
+
+
+def test_close_codes_decide_between_reconnecting_and_stopping(server, open_page):
+    page = open_page(server.http)
+    streams = []
+
+    def route(ws):
+        ws.connect_to_server()  # forwarded both ways, until the test closes the page's side
+        streams.append(ws)
+
+    page.page.route_web_socket(server.ws_url, route)
+    backoff = {"initial": 50, "max": 100, "rateLimited": 600}
+    for code in RECONNECTS + STOPS:
+        page.start(channels=["jobs"], backoff=backoff)
+        count = len(streams)
+        closed_at = time.monotonic()
+        streams[-1].close(code=code, reason="test")
+        if code in RECONNECTS:
+            page.wait("(n) => spy.urls.length > n && bridge.state === 'open'", count)
+            waited = time.monotonic() - closed_at
+            assert (waited >= 0.6) == (code == 4029), (code, waited)  # rate limited: longer
+            assert page.eval("log.states") == ["connecting", "open", "reconnecting", "open"]
+            assert page.eval("bridge.lastClose.code") == code  # what the page was told
+            page.eval("bridge.close()")
+        else:
+            page.wait("() => log.closed.length === 1")
+            assert page.eval("log.closed[0]") == {"code": code, "reason": "test"}
+            assert page.eval("log.states") == ["connecting", "open", "closed"]
+    assert len(streams) == 2 * len(RECONNECTS) + len(STOPS)
+
+
 def test_a_silent_connection_is_given_up_and_replaced(server, open_page):
     page = open_page(server.http)
     frozen = {"on": False}
@@ -304,12 +347,21 @@ def test_a_silent_connection_is_given_up_and_replaced(server, open_page):
     assert page.eval("log.resyncs") == []  # resumed in the same history: nothing lost
 
 
-def test_a_restart_without_history_reconnects_and_asks_for_a_resync(server, open_page):
-    page = open_page(server.http)
+def restart_page(open_page, app_origin: str, server: ServerProcess) -> Page:
+    """A page of the web app's origin, with the module from there too: the only connection to
+    ``server`` is the bridge's. (An idle HTTP keep-alive connection of the browser's holds a
+    stopping server up to its keep-alive time, 5 s, which the restarts need not wait for.)"""
+    page = open_page(app_origin, same_origin=False)
     page.expected_errors = ("WebSocket connection to",)  # refused while the server is down
+    page.url = server.ws_url
+    return page
+
+
+def test_a_restart_without_history_reconnects_and_asks_for_a_resync(server, open_page, app_origin):
+    page = restart_page(open_page, app_origin, server)
     # more channels than one request may name: re-subscribed in several, the last resuming
     channels = ["jobs", *(f"jobs:j{i}" for i in range(80))]
-    started = page.start(channels=channels)
+    started = page.start(channels=channels, url=page.url)
     before = server.publish("job_cancelled", {"job_id": "before"}, channel="jobs")["seq"]
     wait_for_event(page, "job_cancelled", before)
     server.restart()  # in-memory history: a new epoch
@@ -331,15 +383,13 @@ def test_a_restart_without_history_reconnects_and_asks_for_a_resync(server, open
     assert sorted(mine["channels"]) == sorted(channels)
 
 
-def test_a_restart_with_redis_history_resumes_and_loses_nothing(open_page):
+def test_a_restart_with_redis_history_resumes_and_loses_nothing(open_page, app_origin):
     url, prefix = redis_url(), fresh_prefix()
-    process = ServerProcess(
-        {"HEARTBEAT_INTERVAL": HEARTBEAT, "REDIS_URL": url, "REDIS_PREFIX": prefix}
-    ).start()
+    settings = {"REDIS_URL": url, "REDIS_PREFIX": prefix, "ALLOWED_ORIGINS": app_origin}
+    process = ServerProcess({"HEARTBEAT_INTERVAL": HEARTBEAT, **settings}).start()
     try:
-        page = open_page(process.http)
-        page.expected_errors = ("WebSocket connection to",)
-        started = page.start(channels=["jobs"])
+        page = restart_page(open_page, app_origin, process)
+        started = page.start(channels=["jobs"], url=page.url)
 
         def publish(i: int) -> dict[str, Any]:
             return process.publish("job_cancelled", {"job_id": str(i)}, channel="jobs")
@@ -479,8 +529,18 @@ FOLLOW = """async (jobId) => {
 def test_follow_job_sees_the_snapshot_progress_and_the_end(server, open_page):
     page = open_page(server.http)
     job = ok(server.post("/api/jobs", json={"kind": "analysis"}), 201)
+    streams = []
+
+    def route(ws):
+        ws.connect_to_server()  # forwarded both ways, until the test drops it
+        streams.append(ws)
+
+    page.page.route_web_socket(re.compile(r".*/ws/jobs/.*"), route)
     page.eval(FOLLOW, job["id"])
     page.wait("() => followed.length >= 1")
+    streams[0].close(code=1011, reason="dropped before the end")
+    page.wait("() => followed.filter((m) => m.type === 'job_status').length === 2")
+    assert len(streams) == 2  # started again, with a fresh snapshot
     claimed = ok(server.post("/api/jobs/claim", json={"worker": "w1"}))
     assert claimed["id"] == job["id"]
     path = f"/api/jobs/{job['id']}"
