@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,6 +34,10 @@ from .observability import BridgeMetrics
 from .observability import init_app as observe
 from .publisher import Publisher
 from .state import EXTENSION_KEY, BridgeState, state_of
+
+# Browsers run /static/*.js as module scripts only when served as JavaScript; the system's type
+# table (a Windows registry entry, say) may map .js to text/plain.
+mimetypes.add_type("text/javascript", ".js")
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
