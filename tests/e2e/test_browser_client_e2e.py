@@ -206,13 +206,19 @@ def wait_for_event(page: Page, type_: str, seq: int) -> None:
 # ---------------------------------------------------------------------------- serving
 
 
-def test_the_module_is_served_as_javascript_and_revalidated(server):
+def test_the_module_is_served_as_javascript_and_revalidated(server, app_origin):
     response = server.get(MODULE)
     assert response.status_code == 200
     assert response.headers["Content-Type"].split(";")[0] == "text/javascript"
     assert "no-cache" in response.headers["Cache-Control"]  # a server upgrade is seen at once
     etag = response.headers["ETag"]
     assert server.get(MODULE, headers={"If-None-Match": etag}).status_code == 304
+    # what a module script of another origin sends: CORS headers for a listed origin only
+    module_script = {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-site"}
+    listed = server.get(MODULE, headers={**module_script, "Origin": app_origin})
+    assert listed.headers["Access-Control-Allow-Origin"] == app_origin
+    other = server.get(MODULE, headers={**module_script, "Origin": "http://elsewhere.example"})
+    assert "Access-Control-Allow-Origin" not in other.headers
 
 
 def test_an_allowed_origin_imports_the_module_and_connects(server, open_page, app_origin):
