@@ -41,6 +41,7 @@ CHROMIUM_ARGS = [
 WAIT_MS = 10000  # the longest any page-side wait may take
 HEARTBEAT = 0.5  # s: the test servers' heartbeat interval, so a read deadline is 2 s
 FAST_BACKOFF = {"initial": 100, "max": 400}
+AUTH_TIMEOUT = 1.0  # s a new connection has to authenticate
 SECRET = "browser-client-" + "0123456789abcdef" * 4
 PAGE = "<!doctype html><meta charset=utf-8><title>local-bridge.js test</title><body></body>"
 MODULE = "/static/local-bridge.js"
@@ -424,7 +425,12 @@ def test_a_restart_with_redis_history_resumes_and_loses_nothing(open_page, app_o
 @pytest.fixture(scope="module")
 def auth_server() -> Iterator[ServerProcess]:
     process = ServerProcess(
-        {"HEARTBEAT_INTERVAL": HEARTBEAT, "AUTH": "token", "SECRET_KEY": SECRET}
+        {
+            "HEARTBEAT_INTERVAL": HEARTBEAT,
+            "AUTH": "token",
+            "SECRET_KEY": SECRET,
+            "AUTH_TIMEOUT": AUTH_TIMEOUT,
+        }
     )
     yield process.start()
     process.stop()
@@ -479,6 +485,36 @@ def test_no_token_stops_with_4001(auth_server, open_page):
         "error": {"code": 4001},
         "closed": {"code": 4001, "reason": "no token"},
         "state": "closed",
+    }
+
+
+def test_a_token_given_after_the_servers_deadline_is_used_on_a_new_connection(
+    auth_server, open_page
+):
+    # A token function that asks the user may take longer than the server waits (4001):
+    # that is no refusal; the token it gives is used on the next connection.
+    page = open_page(auth_server.http)
+    token = mint(SECRET, sub="slow-user", role="client", ttl=60)[0]
+    outcome = page.eval(
+        """async ({token, delay}) => {
+          const lb = await import("/static/local-bridge.js");
+          let asked = 0;
+          const slowly = () => new Promise((r) => { asked++; setTimeout(() => r(token), delay); });
+          const bridge = new lb.Bridge({token: slowly, backoff: {initial: 50, max: 100}});
+          const states = [];
+          bridge.addEventListener("state", (e) => states.push(e.detail));
+          await bridge.connect();
+          const result = {asked, sockets: spy.urls.length, states: [...states], closeCode: bridge.lastClose.code};
+          bridge.close();
+          return result;
+        }""",
+        {"token": token, "delay": int(AUTH_TIMEOUT * 1000 + 500)},
+    )
+    assert outcome == {
+        "asked": 1,
+        "sockets": 2,
+        "states": ["connecting", "open"],
+        "closeCode": 4001,
     }
 
 
