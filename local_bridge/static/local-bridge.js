@@ -34,12 +34,6 @@ const CLIENT_GAVE_UP = 4000;
 const PARTIAL_REFUSALS = new Set(["unknown_channel", "forbidden"]);
 const MAX_TIMER_MS = 2 ** 31 - 1; // setTimeout's longest delay
 const MAX_NAMES = 64; // channel names per subscribe or unsubscribe request (PROTOCOL.md)
-
-function chunks(names) {
-  const groups = [];
-  for (let i = 0; i < names.length; i += MAX_NAMES) groups.push(names.slice(i, i + MAX_NAMES));
-  return groups;
-}
 const TERMINAL_JOB_EVENTS = new Set(["job_completed", "job_failed", "job_cancelled"]);
 const DEFAULT_BACKOFF = Object.freeze({
   initial: 500, // ms: the first retry waits up to this long (full jitter: 0..initial)
@@ -82,6 +76,13 @@ function wsBase(url) {
   return `${base.protocol === "https:" ? "wss" : "ws"}://${base.host}`;
 }
 
+/** Channel names in groups of at most MAX_NAMES, one request each. */
+function chunks(names) {
+  const groups = [];
+  for (let i = 0; i < names.length; i += MAX_NAMES) groups.push(names.slice(i, i + MAX_NAMES));
+  return groups;
+}
+
 function send(socket, message) {
   if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message));
 }
@@ -112,7 +113,7 @@ export class Bridge extends EventTarget {
     backoff = {},
     timeout = 10000, // ms from opening a socket to the subscription being confirmed
     readDeadline = undefined, // ms without any message before the connection counts as dead
-    refreshMargin = 60000, // ms before the token's expiry to refresh it (at most a third of its life)
+    refreshMargin = 60000, // ms before the token expires to refresh it (at most 1/3 of its life)
   } = {}) {
     super();
     this.url = url ?? defaultUrl();
@@ -340,7 +341,8 @@ export class Bridge extends EventTarget {
       if (this._stopped) return; // close() meanwhile
       if (failure !== null) {
         this._dispatch("error", { type: "error", code: "token_error", message: String(failure) });
-        return conn.done ? this._scheduleRetry(CloseCode.ABNORMAL) : this._giveUp(conn, "token function failed");
+        if (conn.done) return this._scheduleRetry(CloseCode.ABNORMAL);
+        return this._giveUp(conn, "the token function failed");
       }
       if (token === null) return this._stop(CloseCode.UNAUTHORIZED, "no token");
       if (conn.done) {
@@ -375,7 +377,8 @@ export class Bridge extends EventTarget {
         if (this.epoch !== null) subscribe.epoch = this.epoch;
         conn.resuming = true;
       }
-      conn.pending.push({ replyType: "subscribed", fresh: names, initial: last, resolve: () => {} });
+      const request = { replyType: "subscribed", fresh: names, initial: last, resolve: () => {} };
+      conn.pending.push(request);
       send(conn.socket, subscribe);
     });
   }
@@ -656,7 +659,7 @@ export function followJob(
         if (message.request_type !== "authenticate") lastError = message;
         return;
       }
-      if (message.type === "authenticated" || message.type === "refreshed" || message.type === "pong") return;
+      if (["authenticated", "refreshed", "pong"].includes(message.type)) return;
       if (message.type === "job_status" && !started) {
         started = true;
         clearTimeout(timer);
