@@ -76,6 +76,17 @@ function wsBase(url) {
   return `${base.protocol === "https:" ? "wss" : "ws"}://${base.host}`;
 }
 
+/** The `exp` of a JWT in ms since the epoch, or null (not a JWT, no exp). */
+function jwtExpiry(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const exp = JSON.parse(atob(payload.padEnd(Math.ceil(payload.length / 4) * 4, "="))).exp;
+    return typeof exp === "number" ? exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Channel names in groups of at most MAX_NAMES, one request each. */
 function chunks(names) {
   const groups = [];
@@ -114,6 +125,7 @@ export class Bridge extends EventTarget {
     timeout = 10000, // ms from opening a socket to the subscription being confirmed
     readDeadline = undefined, // ms without any message before the connection counts as dead
     refreshMargin = 60000, // ms before the token expires to refresh it (at most 1/3 of its life)
+    tokenInUrl = false, // send the token as ?token= instead (protocol 1.0 servers)
   } = {}) {
     super();
     this.url = url ?? defaultUrl();
@@ -124,6 +136,7 @@ export class Bridge extends EventTarget {
     this.timeout = timeout;
     this.readDeadline = readDeadline;
     this.refreshMargin = refreshMargin;
+    this.tokenInUrl = tokenInUrl;
     /** The last bus seq seen (resume point), and the history it belongs to. */
     this.seq = since ?? null;
     this.epoch = epoch ?? null;
@@ -244,9 +257,38 @@ export class Bridge extends EventTarget {
   _open() {
     this._retryTimer = null;
     if (this._stopped) return;
+    if (this.tokenInUrl && this.token !== undefined && this.token !== null) {
+      return void this._openWithTokenInUrl();
+    }
+    this._connect(this.url, false);
+  }
+
+  async _openWithTokenInUrl() {
+    // Opt-in (protocol 1.0 servers): the token as ?token=, where every proxy log will see it.
+    this._awaitingToken = true;
+    let token = null;
+    let failure = null;
+    try {
+      token = await resolveToken(this.token);
+    } catch (error) {
+      failure = error;
+    }
+    this._awaitingToken = false;
+    if (this._stopped) return;
+    if (failure !== null) {
+      this._dispatch("error", { type: "error", code: "token_error", message: String(failure) });
+      return this._scheduleRetry(CloseCode.ABNORMAL);
+    }
+    if (token === null) return this._stop(CloseCode.UNAUTHORIZED, "no token");
+    const url = new URL(this.url);
+    url.searchParams.set("token", token);
+    this._connect(url.href, token);
+  }
+
+  _connect(url, urlToken) {
     let socket;
     try {
-      socket = new WebSocket(this.url);
+      socket = new WebSocket(url);
     } catch (error) {
       // a malformed URL (or ws: from an https page) cannot get better by retrying
       this._stop(CloseCode.NORMAL, `cannot open ${this.url}: ${error.message}`);
@@ -254,6 +296,7 @@ export class Bridge extends EventTarget {
     }
     const conn = {
       socket,
+      urlToken, // the token sent in the URL, or false
       registered: false, // register (and the first subscribe) sent
       ready: false, // registered and subscribed
       resuming: false,
@@ -325,6 +368,15 @@ export class Bridge extends EventTarget {
     conn.heartbeatMs = (greeting.heartbeat_interval ?? 30) * 1000;
     this._dispatch("connected", greeting);
     if (this.auth !== "token") return this._register(conn);
+    if (conn.urlToken) {
+      // no `authenticated` reply tells the expiry: the token's own `exp` does
+      const exp = jwtExpiry(conn.urlToken);
+      if (exp !== null) {
+        const expires_at = new Date(exp).toISOString();
+        this._scheduleRefresh(conn, { expires_at, timestamp: greeting.timestamp });
+      }
+      return this._register(conn);
+    }
     let token = this._heldToken;
     this._heldToken = null;
     if (token === null) {

@@ -474,6 +474,21 @@ def test_a_token_is_sent_in_authenticate_and_refreshed_before_it_expires(auth_se
     assert page.eval("spy.urls.length") == 1 and page.eval("log.closed") == []
 
 
+def test_a_token_in_the_url_when_asked_for(auth_server, open_page):
+    page = open_page(auth_server.http)
+    ttl = 3
+    page.page.expose_function(
+        "mintToken", lambda: mint(SECRET, sub="web-user", role="client", ttl=ttl)[0]
+    )
+    page.start(mint=True, channels=["jobs"], tokenInUrl=True)
+    (url,) = page.eval("spy.urls")
+    assert "?token=" in url
+    assert [m["type"] for m in page.eval("spy.sent")][:2] == ["register", "subscribe"]
+    # refreshed before expiry all the same: the token's own `exp` tells when
+    page.wait("() => log.messages.includes('refreshed')", timeout=ttl * 1000 + 2000)
+    assert page.eval("log.closed") == []
+
+
 def test_no_token_stops_with_4001(auth_server, open_page):
     page = open_page(auth_server.http)
     outcome = page.eval(
