@@ -461,8 +461,15 @@ export class Bridge extends EventTarget {
         // not subscribed: drop the names so they are not sent again on every reconnect
         request.fresh.forEach((c) => this._channels.delete(c));
         if (request.initial) {
-          if (!conn.resuming) [this.seq, this.epoch] = [conn.greeting.seq, conn.greeting.epoch];
+          // The request that would have resumed is refused: go on from the greeting's point,
+          // and if there was something to resume, tell the app it has to reload.
+          const since = this.seq;
+          [this.seq, this.epoch] = [conn.greeting.seq, conn.greeting.epoch];
           this._opened(conn);
+          if (conn.resuming) {
+            const to = conn.greeting.seq;
+            this._dispatch("resync", { type: "replay_complete", since, to, recovered: false });
+          }
         }
       }
       request?.resolve(null);

@@ -300,6 +300,15 @@ def test_unknown_channels_are_reported_and_dropped(server, open_page):
     assert len(reply["channels"]) == 71  # two requests: at most 64 names each
 
 
+def test_a_subscription_refused_whole_does_not_stall_the_connection(server, open_page):
+    page = open_page(server.http)
+    # 300 names: the server takes 256 per connection and refuses the request past that whole
+    started = page.start(channels=[f"jobs:j{i}" for i in range(300)])
+    assert started["state"] == "open"
+    assert page.eval("log.errors.map((e) => e.code)") == ["invalid_message"]
+    assert len(page.eval("bridge.channels")) == 256
+
+
 # 4321: a code the module does not know. (1006, a connection lost or refused, is what the
 # restart tests see while the server is down.)
 RECONNECTS = [1001, 1011, 4008, 4029, 4321]
