@@ -103,15 +103,23 @@ def _gevent_worker_class():
     from gunicorn.workers.ggevent import GeventWorker
 
     class BusGeventWorker(GeventWorker):
-        """gevent worker that says goodbye (1001) to every WebSocket before draining."""
+        """gevent worker that says goodbye (1001) to every WebSocket before draining, and ends
+        at once the kept-alive connections that are only waiting for a next request."""
 
         def init_process(self):
             _answer_errors_in_json()
+            self._idle: dict[Any, Any] = {}  # greenlet -> its IdleWait, while it waits
             super().init_process()
+
+        def timeout_ctx(self):
+            return IdleWait(self._idle, self.cfg.keepalive)
 
         def handle_exit(self, sig, frame):
             super().handle_exit(sig, frame)
             gevent.spawn(_close_bus, self)
+            # Without this a browser's idle connection held the stop for the whole keepalive.
+            for wait in list(self._idle.values()):
+                wait.end_now()
 
         def handle_quit(self, sig, frame):  # SIGINT and SIGQUIT: graceful too
             self.handle_exit(sig, frame)
@@ -121,6 +129,32 @@ def _gevent_worker_class():
             _skip_unread_body(req.body)
 
     return BusGeventWorker
+
+
+class IdleWait:
+    """gunicorn's wait for the next request of a kept-alive connection (at most ``seconds``),
+    which :meth:`end_now` ends early as if the time were up: gunicorn then closes the
+    connection quietly. Registered in ``waiting`` while it waits."""
+
+    def __init__(self, waiting: dict[Any, IdleWait], seconds: float):
+        import gevent
+
+        self._waiting = waiting
+        self._greenlet = gevent.getcurrent()
+        self._timeout = gevent.Timeout(seconds, False)  # False: ends the block silently
+
+    def __enter__(self) -> IdleWait:
+        self._timeout.__enter__()
+        self._waiting[self._greenlet] = self
+        return self
+
+    def __exit__(self, *exc: Any) -> bool:
+        self._waiting.pop(self._greenlet, None)
+        return bool(self._timeout.__exit__(*exc))
+
+    def end_now(self) -> None:
+        """Raise the timeout in the waiting greenlet now (it does not wait for it to end)."""
+        self._greenlet.kill(self._timeout, block=False)
 
 
 #: What a kept-alive connection may still send of a body the application did not read (one

@@ -139,3 +139,16 @@ def test_http_rate_limit_answers_429_json(make_server):
         r for r in (server.get("/api/system/status") for _ in range(4)) if r.status_code == 429
     )
     assert refused.json()["error"]["code"] == "rate_limited"
+
+
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_an_idle_kept_alive_connection_does_not_hold_the_stop(make_server, worker_class):
+    # A browser keeps its HTTP connection open after a request: the stop must not wait for it.
+    server = make_server(WORKER_CLASS=worker_class)
+    with requests.Session() as browser:
+        assert browser.get(server.http + "/api/system/live", timeout=5).status_code == 200
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        assert server.wait(timeout=12) == 0
+        assert time.monotonic() - started < 3, "the stop waited for the idle connection"
+    assert_quiet_exit(server.log())
