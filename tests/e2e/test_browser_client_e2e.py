@@ -11,7 +11,6 @@ Without Chromium or Playwright these tests are skipped, except under CI (``CI=tr
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -22,21 +21,11 @@ from typing import Any
 import pytest
 import requests
 
+from browser_support import chromium
 from local_bridge.auth.tokens import mint
 from redis_support import drop_prefix, fresh_prefix, redis_url
 from support import ServerProcess, free_port, ok
 
-CHROMIUM = os.environ.get("LOCAL_BRIDGE_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 WAIT_MS = 10000  # the longest any page-side wait may take
 HEARTBEAT = 0.5  # s: the test servers' heartbeat interval, so a read deadline is 2 s
 FAST_BACKOFF = {"initial": 100, "max": 400}
@@ -80,30 +69,11 @@ START = """async ({options, mint, module}) => {
 }"""
 
 
-def unavailable(reason: str) -> None:
-    """No browser to test with: skipped, except under CI, where it is a failure."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; CI must run the browser tests")
-    pytest.skip(f"{reason}: browser tests skipped")
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import Error, sync_playwright
-    except ImportError as exc:
-        unavailable(f"Playwright is not installed ({exc})")
-    if not os.access(CHROMIUM, os.X_OK):
-        unavailable(f"no Chromium at {CHROMIUM}")
-    playwright = sync_playwright().start()
-    try:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    except Error as exc:
-        playwright.stop()
-        unavailable(f"Chromium at {CHROMIUM} does not start ({exc.message.splitlines()[0]})")
-    yield instance
-    instance.close()
-    playwright.stop()
+    """One headless Chromium for the module."""
+    with chromium() as instance:
+        yield instance
 
 
 class _PageHandler(BaseHTTPRequestHandler):

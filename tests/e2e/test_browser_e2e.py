@@ -13,7 +13,6 @@ is a failure.
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -23,29 +22,12 @@ from typing import Any
 import pytest
 import websocket
 
+from browser_support import chromium, unavailable
 from support import ServerProcess, error, free_port, ok
 
-CHROMIUM = os.environ.get("LOCAL_BRIDGE_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # another site, served from loopback: what a public page, or a rebound DNS name, looks like
-    "--host-resolver-rules=MAP evil.example 127.0.0.1",
-]
+# another site, served from loopback: what a public page, or a rebound DNS name, looks like
+EVIL_SITE_RULE = "--host-resolver-rules=MAP evil.example 127.0.0.1"
 WAIT_MS = 5000  # the longest any page-side wait may take
-
-
-def unavailable(reason: str) -> None:
-    """No browser to test with: skipped, except under CI, where it is a failure."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; CI must run the browser tests")
-    pytest.skip(f"{reason}: browser tests skipped")
 
 
 def test_without_a_browser_ci_fails_and_elsewhere_skips(monkeypatch):
@@ -105,21 +87,8 @@ def bridge(app_origin) -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """One headless Chromium for the module."""
-    try:
-        from playwright.sync_api import Error, sync_playwright
-    except ImportError as exc:
-        unavailable(f"Playwright is not installed ({exc})")
-    if not os.access(CHROMIUM, os.X_OK):
-        unavailable(f"no Chromium at {CHROMIUM}")
-    playwright = sync_playwright().start()
-    try:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    except Error as exc:
-        playwright.stop()
-        unavailable(f"Chromium at {CHROMIUM} does not start ({exc.message.splitlines()[0]})")
-    yield instance
-    instance.close()
-    playwright.stop()
+    with chromium(EVIL_SITE_RULE) as instance:
+        yield instance
 
 
 class Network:

@@ -37,20 +37,11 @@ from typing import Any
 
 import pytest
 
+import browser_support
+from browser_support import chromium
 from support import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("LOCAL_BRIDGE_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 BLOCK_TIMEOUT_MS = 20000
 SETTLE_MS = 200  # after a block ends: time for a late error of what it left behind to show
 CACHE = Path(
@@ -107,9 +98,7 @@ RUN = """async ({url, timeout}) => {
 
 def unavailable(reason: str) -> None:
     """Missing tooling: skipped, except under CI, where it is a failure."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}; CI must run the documentation's JavaScript examples")
-    pytest.skip(f"{reason}: JavaScript examples not run")
+    browser_support.unavailable(reason, "documentation's JavaScript examples")
 
 
 def doc_files() -> list[Path]:
@@ -189,21 +178,9 @@ def react_builds() -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import Error, sync_playwright
-    except ImportError as exc:
-        unavailable(f"Playwright is not installed ({exc})")
-    if not os.access(CHROMIUM, os.X_OK):
-        unavailable(f"no Chromium at {CHROMIUM}")
-    playwright = sync_playwright().start()
-    try:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    except Error as exc:
-        playwright.stop()
-        unavailable(f"Chromium at {CHROMIUM} does not start ({exc.message.splitlines()[0]})")
-    yield instance
-    instance.close()
-    playwright.stop()
+    """One headless Chromium for the module."""
+    with chromium() as instance:
+        yield instance
 
 
 @pytest.fixture(scope="module")
