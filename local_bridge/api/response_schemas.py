@@ -253,6 +253,11 @@ class SystemStatus(Schema):
     uptime_seconds = Number(required=True, validate=validate.Range(min=0))
     seq = Count(required=True)
     epoch = fields.String(required=True)
+    backplane = fields.String(
+        required=True,
+        validate=validate.OneOf(["memory", "redis"]),
+        metadata={"description": "what carries events: this process, or every process on Redis"},
+    )
     connections = fields.Nested(Connections, required=True)
     events_published = Count(required=True)
     queue = fields.Nested(QueueCounts, required=True)

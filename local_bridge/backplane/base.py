@@ -20,6 +20,9 @@ class BackplaneUnavailable(RuntimeError):
 class Backplane(abc.ABC):
     """Carries published events to the hub of every server process sharing the bus."""
 
+    #: What carries the events: ``memory`` (this process) or ``redis`` (every process on it).
+    kind = "memory"
+
     def __init__(self) -> None:
         self._deliver: DeliverFn = lambda event: 0
         self._serve: Callable[[dict[str, Any]], dict[str, Any]] = lambda request: {}

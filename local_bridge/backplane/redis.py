@@ -85,6 +85,8 @@ class _PendingPublish:
 class RedisBackplane(Backplane):
     """Shares numbering, history and delivery among every process on one Redis."""
 
+    kind = "redis"
+
     def __init__(
         self,
         url: str,

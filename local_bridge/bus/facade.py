@@ -74,6 +74,11 @@ class Bus:
         return self._backplane.available
 
     @property
+    def backplane(self) -> str:
+        """What carries the events between processes: ``memory`` or ``redis``."""
+        return self._backplane.kind
+
+    @property
     def events_published(self) -> int:
         """Events published through this process."""
         return self._publisher.events_published

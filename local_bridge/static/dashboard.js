@@ -518,11 +518,11 @@ class Dashboard {
     setText("bus-seq", seq);
     setText("bus-epoch", epoch);
     const health = [
-      ["bus-backplane", checks.backplane],
+      ["bus-backplane", checks.backplane, status.backplane],
       ["bus-database", checks.database],
     ];
-    for (const [id, value] of health) {
-      setText(id, value);
+    for (const [id, value, kind] of health) {
+      setText(id, kind && value ? `${kind} · ${value}` : value);
       const node = $(id);
       node.classList.toggle("state-ok", value === "ok");
       node.classList.toggle("state-bad", value !== undefined && value !== "ok");

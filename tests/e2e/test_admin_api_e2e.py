@@ -152,6 +152,7 @@ def test_status_counts_connections_by_type(server, connect):
         "uptime_seconds",
         "seq",
         "epoch",
+        "backplane",
         "connections",
         "events_published",
         "queue",

@@ -131,7 +131,7 @@ def test_the_page_loads_and_connects_without_console_errors(bridge, open_dashboa
     page = open_dashboard(bridge, path)
     status = ok(bridge.get("/api/system/status"))
     assert page.text_content("#bus-epoch") == status["epoch"]
-    assert page.text_content("#bus-backplane") == "ok"
+    assert page.text_content("#bus-backplane") == "memory · ok"
     assert page.text_content("#bus-auth") == "none"
     page.wait_for_selector("#client-types li:has-text('dashboard')")
     assert page.problems == []
@@ -330,6 +330,7 @@ def test_after_a_restart_with_redis_it_resumes_and_misses_nothing(open_dashboard
     try:
         page = open_dashboard(server)
         epoch = page.text_content("#bus-epoch")
+        wait_text(page, "#bus-backplane", "redis · ok")
         seqs = [server.publish("test.before_restart", {"n": i})["seq"] for i in range(5)]
         server.restart()
         seqs += [server.publish("test.after_restart", {"n": i})["seq"] for i in range(3)]
