@@ -102,7 +102,7 @@ def unavailable(reason: str) -> None:
 
 
 def doc_files() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def js_blocks() -> list[tuple[str, str]]:
