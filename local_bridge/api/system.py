@@ -47,7 +47,7 @@ def status():
             "uptime_seconds": round(time.time() - bus.started_at, 3),
             "seq": bus.last_seq,
             "epoch": bus.epoch,
-            "backplane": bus.backplane,
+            "backplane": bus.backplane_kind,
             "connections": {"total": sum(by_type.values()), "by_client_type": dict(by_type)},
             "events_published": bus.events_published,
             "queue": state.queue_counts(),

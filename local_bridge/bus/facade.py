@@ -74,7 +74,7 @@ class Bus:
         return self._backplane.available
 
     @property
-    def backplane(self) -> str:
+    def backplane_kind(self) -> str:
         """What carries the events between processes: ``memory`` or ``redis``."""
         return self._backplane.kind
 

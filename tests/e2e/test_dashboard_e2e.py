@@ -210,6 +210,8 @@ def test_the_feed_filters_by_channel_and_type_and_pauses(bridge, open_dashboard)
 
     page.select_option("#filter-channel", "")
     page.select_option("#filter-type", "test.dashboard_feed")
+    # the feed is redrawn on the next animation frame: wait for the other types to go
+    page.wait_for_selector("#feed tr[data-type=session_created]", state="detached")
     feed_has(page, seq)
     types = page.eval_on_selector_all("#feed tr", "rows => rows.map(r => r.dataset.type)")
     assert set(types) == {"test.dashboard_feed"}, types
