@@ -317,18 +317,23 @@ def test_close_codes_decide_between_reconnecting_and_stopping(server, open_page)
 def test_a_silent_connection_is_given_up_and_replaced(server, open_page):
     page = open_page(server.http)
     frozen = {"on": False}
+    opened: list[object] = []
 
     def route(ws):
         upstream = ws.connect_to_server()
-        # Server -> page is forwarded until frozen: then the page hears nothing, though the
-        # socket stays open (what a dead network path looks like to a browser).
-        upstream.on_message(lambda message: None if frozen["on"] else ws.send(message))
+        first_connection = not opened
+        opened.append(ws)
+        # Server -> page is forwarded until frozen: then the first connection's page side hears
+        # nothing, though its socket stays open (what a dead network path looks like to a
+        # browser). Later connections are never frozen, however soon they open.
+        upstream.on_message(
+            lambda message: None if frozen["on"] and first_connection else ws.send(message)
+        )
 
     page.page.route_web_socket(server.ws_url, route)
     first = page.start(channels=["jobs"])
     frozen["on"] = True
     page.wait("() => log.states.includes('reconnecting')", timeout=4 * HEARTBEAT * 1000 + 3000)
-    frozen["on"] = False
     page.wait("() => bridge.state === 'open'")
     assert page.eval("bridge.clientId") != first["clientId"]
     assert page.eval("spy.urls.length") == 2
