@@ -54,6 +54,16 @@ def run_under_gevent(code: str, timeout: float = 60) -> str:
     return out.stdout
 
 
+def has_ipv6_loopback() -> bool:
+    """Whether this machine can bind ``::1`` (IPv6 tests skip without it)."""
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

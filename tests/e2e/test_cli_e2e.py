@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -13,7 +12,7 @@ import time
 
 import pytest
 
-from support import ServerProcess, free_port
+from support import ServerProcess, free_port, has_ipv6_loopback
 
 
 def _cli(*args: str) -> list[str]:
@@ -99,16 +98,7 @@ class IPv6Server(ServerProcess):
         return f"http://[::1]:{self.port}"
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
 def test_listen_and_publish_over_ipv6():
     server = IPv6Server({"HOST": "::1"}).start()
     try:

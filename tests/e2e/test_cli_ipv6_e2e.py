@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import socket
 import subprocess
 import sys
 import threading
@@ -16,22 +15,13 @@ import pytest
 
 from local_bridge.auth.tokens import mint
 from local_bridge.client import RestClient
-from support import ServerProcess
+from support import ServerProcess, has_ipv6_loopback
 
 SECRET = "cli-ipv6-" + "0123456789abcdef" * 4
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
 pytestmark = pytest.mark.skipif(
-    not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)"
+    not has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)"
 )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 
 import pytest
@@ -10,7 +9,7 @@ import pytest
 from local_bridge.auth.tokens import mint
 from local_bridge.client import ApiError, RestClient
 from local_bridge.client.rest import ServerUnreachable
-from support import ServerProcess, Watcher, free_port, types_of
+from support import ServerProcess, Watcher, free_port, has_ipv6_loopback, types_of
 
 SECRET = "rest-client-" + "0123456789abcdef" * 4
 
@@ -243,15 +242,6 @@ def test_tokens_a_string_or_a_function():
         server.stop()
 
 
-def _has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
 class IPv6Server(ServerProcess):
     """The server bound to ``::1`` (readiness is polled there too)."""
 
@@ -260,7 +250,7 @@ class IPv6Server(ServerProcess):
         return f"http://[::1]:{self.port}"
 
 
-@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
 def test_an_ipv6_base_url():
     server = IPv6Server({"HOST": "::1"}).start()
     try:
