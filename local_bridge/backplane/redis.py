@@ -48,6 +48,35 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], seq .. '-1', 'm', ARGV[5], '
 redis.call('PUBLISH', KEYS[3], ARGV[8] .. '\\n' .. seq .. '\\n' .. ARGV[5] .. '\\n' .. text)
 return seq
 """
+# A whole batch in one call, so nothing interleaves inside its seq range and Redis failing
+# leaves all of it unpublished. Each event's stream entry and pub/sub message are those of
+# _PUBLISH. Nothing is written until the first XADD, the only write that can be refused (its id
+# at or below the stream's last, a key of the wrong type, OOM: Redis checks memory only before a
+# script's first write), so a refused batch leaves the counter and the stream as they were.
+# Trimming once after the appends leaves the stream as trimming after each would (whole nodes
+# from the head while MAXLEN remain). ARGV: epoch, maxlen, at, then 5 per event (head,
+# timestamp, middle, tail, meta).
+_PUBLISH_MANY = """
+if redis.call('GET', KEYS[4]) ~= ARGV[1] then
+  return redis.error_reply('EPOCH the bus epoch is not the one this process follows')
+end
+local first = tonumber(redis.call('GET', KEYS[1]) or '0') + 1
+local count = (#ARGV - 3) / 5
+local texts = {}
+for i = 0, count - 1 do
+  local a, seq = 3 + i * 5, first + i
+  local text = ARGV[a + 1] .. ARGV[a + 2] .. ARGV[a + 3] .. seq .. ARGV[a + 4]
+  redis.call('XADD', KEYS[2], seq .. '-1', 'm', ARGV[a + 5], 't', text, 'at', ARGV[3])
+  texts[i + 1] = text
+end
+redis.call('XTRIM', KEYS[2], 'MAXLEN', '~', ARGV[2])
+redis.call('INCRBY', KEYS[1], count)
+for i = 0, count - 1 do
+  local head = ARGV[1] .. '\\n' .. (first + i) .. '\\n' .. ARGV[3 + i * 5 + 5]
+  redis.call('PUBLISH', KEYS[3], head .. '\\n' .. texts[i + 1])
+end
+return first
+"""
 # A fresh epoch when Redis lost its data (restart without persistence), or when the caller
 # finds its own epoch's sequence below what it already delivered (Redis restored an older
 # snapshot, so those seqs would be numbered again). The new sequence starts past what the caller
@@ -127,13 +156,18 @@ class RedisBackplane(Backplane):
         self.history_ttl = history_ttl
         self._timeout = publish_timeout
         self._publish_script = self._client.register_script(_PUBLISH)
+        self._publish_many_script = self._client.register_script(_PUBLISH_MANY)
         self._epoch_script = self._client.register_script(_ENSURE_EPOCH)
-        # _lock guards _last, _epoch and _waiters, and makes "this process's latest seq" and
-        # handing an event to the hub one step (see paused()).
+        # _lock guards _last, _epoch, _waiters, _batches and _unclaimed, and makes "this
+        # process's latest seq" and handing an event to the hub one step (see paused()).
         self._lock = threading.RLock()
         self._last = 0
         self._epoch = ""
         self._waiters: dict[int, _PendingPublish] = {}
+        # While a batch of this process is in flight, the listener may deliver its events
+        # before their seqs are known here: their results wait in _unclaimed.
+        self._batches = 0
+        self._unclaimed: dict[int, tuple[BusEvent, int]] = {}
         self._status = "connecting"
         self._published_at_last_check = 0  # the bus's seq at the listener's previous check
         self._stopping = threading.Event()
@@ -168,42 +202,46 @@ class RedisBackplane(Backplane):
         return "ok" if self._status == "ok" else f"error: listener {self._status}"
 
     def publish(self, draft: EventDraft) -> tuple[BusEvent, int]:
-        # Refused while this process's own delivery path is down: its clients would not get
-        # the event, and its listener could not tell the bus had moved on.
+        epoch = self._publishing_epoch()
+        head, middle, tail = draft.parts()
+        args: list[str | int] = [head, utc_timestamp(), middle, tail, _meta(draft)]
+        args += [max(1, self.history_size), int(time.time() * 1000), epoch]
+        seq = self._run(self._publish_script, args)
+        return self._await_local_delivery(seq)
+
+    def publish_many(self, drafts: list[EventDraft]) -> list[tuple[BusEvent, int]]:
+        # One script call: consecutive seqs, and a failure publishes none of the batch.
+        if not drafts:
+            return []
+        epoch = self._publishing_epoch()
+        args: list[str | int] = [epoch, max(1, self.history_size), int(time.time() * 1000)]
+        for draft in drafts:
+            head, middle, tail = draft.parts()
+            args += (head, utc_timestamp(), middle, tail, _meta(draft))
+        with self._lock:
+            self._batches += 1
+        try:
+            first = self._run(self._publish_many_script, args)
+        except BaseException:
+            with self._lock:
+                self._batch_over()
+            raise
+        return self._await_local_deliveries(first, len(drafts))
+
+    def _publishing_epoch(self) -> str:
+        """The epoch to number in; refused while this process's own delivery path is down:
+        its clients would not get the event, and its listener could not tell the bus had
+        moved on."""
         status, epoch = self._status, self._epoch
         if status != "ok":
             raise BackplaneUnavailable(f"redis: listener {status}")
-        meta = json.dumps(
-            {
-                "type": draft.type,
-                "channel": draft.channel,
-                "targets": list(draft.targets),
-                "types": sorted(draft.client_types) if draft.client_types is not None else None,
-            },
-            separators=(",", ":"),
-        )
-        head, middle, tail = draft.parts()
+        return epoch
+
+    def _run(self, script: Any, args: list[str | int]) -> int:
+        """Call a publish script; its answer is a seq."""
+        keys = [self._keys[name] for name in ("seq", "stream", "events", "epoch")]
         try:
-            seq = int(
-                self._publish_script(
-                    keys=[
-                        self._keys["seq"],
-                        self._keys["stream"],
-                        self._keys["events"],
-                        self._keys["epoch"],
-                    ],
-                    args=[
-                        head,
-                        utc_timestamp(),
-                        middle,
-                        tail,
-                        meta,
-                        max(1, self.history_size),
-                        int(time.time() * 1000),
-                        epoch,
-                    ],
-                )
-            )
+            return int(script(keys=keys, args=args))
         except self._redis_module.ResponseError as exc:
             if str(exc).startswith(EPOCH_REFUSED):
                 self._check_now.set()  # Redis lost its data or another process resynced first
@@ -211,7 +249,6 @@ class RedisBackplane(Backplane):
             raise BackplaneUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from None
         except self._redis_module.RedisError as exc:
             raise BackplaneUnavailable(f"redis: {exc.__class__.__name__}: {exc}") from None
-        return self._await_local_delivery(seq)
 
     def history(self, since: int) -> tuple[list[BusEvent], bool]:
         upto = self._last
@@ -263,6 +300,43 @@ class RedisBackplane(Backplane):
                 return self._placeholder(seq), 0
             return pending.event, pending.recipients
 
+    def _await_local_deliveries(self, first: int, count: int) -> list[tuple[BusEvent, int]]:
+        """:meth:`_await_local_delivery` for seqs ``first`` to ``first + count - 1``, waiting
+        (briefly) for all of them together."""
+        seqs = range(first, first + count)
+        pending = {seq: _PendingPublish() for seq in seqs}
+        with self._lock:
+            for seq in seqs:
+                if seq <= self._last:  # delivered already
+                    pending[seq].event, pending[seq].recipients = self._unclaimed.pop(
+                        seq, (None, 0)
+                    )
+                    pending[seq].done.set()
+                else:
+                    self._waiters[seq] = pending[seq]
+            self._batch_over()
+        deadline = time.monotonic() + 5.0
+        for seq in reversed(seqs):  # delivered in order: the last one done means all are
+            if not pending[seq].done.wait(max(0.0, deadline - time.monotonic())):
+                break
+        with self._lock:  # results are final once the lock is free (see _deliver_local)
+            done = []
+            for seq in seqs:
+                if self._waiters.get(seq) is pending[seq]:
+                    del self._waiters[seq]  # not delivered in time
+                event = pending[seq].event
+                if event is None:
+                    done.append((self._placeholder(seq), 0))
+                else:
+                    done.append((event, pending[seq].recipients))
+            return done
+
+    def _batch_over(self) -> None:
+        """A batch call has returned and claimed its delivered events (under _lock)."""
+        self._batches -= 1
+        if not self._batches:
+            self._unclaimed.clear()
+
     @staticmethod
     def _placeholder(seq: int) -> BusEvent:
         return BusEvent(seq, {"seq": seq}, (), None, b"")
@@ -293,6 +367,8 @@ class RedisBackplane(Backplane):
             count = self._deliver(event)
             if pending is not None:
                 pending.event, pending.recipients = event, count
+            elif self._batches:
+                self._unclaimed[event.seq] = (event, count)
 
     def _start_over(self, epoch: str, seq: int, why: str) -> None:
         """Events meant for this process's clients are beyond recovery: close those clients
@@ -466,3 +542,16 @@ class RedisBackplane(Backplane):
             self._start_over(epoch, current, f"new epoch {epoch} (Redis lost its data)")
             return
         self._catch_up(current)
+
+
+def _meta(draft: EventDraft) -> str:
+    """What a receiving process needs to route the event, beside its text."""
+    return json.dumps(
+        {
+            "type": draft.type,
+            "channel": draft.channel,
+            "targets": list(draft.targets),
+            "types": sorted(draft.client_types) if draft.client_types is not None else None,
+        },
+        separators=(",", ":"),
+    )
