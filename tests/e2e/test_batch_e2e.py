@@ -1,8 +1,12 @@
 """``POST /api/events/batch`` on the real server: subscribers get the batch in order, and a
-refused batch reaches nobody."""
+refused batch reaches nobody; on Redis, nothing another process publishes lands inside a
+batch."""
 
 from __future__ import annotations
 
+import threading
+
+from redis_support import drop_prefix, fresh_prefix, redis_url
 from support import ServerProcess, error, expect_only_marker, marker
 
 
@@ -29,3 +33,45 @@ def test_a_refused_batch_reaches_nobody(server: ServerProcess, connect):
     refused = error(server.post("/api/events/batch", json={"events": bad}), 422, "validation_error")
     assert "events.1.data.progress" in refused["fields"], refused
     expect_only_marker(subscriber, marker(server))
+
+
+def test_on_redis_a_batch_keeps_its_seqs_together_while_another_process_publishes(postgres_url):
+    """Two processes on one Redis: events the second publishes meanwhile never land inside a
+    batch of the first, and a subscriber on the second gets everything in seq order."""
+    url, prefix = redis_url(), fresh_prefix()
+    settings = {"REDIS_URL": url, "REDIS_PREFIX": prefix, "DATABASE_URL": postgres_url}
+    a, b = (ServerProcess(dict(settings)).start() for _ in range(2))
+    try:
+        subscriber = b.client()
+        subscriber.subscribe("jobs")
+        singles: list[int] = []
+        started, batches_done = threading.Event(), threading.Event()
+
+        def publish_singles() -> None:  # from before the first batch until after the last
+            finished = False
+            while not finished:
+                finished = batches_done.is_set()
+                singles.append(b.publish("job_cancelled", {"job_id": "s"}, channel="jobs")["seq"])
+                started.set()
+
+        thread = threading.Thread(target=publish_singles)
+        thread.start()
+        assert started.wait(10)
+        batches = []
+        for _ in range(5):
+            answer = a.post("/api/events/batch", json={"events": [cancelled(i) for i in range(50)]})
+            assert answer.status_code == 202, answer.text
+            batches.append(answer.json()["seqs"])
+        batches_done.set()
+        thread.join(20)
+        assert not thread.is_alive()
+        assert singles[0] < batches[0][0] and batches[-1][-1] < singles[-1]
+        for seqs in batches:
+            assert seqs == list(range(seqs[0], seqs[0] + 50))
+        numbered = sorted(singles + [seq for seqs in batches for seq in seqs])
+        assert numbered == list(range(numbered[0], numbered[0] + len(numbered)))
+        assert [subscriber.recv()["seq"] for _ in numbered] == numbered
+    finally:
+        a.stop()
+        b.stop()
+        drop_prefix(url, prefix)
