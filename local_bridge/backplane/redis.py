@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 PRESENCE_EVERY = 1.0  # seconds between a listener's checks: presence, epoch, stalled events
 PRESENCE_TTL = 5.0  # a process silent this long is gone
 EPOCH_REFUSED = "EPOCH"  # the error the publish script answers when the epoch is not the caller's
+# Results kept for batches in flight (oldest dropped first: that batch answers 0 recipients).
+UNCLAIMED_MAX = 4096
 
 # Numbers an event only in the epoch the publisher follows: after Redis lost its data the
 # epoch key is gone, and nobody numbers events until a listener has agreed on a new epoch.
@@ -52,7 +54,8 @@ return seq
 # leaves all of it unpublished. Each event's stream entry and pub/sub message are those of
 # _PUBLISH. Nothing is written until the first XADD, the only write that can be refused (its id
 # at or below the stream's last, a key of the wrong type, OOM: Redis checks memory only before a
-# script's first write), so a refused batch leaves the counter and the stream as they were.
+# script's first write; each later id is above one just appended), so a refused batch leaves the
+# counter and the stream as they were.
 # Trimming once after the appends leaves the stream as trimming after each would (whole nodes
 # from the head while MAXLEN remain). ARGV: epoch, maxlen, at, then 5 per event (head,
 # timestamp, middle, tail, meta).
@@ -369,6 +372,8 @@ class RedisBackplane(Backplane):
                 pending.event, pending.recipients = event, count
             elif self._batches:
                 self._unclaimed[event.seq] = (event, count)
+                if len(self._unclaimed) > UNCLAIMED_MAX:  # batches overlapping without end
+                    del self._unclaimed[next(iter(self._unclaimed))]
 
     def _start_over(self, epoch: str, seq: int, why: str) -> None:
         """Events meant for this process's clients are beyond recovery: close those clients
