@@ -19,6 +19,8 @@ from .hub import Client, Hub
 
 #: ``handler(client, message) -> reply dict or None``
 MessageHandler = Callable[[Client, dict[str, Any]], "dict[str, Any] | None"]
+#: The longest a publish request waits for the writers (then it is answered all the same).
+PUBLISH_WAIT = 1.0
 BUILTIN_TYPES = frozenset(
     {"register", "subscribe", "unsubscribe", "ping", "pong", "authenticate", "refresh"}
 )
@@ -65,8 +67,12 @@ class Bus:
         return self._publisher.prepare(type_, fields, channel=channel, client_types=client_types)
 
     def publish_many(self, drafts: list[EventDraft]) -> list[Published]:
-        """Publish prepared events in order, one seq each (see :meth:`Publisher.publish_many`)."""
-        return self._publisher.publish_many(drafts)
+        """Publish prepared events in order, one seq each (see :meth:`Publisher.publish_many`),
+        then wait, within ``PUBLISH_WAIT`` seconds, while this process's writers are behind:
+        the back-pressure on publishers that outrun the fan-out (:meth:`Hub.wait_for_writers`)."""
+        published = self._publisher.publish_many(drafts)
+        self.hub.wait_for_writers(PUBLISH_WAIT)
+        return published
 
     @property
     def available(self) -> bool:

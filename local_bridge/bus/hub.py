@@ -14,10 +14,13 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..protocol import UNKNOWN_CLIENT_TYPE, BusEvent, utc_timestamp
 from .pacing import FanoutPacer
+
+if TYPE_CHECKING:
+    from .outbox import Outbox
 
 
 class ClientTransport(Protocol):
@@ -64,6 +67,17 @@ class Client:
 
 
 _ALL = None  # snapshot key of "every connected client"
+#: A publisher waits (:meth:`Hub.wait_for_writers`) while the median of the latest fan-out's
+#: sampled recipients has more than BACKLOG_HIGH frames queued behind a writer that could be
+#: writing, until it is down to BACKLOG_LOW. Deep enough that writers still send many frames
+#: per system call; shallow enough that a frame waits a few fan-outs, not seconds.
+BACKLOG_HIGH = 16
+BACKLOG_LOW = 4
+#: Recipients sampled, evenly spaced over the fan-out (its median decides).
+BACKLOG_SAMPLE = 5
+#: While waiting, look again this often (seconds): the sampled writer may finish, or stall on
+#: a full socket, while another still lags.
+BACKLOG_RECHECK = 0.02
 #: Called with every delivered event, and with None when the hub closes every client.
 Watcher = Callable[[BusEvent | None], None]
 
@@ -78,6 +92,7 @@ class Hub:
         self._members: dict[str, dict[Client, None]] = {}
         self._snapshots: dict[str | None, tuple[Client, ...]] = {}
         self._pacer = FanoutPacer()
+        self._latest: Sequence[Client] = ()  # the recipients of the latest fan-out
         # Copy-on-write, like the snapshots: delivery reads it without the lock.
         self._watchers: tuple[Watcher, ...] = ()
         #: Told each delivered event and how many clients accepted it (metrics); None: nobody.
@@ -219,6 +234,7 @@ class Hub:
         else:
             candidates = self.recipients(event)
         recipients = len(candidates)
+        self._latest = candidates
         started, direct = self._pacer.begin(recipients)
         for client in candidates:
             if client.transport.send(frame, direct):
@@ -231,6 +247,42 @@ class Hub:
         for watcher in self._watchers:
             watcher(event)
         return count
+
+    def wait_for_writers(self, timeout: float) -> bool:
+        """Wait, at most ``timeout`` seconds, while the writers of the latest fan-out are
+        behind; True unless the time ran out.
+
+        Called by publishers after publishing: one that outruns the writers (the process has
+        no time left to write what it queues) is slowed to their pace, so queues and latency
+        stay bounded instead of growing for as long as it publishes. Recipients whose socket
+        is full are not waited for: a peer that reads slowly is the slow-consumer limit's
+        business (close 4008), never a reason to hold up every publisher.
+        """
+        deadline = time.monotonic() + timeout
+        while (outbox := self._lagging_outbox()) is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            outbox.wait_room(BACKLOG_LOW, min(left, BACKLOG_RECHECK))
+        return True
+
+    def _lagging_outbox(self) -> Outbox | None:
+        """The median-backlog outbox of a sample of the latest fan-out's recipients, when its
+        backlog is over BACKLOG_HIGH and its socket could take more; else None."""
+        latest = self._latest
+        count = len(latest)
+        if not count:
+            return None
+        backlogs: list[tuple[int, int, Outbox]] = []
+        for i in dict.fromkeys(count * k // BACKLOG_SAMPLE for k in range(BACKLOG_SAMPLE)):
+            outbox = getattr(latest[i].transport, "outbox", None)  # None: SSE, a gated replay
+            if outbox is not None:
+                backlogs.append((0 if outbox.socket_full else outbox.depth, i, outbox))
+        if not backlogs:
+            return None
+        backlogs.sort()
+        depth, _, outbox = backlogs[len(backlogs) // 2]
+        return outbox if depth > BACKLOG_HIGH else None
 
     # ------------------------------------------------------------------ closing
 

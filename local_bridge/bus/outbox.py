@@ -115,6 +115,10 @@ class Outbox:
         self.sent = 0  # messages handed to the socket
         self.dropped = 0  # messages refused or discarded
         self.failed = False  # the socket refused a write
+        #: The writer waits for the socket to take more: the peer reads slower than we write.
+        #: A backlog behind a full socket is the peer's doing, not the process's (see
+        #: :meth:`~local_bridge.bus.hub.Hub.wait_for_writers`).
+        self.socket_full = False
 
     # ------------------------------------------------------------------ producer side
 
@@ -264,7 +268,7 @@ class Outbox:
                 batch.append(final)
             if batch:
                 try:
-                    self._sendall(batch[0] if len(batch) == 1 else b"".join(batch))
+                    self._write(batch[0] if len(batch) == 1 else b"".join(batch))
                 except OSError:
                     with self._lock:
                         self.failed = True
@@ -280,6 +284,22 @@ class Outbox:
                 self._signal_progress()
             if last:
                 return
+
+    def _write(self, data: bytes) -> None:
+        """Write a batch, waiting as long as the socket needs; ``socket_full`` while it does."""
+        if self._try_send is not None:
+            try:
+                taken = self._try_send(data)
+            except BlockingIOError:
+                taken = 0
+            if taken == len(data):
+                return
+            data = data[taken:]
+            self.socket_full = True
+        try:
+            self._sendall(data)
+        finally:
+            self.socket_full = False
 
     def _signal_progress(self) -> None:
         if self._progress is not None:

@@ -235,7 +235,7 @@ def test_a_message_goes_straight_to_an_idle_socket_with_no_writer(sock, make_out
 
 
 def test_what_the_socket_does_not_take_goes_to_the_writer_first(sock, make_outbox):
-    direct = FakeTrySend(2)  # takes b"ab" of b"abcdef"
+    direct = FakeTrySend(2, 0, 0)  # takes b"ab" of b"abcdef", then is full
     outbox = make_outbox(try_send=direct)
     sock.gate.clear()  # hold the writer inside its first sendall
     assert outbox.put(b"abcdef")
@@ -243,25 +243,37 @@ def test_what_the_socket_does_not_take_goes_to_the_writer_first(sock, make_outbo
     assert outbox.put(b"gh")  # the writer is busy: queued behind the remainder
     sock.gate.set()
     sock.wait_calls(2)
-    assert direct.calls == [b"abcdef"]
+    # The writer offers each batch to the socket at once too, then waits for room.
+    assert direct.calls == [b"abcdef", b"cdef", b"gh"]
     assert direct.written + b"".join(sock.calls) == b"abcdefgh"
 
 
 def test_a_socket_that_would_block_leaves_everything_to_the_writer(sock, make_outbox):
-    direct = FakeTrySend(0)
+    direct = FakeTrySend(0, 0, 0)
     outbox = make_outbox(try_send=direct)
     sock.gate.clear()
     assert outbox.put(b"a")
     sock.wait_calls(1)
+    assert outbox.socket_full  # the writer waits for the socket, not for the process
     assert outbox.put(b"b") and outbox.put(b"c")
     sock.gate.set()
     sock.wait_calls(2)
-    assert direct.calls == [b"a"]  # tried once, while no writer was busy
+    assert direct.calls == [b"a", b"a", b"bc"]  # once directly, then once per writer batch
     assert sock.calls == [b"a", b"bc"]
 
 
+def test_a_writer_batch_the_socket_takes_at_once_never_waits(sock, make_outbox):
+    direct = FakeTrySend(0)  # full for the first direct try only
+    outbox = make_outbox(try_send=direct)
+    assert outbox.put(b"a")
+    assert outbox.close() and outbox.wait_closed(TIMEOUT)
+    assert direct.written == b"a"
+    assert sock.calls == []
+    assert not outbox.socket_full
+
+
 def test_queued_messages_wait_for_the_writer_and_batch(sock, make_outbox):
-    direct = FakeTrySend()
+    direct = FakeTrySend(0, 0)  # the writer finds the socket full each time
     outbox = make_outbox(try_send=direct)
     sock.gate.clear()
     assert outbox.put(b"a", direct=False)
@@ -269,7 +281,7 @@ def test_queued_messages_wait_for_the_writer_and_batch(sock, make_outbox):
     assert outbox.put(b"b") and outbox.put(b"c", direct=False)  # busy writer: both queued
     sock.gate.set()
     sock.wait_calls(2)
-    assert direct.calls == []
+    assert direct.calls == [b"a", b"bc"]  # only the writer's own tries, one per batch
     assert sock.calls == [b"a", b"bc"]
 
 
