@@ -22,7 +22,7 @@ class RevokeSchema(Schema):
 def revoke():
     """Every process on the same Redis refuses the token from now on and closes its
     connections 4001; 409 while authentication is off (there are no tokens)."""
-    body = load(RevokeSchema())
+    body = load(RevokeSchema)
     authenticator = state_of(current_app).auth
     if authenticator is None:
         raise ApiError(409, "conflict", "authentication is off (LOCAL_BRIDGE_AUTH=none)")

@@ -14,6 +14,7 @@ from .envelope import ApiError, validation_error
 #: Methods that change state: each needs an ``application/json`` body (``{}`` without fields).
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _UNREAD = object()
+_SCHEMAS: dict[type[Schema], Schema] = {}
 
 
 def init_app(app: Flask) -> None:
@@ -63,13 +64,23 @@ def load_object() -> dict[str, Any]:
     return body
 
 
-def load(schema: Schema) -> dict[str, Any]:
-    """The request body validated by ``schema`` (422 with flat ``fields`` when invalid)."""
+def load(schema: type[Schema]) -> dict[str, Any]:
+    """The request body validated by an instance of ``schema`` (422 with flat ``fields`` when
+    invalid)."""
     body = load_object()
     try:
-        return schema.load(body)
+        return schema_of(schema).load(body)
     except ValidationError as exc:
         raise validation_error(flat_fields(exc.normalized_messages())) from None
+
+
+def schema_of(schema: type[Schema]) -> Schema:
+    """The one instance of ``schema`` every request shares: building one copies each declared
+    field (a tenth of a small request's time), and loading keeps no state on the instance."""
+    instance = _SCHEMAS.get(schema)
+    if instance is None:
+        instance = _SCHEMAS[schema] = schema()
+    return instance
 
 
 def flat_fields(messages: Any, prefix: str = "") -> dict[str, list[str]]:

@@ -19,10 +19,9 @@ from ..bus.facade import Bus
 from ..bus.hub import Client, Hub
 from ..bus.sse import event_stream
 from ..state import state_of
-from .body import load
 from .envelope import api_error, validation_error
 from .pagination import page_params
-from .publishing import BatchSchema, drafts_of
+from .publishing import drafts_of, load_batch
 
 bp = Blueprint("events", __name__, url_prefix="/api/events")
 MAX_SEQ = 2**63 - 1
@@ -207,7 +206,7 @@ def batch():
     """Publish up to 500 events at once (admin): all checked first, then each published in the
     given order with its own seq; one wrong event refuses the whole batch (API.md)."""
     bus = state_of(current_app).bus
-    published = bus.publish_many(drafts_of(bus, load(BatchSchema())["events"]))
+    published = bus.publish_many(drafts_of(bus, load_batch()))
     return jsonify(
         {
             "seqs": [one.seq for one in published],

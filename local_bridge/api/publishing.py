@@ -11,13 +11,14 @@ from .. import catalog
 from ..bus.facade import Bus
 from ..protocol import CLIENT_TYPE_PATTERN, REPLY_TYPES, EventDraft
 from ..publisher import UnknownChannelError
-from .body import flat_fields
+from .body import flat_fields, load, load_object
 from .envelope import ApiError, validation_error
 
 MAX_BATCH = 500  # events in one batch request (API.md)
 
 
 class BroadcastSchema(Schema):
+    # plainly_valid() below checks these same rules without the schema: change both together
     type = fields.String(required=True, validate=validate.Length(min=1, max=64))
     channel = fields.String(allow_none=True, load_default=None)
     client_types = fields.List(
@@ -35,6 +36,52 @@ class BatchSchema(Schema):
         required=True,
         validate=validate.Length(min=1, max=MAX_BATCH),
     )
+
+
+_BROADCAST_FIELDS = frozenset(BroadcastSchema().fields)
+_MAX_TYPE = 64
+
+
+def load_broadcast() -> dict[str, Any]:
+    """The request body as :class:`BroadcastSchema` loads it (422 when it is wrong)."""
+    loaded = plainly_valid(load_object())
+    return loaded if loaded is not None else load(BroadcastSchema)
+
+
+def load_batch() -> list[dict[str, Any]]:
+    """The events of a batch body as :class:`BatchSchema` loads them (422 when it is wrong)."""
+    body = load_object()
+    events = body.get("events") if len(body) == 1 else None
+    if type(events) is list and 1 <= len(events) <= MAX_BATCH:
+        loaded = [one for one in map(plainly_valid, events) if one is not None]
+        if len(loaded) == len(events):
+            return loaded
+    events = load(BatchSchema)["events"]
+    return events
+
+
+def plainly_valid(body: Any) -> dict[str, Any] | None:
+    """``body`` as :class:`BroadcastSchema` would load it when it passes every one of its
+    checks; None when it might not, so that the schema itself says what is wrong.
+
+    The schema's machinery costs more than the rest of a broadcast; a batch pays it for each
+    of its events. The rules here must stay those of the schema (a test compares them)."""
+    if type(body) is not dict or not body.keys() <= _BROADCAST_FIELDS:
+        return None
+    type_, data = body.get("type"), body.get("data")
+    channel, client_types = body.get("channel"), body.get("client_types")
+    if type(type_) is not str or not 1 <= len(type_) <= _MAX_TYPE or type(data) is not dict:
+        return None
+    if channel is not None and type(channel) is not str:
+        return None
+    if client_types is not None:
+        if type(client_types) is not list or not client_types:
+            return None
+        for one in client_types:
+            if type(one) is not str or CLIENT_TYPE_PATTERN.match(one) is None:
+                return None
+        client_types = list(client_types)
+    return {"type": type_, "channel": channel, "client_types": client_types, "data": dict(data)}
 
 
 def draft_of(bus: Bus, body: dict[str, Any], where: str = "") -> EventDraft:

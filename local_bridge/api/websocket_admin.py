@@ -9,7 +9,7 @@ from ..state import state_of
 from .body import load
 from .envelope import ApiError
 from .pagination import page_params
-from .publishing import BroadcastSchema, draft_of
+from .publishing import draft_of, load_broadcast
 
 bp = Blueprint("websocket_admin", __name__, url_prefix="/api/websocket")
 
@@ -30,13 +30,13 @@ def list_clients():
 @bp.post("/broadcast")
 def broadcast():
     bus = state_of(current_app).bus
-    (published,) = bus.publish_many([draft_of(bus, load(BroadcastSchema()))])
+    (published,) = bus.publish_many([draft_of(bus, load_broadcast())])
     return jsonify({"seq": published.seq, "recipients": published.recipients}), 202
 
 
 @bp.post("/disconnect/<client_id>")
 def disconnect(client_id: str):
-    load(Schema())  # no fields: the body is {}
+    load(Schema)  # no fields: the body is {}
     if not state_of(current_app).ws_server.disconnect(client_id):
         raise ApiError(404, "not_found", f"no connected client {client_id!r}")
     return jsonify({"client_id": client_id, "disconnected": True})

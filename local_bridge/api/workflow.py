@@ -26,7 +26,7 @@ def _listing(items, next_cursor):
 @bp.post("/sessions")
 def create_session():
     domain = state_of(current_app).domain
-    body = load(schemas.SessionCreate())
+    body = load(schemas.SessionCreate)
     return jsonify(domain.sessions.create(body["name"], body["import_folder"])), 201
 
 
@@ -45,13 +45,13 @@ def get_session(session_id: str):
 @bp.patch("/sessions/<session_id>")
 def update_session(session_id: str):
     domain = state_of(current_app).domain
-    return jsonify(domain.sessions.update(session_id, load(schemas.SessionUpdate())))
+    return jsonify(domain.sessions.update(session_id, load(schemas.SessionUpdate)))
 
 
 @bp.post("/sessions/<session_id>/photos")
 def import_photo(session_id: str):
     domain = state_of(current_app).domain
-    body = load(schemas.PhotoImport())
+    body = load(schemas.PhotoImport)
     return jsonify(domain.sessions.import_photo(session_id, body)), 201
 
 
@@ -70,7 +70,7 @@ def get_photo(photo_id: str):
 @bp.post("/photos/<photo_id>/analysis")
 def record_analysis(photo_id: str):
     domain = state_of(current_app).domain
-    body = load(schemas.AnalysisRecord())
+    body = load(schemas.AnalysisRecord)
     return jsonify(
         domain.photos.record_analysis(photo_id, body["ai_score"], body["analysis_results"])
     )
@@ -79,7 +79,7 @@ def record_analysis(photo_id: str):
 @bp.post("/photos/<photo_id>/selection")
 def record_selection(photo_id: str):
     domain = state_of(current_app).domain
-    body = load(schemas.SelectionRecord())
+    body = load(schemas.SelectionRecord)
     return jsonify(
         domain.photos.record_selection(photo_id, body["context_tag"], body["selected_preset"])
     )
@@ -97,14 +97,14 @@ def approval_queue():
 @bp.post("/approval/<photo_id>/approve")
 def approve(photo_id: str):
     domain = state_of(current_app).domain
-    load(schemas.Empty())
+    load(schemas.Empty)
     return jsonify(domain.photos.approve(photo_id))
 
 
 @bp.post("/approval/<photo_id>/reject")
 def reject(photo_id: str):
     domain = state_of(current_app).domain
-    return jsonify(domain.photos.reject(photo_id, load(schemas.Rejection())["reason"]))
+    return jsonify(domain.photos.reject(photo_id, load(schemas.Rejection)["reason"]))
 
 
 # ------------------------------------------------------------------ jobs
@@ -113,7 +113,7 @@ def reject(photo_id: str):
 @bp.post("/jobs")
 def create_job():
     domain = state_of(current_app).domain
-    body = load(schemas.JobCreate())
+    body = load(schemas.JobCreate)
     return jsonify(
         domain.jobs.create(body["kind"], body["photo_id"], body["priority"], body["params"])
     ), 201
@@ -134,7 +134,7 @@ def get_job(job_id: str):
 @bp.post("/jobs/claim")
 def claim_job():
     domain = state_of(current_app).domain
-    body = load(schemas.JobClaim())
+    body = load(schemas.JobClaim)
     job = domain.jobs.claim(body["worker"], body["kinds"])
     return (jsonify(job), 200) if job is not None else ("", 204)
 
@@ -142,21 +142,21 @@ def claim_job():
 @bp.post("/jobs/<job_id>/progress")
 def report_progress(job_id: str):
     domain = state_of(current_app).domain
-    body = load(schemas.JobProgress())
+    body = load(schemas.JobProgress)
     return jsonify(domain.jobs.mark_progress(job_id, **body))
 
 
 @bp.post("/jobs/<job_id>/complete")
 def complete_job(job_id: str):
     domain = state_of(current_app).domain
-    body = load(schemas.JobComplete())
+    body = load(schemas.JobComplete)
     return jsonify(domain.jobs.mark_completed(job_id, body["result"], body["result_url"]))
 
 
 @bp.post("/jobs/<job_id>/fail")
 def fail_job(job_id: str):
     domain = state_of(current_app).domain
-    body = load(schemas.JobFail())
+    body = load(schemas.JobFail)
     return jsonify(
         domain.jobs.mark_failed(
             job_id, body["error_message"], body["error_details"], body["retryable"]
@@ -167,7 +167,7 @@ def fail_job(job_id: str):
 @bp.post("/jobs/<job_id>/cancel")
 def cancel_job(job_id: str):
     domain = state_of(current_app).domain
-    body = load(schemas.JobCancel())
+    body = load(schemas.JobCancel)
     job, ended = domain.jobs.cancel(job_id, body["reason"])
     return jsonify(job), 200 if ended else 202
 
@@ -175,7 +175,7 @@ def cancel_job(job_id: str):
 @bp.patch("/jobs/<job_id>/priority")
 def reprioritize_job(job_id: str):
     domain = state_of(current_app).domain
-    body = load(schemas.JobPriority())
+    body = load(schemas.JobPriority)
     return jsonify(domain.jobs.reprioritize(job_id, body["priority"], body["reason"]))
 
 
@@ -185,7 +185,7 @@ def reprioritize_job(job_id: str):
 @bp.post("/exports")
 def start_export():
     domain = state_of(current_app).domain
-    body = load(schemas.ExportCreate())
+    body = load(schemas.ExportCreate)
     return jsonify(
         domain.exports.start(body["photo_id"], body["preset_name"], body["destination"])
     ), 201
@@ -200,11 +200,11 @@ def get_export(export_id: str):
 @bp.post("/exports/<export_id>/complete")
 def complete_export(export_id: str):
     domain = state_of(current_app).domain
-    body = load(schemas.ExportComplete())
+    body = load(schemas.ExportComplete)
     return jsonify(domain.exports.complete(export_id, body["output_path"], body["file_size"]))
 
 
 @bp.post("/exports/<export_id>/fail")
 def fail_export(export_id: str):
     domain = state_of(current_app).domain
-    return jsonify(domain.exports.fail(export_id, load(schemas.ExportFail())["error_message"]))
+    return jsonify(domain.exports.fail(export_id, load(schemas.ExportFail)["error_message"]))
