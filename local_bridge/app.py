@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask, request
+from flask.sessions import NullSession, SessionInterface
 
 from . import migrate
 from .api import auth as auth_api
@@ -55,6 +56,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # `/api//jobs` is a 404 like any unknown path: merging the slashes answered a 308 whose
     # body is werkzeug's HTML page (routing redirects bypass the JSON error handlers).
     app.url_map.merge_slashes = False
+    app.session_interface = NoSessions()
 
     database = Database(database_url(settings, app))
     if database.is_sqlite:  # a local file is brought up to date (and created) on start
@@ -89,6 +91,19 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(dashboard_page.bp)  # the live dashboard page at / (no data)
     ws_api.init_app(app, bus, domain.jobs)
     return app
+
+
+class NoSessions(SessionInterface):
+    """The server keeps no cookie session (a client proves who it is with a token): every
+    request shares one empty, read-only session instead of Flask making one for each."""
+
+    _session = NullSession()
+
+    def open_session(self, app: Flask, request: Any) -> NullSession:
+        return self._session
+
+    def save_session(self, app: Flask, session: Any, response: Any) -> None:
+        return None
 
 
 def database_url(settings: Settings, app: Flask | None = None) -> str:

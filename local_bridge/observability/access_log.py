@@ -56,28 +56,16 @@ def init_app(app: Flask, metrics: BridgeMetrics) -> None:
         rid = g.get("request_id")
         if rid is None:  # a hook registered before ours answered: still give it an id
             rid = g.request_id = request_id_of(request.headers.get(REQUEST_ID_HEADER))
-        if request.endpoint in WEBSOCKET_ENDPOINTS and response.status_code == 200:
+        endpoint = request.endpoint
+        status = response.status_code
+        if endpoint in WEBSOCKET_ENDPOINTS and status == 200:
             return response  # an upgraded connection, over: logged by websocket_span
         response.headers[REQUEST_ID_HEADER] = rid
         seconds = time.perf_counter() - g.get("request_started", time.perf_counter())
-        metrics.http_answered(request.endpoint, request.method, response.status_code, seconds)
+        method = request.method
+        metrics.http_answered(endpoint, method, status, seconds)
         if app.config.get("ACCESS_LOG", True) and access_log.isEnabledFor(logging.INFO):
-            fields = {
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": round(seconds * 1000, 2),
-                "remote_addr": request.remote_addr,
-            }
-            access_log.info(
-                '%s "%s %s" %s %.2fms',
-                fields["remote_addr"],
-                fields["method"],
-                fields["path"],
-                fields["status"],
-                fields["duration_ms"],
-                extra={"fields": fields, "request_id": rid},
-            )
+            log_request(method, request.path, status, seconds, request.remote_addr, rid)
         return response
 
     @app.teardown_request
@@ -88,6 +76,36 @@ def init_app(app: Flask, metrics: BridgeMetrics) -> None:
                 logs.request_id.reset(token)
             except ValueError:  # set in another context (never expected): just clear it
                 logs.request_id.set(None)
+
+
+def log_request(
+    method: str, path: str, status: int, seconds: float, remote_addr: str | None, rid: str
+) -> None:
+    """Write one request's access log line.
+
+    The record is made and handed to the logger's handlers directly, as ``Logger.info`` would
+    (same filters, handlers and record), without its search of the stack for the caller: a
+    request's line is always written from here."""
+    duration_ms = round(seconds * 1000, 2)
+    fields = {
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": duration_ms,
+        "remote_addr": remote_addr,
+    }
+    record = access_log.makeRecord(
+        access_log.name,
+        logging.INFO,
+        __file__,
+        0,
+        '%s "%s %s" %s %.2fms',
+        (remote_addr, method, path, status, duration_ms),
+        None,
+        "finish_request",
+        {"fields": fields, "request_id": rid},
+    )
+    access_log.handle(record)
 
 
 def close_code_of(connection: Any, ws: Any) -> int:
