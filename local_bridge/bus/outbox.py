@@ -28,6 +28,7 @@ import threading
 from collections.abc import Callable
 from time import monotonic
 
+from .flusher import flusher
 from .green import gevent_patched
 
 #: A writer with nothing to do for this long retires (a new one starts when work comes).
@@ -46,6 +47,18 @@ def _lock() -> threading.Lock:
         )()
         return original
     return threading.Lock()
+
+
+def _split_sent(batch: list[bytes], taken: int) -> tuple[int, list[bytes]]:
+    """How many whole messages of ``batch`` the first ``taken`` bytes of its concatenation
+    hold, and what remains of it (the first item possibly the rest of a message)."""
+    done = 0
+    for item in batch:
+        if taken < len(item):
+            break
+        taken -= len(item)
+        done += 1
+    return done, [batch[done][taken:], *batch[done + 1 :]]
 
 
 class _Runner:
@@ -115,6 +128,7 @@ class Outbox:
         self.sent = 0  # messages handed to the socket
         self.dropped = 0  # messages refused or discarded
         self.failed = False  # the socket refused a write
+        self._flush_due = False  # the queue waits for the flusher's pass (no writer owns it)
         #: The writer waits for the socket to take more: the peer reads slower than we write.
         #: A backlog behind a full socket is the peer's doing, not the process's (see
         #: :meth:`~local_bridge.bus.hub.Hub.wait_for_writers`).
@@ -138,11 +152,23 @@ class Outbox:
     def put(self, data: bytes, direct: bool = True) -> bool:
         """Send one framed message, at once if the socket takes it (and ``direct``), else
         queue it; False when it was refused (closing, or overflow)."""
+        to_flusher = False
         with self._lock:
             if self._finishing:
                 self.dropped += 1
                 return False
-            if not self._busy:
+            if self._busy:  # queued behind what waits already
+                if len(self._items) < self.limit:
+                    if not self._items:  # the writer took the last batch: this starts the next
+                        self._queued_at = monotonic()
+                    self._items.append(data)
+                    return True
+                self.dropped += 1 + self._discard_queue()
+                self._finishing = True
+                self._overflowed = overflowed = True
+                self._final = self._overflow_frame
+                on_overflow, self._on_overflow = self._on_overflow, None
+            elif direct or self._try_send is None:
                 # nothing queued, nobody writing: the socket may take it right now
                 if direct and self._try_send is not None:
                     rest = self._write_now(data)
@@ -154,21 +180,18 @@ class Outbox:
                 self._items.append(data)
                 self._busy = True
                 overflowed = False
-            elif len(self._items) < self.limit:
-                if not self._items:  # the writer took the last batch: this one starts the next
-                    self._queued_at = monotonic()
+            else:  # a queued fan-out: the flusher's next pass sends it, with what follows
+                self._queued_at = monotonic()
                 self._items.append(data)
-                return True
-            else:
-                self.dropped += 1 + self._discard_queue()
-                self._finishing = True
-                self._overflowed = overflowed = True
-                self._final = self._overflow_frame
-                on_overflow, self._on_overflow = self._on_overflow, None
-            # Something now waits for a writer (a message, or the overflow's final frame).
-            start = self._writer is None
-            if start:
-                self._writer = _Runner(self._run, self._name)
+                self._busy = self._flush_due = to_flusher = True
+            if not to_flusher:
+                # Something now waits for a writer (a message, or the overflow's final frame).
+                start = self._writer is None
+                if start:
+                    self._writer = _Runner(self._run, self._name)
+        if to_flusher:
+            flusher().add(self)
+            return True
         if not start:
             self._wakeup.set()
         if overflowed:
@@ -246,8 +269,10 @@ class Outbox:
     def _run(self) -> None:
         while True:
             with self._lock:
-                if not self._items and not self._finishing:
-                    self._busy = False
+                if not self._finishing and (self._flush_due or not self._items):
+                    # nothing to do, or the flusher's to do: it hands back what it cannot send
+                    if not self._flush_due:
+                        self._busy = False
                     self._wakeup.clear()
                     sleep = True
                 else:
@@ -260,8 +285,8 @@ class Outbox:
             if sleep:
                 if not self._wakeup.wait(WRITER_IDLE):
                     with self._lock:
-                        if not self._busy:  # still nothing to do: retire
-                            self._writer = None
+                        if not self._busy or (self._flush_due and not self._finishing):
+                            self._writer = None  # still nothing to do: retire
                             return
                 continue
             if final:
@@ -284,6 +309,42 @@ class Outbox:
                 self._signal_progress()
             if last:
                 return
+
+    def flush(self) -> None:
+        """The flusher's pass: hand everything queued to the socket without blocking; what it
+        does not take goes to this outbox's writer, which waits for the socket."""
+        with self._lock:
+            if not self._flush_due:
+                return
+            self._flush_due = False
+            if self._finishing:  # closing: the writer sends the queue, then the final frame
+                return
+            batch, queued_at = self._items, self._queued_at
+            data = batch[0] if len(batch) == 1 else b"".join(batch)
+            assert self._try_send is not None  # only outboxes with one are flushed
+            try:
+                taken = self._try_send(data)
+            except OSError:  # full; or broken, which the writer will meet again and report
+                taken = 0
+            wake = False
+            if taken == len(data):
+                self._items = []
+                self._busy = False
+                done = len(batch)
+            else:  # the socket is full: the writer takes over and waits for it
+                done, rest = _split_sent(batch, taken)
+                self._items = rest
+                self._head_partial = len(rest[0]) < len(batch[done])
+                wake = self._writer is not None
+                if not wake:
+                    self._writer = _Runner(self._run, self._name)
+            self.sent += done
+        if wake:
+            self._wakeup.set()
+        if done:
+            if self._on_wait is not None:
+                self._on_wait(monotonic() - queued_at)
+            self._signal_progress()
 
     def _write(self, data: bytes) -> None:
         """Write a batch, waiting as long as the socket needs; ``socket_full`` while it does."""

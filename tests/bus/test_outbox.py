@@ -273,7 +273,7 @@ def test_a_writer_batch_the_socket_takes_at_once_never_waits(sock, make_outbox):
 
 
 def test_queued_messages_wait_for_the_writer_and_batch(sock, make_outbox):
-    direct = FakeTrySend(0, 0)  # the writer finds the socket full each time
+    direct = FakeTrySend(0, 0, 0)  # the socket is full for the flusher and the writer
     outbox = make_outbox(try_send=direct)
     sock.gate.clear()
     assert outbox.put(b"a", direct=False)
@@ -281,7 +281,8 @@ def test_queued_messages_wait_for_the_writer_and_batch(sock, make_outbox):
     assert outbox.put(b"b") and outbox.put(b"c", direct=False)  # busy writer: both queued
     sock.gate.set()
     sock.wait_calls(2)
-    assert direct.calls == [b"a", b"bc"]  # only the writer's own tries, one per batch
+    # The flusher's try, then the writer's own, one per batch: never a direct try while busy.
+    assert direct.calls == [b"a", b"a", b"bc"]
     assert sock.calls == [b"a", b"bc"]
 
 
