@@ -12,6 +12,8 @@ from typing import Any
 class TokenBucket:
     """Allows ``rate`` events per second with bursts of ``burst``; ``rate`` 0 allows all."""
 
+    __slots__ = ("rate", "burst", "_clock", "_tokens", "_stamp")  # one per connection
+
     def __init__(self, rate: float, burst: int, clock=time.monotonic):
         self.rate = rate
         self.burst = burst
@@ -42,20 +44,25 @@ class MessageLimiter:
     DROP_WINDOW = 10.0
     WARN_EVERY = 1.0
 
+    __slots__ = ("_bucket", "_clock", "_drops", "_last_warning")  # one per connection
+
     def __init__(self, rate: float, burst: int, clock=time.monotonic):
         self._bucket = TokenBucket(rate, burst, clock)
         self._clock = clock
-        self._drops: deque[float] = deque()
+        self._drops: deque[float] | None = None  # made at the first drop: most clients never
         self._last_warning = float("-inf")
 
     def check(self) -> str:
         if self._bucket.allow():
             return "ok"
         now = self._clock()
-        self._drops.append(now)
-        while self._drops and self._drops[0] <= now - self.DROP_WINDOW:
-            self._drops.popleft()
-        if len(self._drops) > self.MAX_DROPS:
+        drops = self._drops
+        if drops is None:
+            drops = self._drops = deque()
+        drops.append(now)
+        while drops and drops[0] <= now - self.DROP_WINDOW:
+            drops.popleft()
+        if len(drops) > self.MAX_DROPS:
             return "close"
         if now - self._last_warning >= self.WARN_EVERY:
             self._last_warning = now

@@ -30,6 +30,8 @@ class BusConnection:
     method names, not bound methods.
     """
 
+    __slots__ = ("bus", "settings", "transport", "client", "limiter", "auth")
+
     #: Client message type -> the name of the method that answers it.
     ACTIONS = {
         "register": "_register",

@@ -31,6 +31,8 @@ TERMINAL_TYPES = frozenset({"job_completed", "job_failed", "job_cancelled"})
 class JobStreamConnection(BusConnection):
     """Snapshot, then the job's events live, then close (1000) at its end."""
 
+    __slots__ = ("job_id", "snapshot", "gate")
+
     #: The bus's answers to the messages a job stream takes (it has no channels to manage).
     ACTIONS = {
         kind: BusConnection.ACTIONS[kind] for kind in ("ping", "pong", "authenticate", "refresh")

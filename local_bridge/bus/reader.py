@@ -57,12 +57,18 @@ class ThreadReader(threading.Thread):
 class LoopReader:
     """Stands in for simple-websocket's reader thread: same loop body, driven by the loop."""
 
+    __slots__ = ("_ws", "name", "_recv", "_watcher", "_ended", "_joined")  # one per connection
+
     def __init__(self, target: Callable[[], None]):
         # The bound method's object: the simple_websocket.Server whose _thread this replaces.
         self._ws: Any = cast(Any, target).__self__
         self.name = "simple_websocket.LoopReader"
-        self._ended = threading.Event()
+        self._recv: Any = None
         self._watcher: Any = None
+        self._ended = False
+        # made only when someone waits for the end (the connection's last moments), not for
+        # the whole life of every connection
+        self._joined: threading.Event | None = None
 
     def start(self) -> None:
         import gevent
@@ -109,10 +115,16 @@ class LoopReader:
         # The library's connection holds this reader (its ``thread``): without the way back, the
         # pair is freed by reference counting, not left to the rare full collections.
         self._ws = self._recv = None
-        self._ended.set()
+        self._ended = True
+        if self._joined is not None:
+            self._joined.set()
 
     def join(self, timeout: float | None = None) -> None:
-        self._ended.wait(timeout)
+        if self._ended:
+            return
+        if self._joined is None:
+            self._joined = threading.Event()
+        self._joined.wait(timeout)
 
     def is_alive(self) -> bool:
-        return not self._ended.is_set()
+        return not self._ended

@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,8 @@ _SLOW_CLOSE = close_frame(CloseCode.SLOW_CONSUMER, CLOSE_REASONS[CloseCode.SLOW_
 
 class SocketProxy:
     """Stands in for the raw socket inside simple-websocket."""
+
+    __slots__ = ("_raw", "_outbox", "last_seen", "close_sent")  # one per connection
 
     def __init__(self, raw: socket.socket, outbox: Outbox):
         self._raw = raw
@@ -76,6 +79,12 @@ class SocketProxy:
 class Transport:
     """What the hub sees of a connection: ``send(frame)``, ``close(code)``, ``stats()``."""
 
+    __slots__ = ("raw", "outbox", "proxy", "send", "ws", "close_code")  # one per connection
+
+    #: Guards ``close_code`` of every transport: held for two attribute tests, never while
+    #: waiting, so one lock serves them all (a lock each cost a few hundred bytes a connection).
+    _close_lock = threading.Lock()
+
     def __init__(
         self,
         environ: dict[str, Any],
@@ -90,23 +99,36 @@ class Transport:
         # defeat serializing each event once for all recipients: it is never negotiated.
         environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         self.raw: socket.socket = environ[key]
+        sender = _Sender(self.raw)
         self.outbox = Outbox(
-            _sender(self.raw),
+            sender.sendall,
             max_queue,
             overflow_frame=_SLOW_CLOSE,
             on_overflow=on_overflow,
-            try_send=_nonblocking_sender(self.raw),
+            try_send=sender.try_send,
             on_wait=on_wait,  # metrics: how long queued frames wait for the writer
         )
         self.proxy = SocketProxy(self.raw, self.outbox)
         environ[key] = self.proxy
         self.send = self.outbox.put  # the hot path: one call per delivery, no wrapper
         self.ws: Any = None  # the simple-websocket connection, once the handshake is done
-        self._close_lock = threading.Lock()  # guards close_code
         self.close_code: int | None = None
 
     def attach(self, ws: Any) -> None:
+        """Take the connection whose handshake is done, and drop what only the handshake
+        needed: wsproto's handshake state (its h11 connection, event queue and request, a few
+        KiB) and the library's reference to the WSGI environ."""
         self.ws = ws
+        protocol: Any = getattr(ws, "ws", None)  # wsproto's WSConnection
+        opened = getattr(protocol, "connection", None)
+        if opened is not None:
+            protocol.handshake = _OPENED
+            # wsproto queues at most an abnormal closure there (frames are parsed as they are
+            # read): an empty deque costs ~700 bytes, an empty list 56
+            if isinstance(getattr(opened, "_events", None), deque) and not opened._events:
+                opened._events = _EventQueue()
+        if getattr(ws, "environ", None) is not None:
+            ws.environ = None
 
     @property
     def last_seen(self) -> float:
@@ -184,31 +206,53 @@ def _holds_close_frame(data: bytes) -> bool:
     return False
 
 
-def _sender(sock: socket.socket) -> Callable[[bytes], None]:
-    """``sendall`` as a loop over ``send``: gevent's own ``sendall`` asks the kernel for the
-    buffer size on every call, which costs more than the send itself for small frames."""
-    send = sock.send
+class _Opened:
+    """Stands in for wsproto's handshake state once the connection is open: wsproto then
+    only asks it for pending events, and there are none."""
 
-    def sendall(data: bytes) -> None:
+    __slots__ = ()
+
+    def events(self) -> tuple[()]:
+        return ()
+
+
+_OPENED = _Opened()
+
+
+class _EventQueue(list[Any]):
+    """The little of a deque that wsproto's open connection uses of its event queue."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+class _Sender:
+    """The outbox's two ways of writing to one socket (as bound methods: smaller than a pair
+    of closures, and holding nothing that points back at the outbox)."""
+
+    __slots__ = ("_send", "_os_send")
+
+    def __init__(self, sock: socket.socket):
+        self._send = sock.send
+        # gevent's socket would wait (switching greenlets) on EAGAIN: its OS socket never does
+        self._os_send = getattr(sock, "_sock", sock).send
+
+    def sendall(self, data: bytes) -> None:
+        """``sendall`` as a loop over ``send``: gevent's own ``sendall`` asks the kernel for the
+        buffer size on every call, which costs more than the send itself for small frames."""
+        send = self._send
         sent = send(data)
         if sent < len(data):
             view = memoryview(data)[sent:]
             while view:
                 view = view[send(view) :]
 
-    return sendall
-
-
-def _nonblocking_sender(sock: socket.socket) -> Callable[[bytes], int]:
-    """``send`` that neither blocks nor yields: what the kernel takes now, or BlockingIOError.
-    gevent's socket would wait (switching greenlets) on EAGAIN, so its OS socket is used."""
-    send = getattr(sock, "_sock", sock).send
-    flags = socket.MSG_DONTWAIT
-
-    def try_send(data: bytes) -> int:
-        return send(data, flags)
-
-    return try_send
+    def try_send(self, data: bytes) -> int:
+        """``send`` that neither blocks nor yields: what the kernel takes now, or
+        BlockingIOError."""
+        return self._os_send(data, socket.MSG_DONTWAIT)
 
 
 def _linger(sock: socket.socket, seconds: float = 1.0, limit: int = 1 << 20) -> None:
