@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .outbox import Outbox, _Runner
+
+
+#: A pass that took this long (seconds) is followed by a rest as long as it, at most MAX_REST.
+REST_AFTER = 0.002
+MAX_REST = 0.02
 
 
 class Flusher:
@@ -54,8 +60,15 @@ class Flusher:
             if not due:
                 self._wakeup.wait()
                 continue
+            started = time.monotonic()
             for outbox in due:
                 outbox.flush()
+            took = time.monotonic() - started
+            if took >= REST_AFTER:
+                # A long pass means a busy process: rest as long before the next, so that
+                # publishers get their share of it and the next pass sends what piled up
+                # meanwhile, several frames per send, instead of one send per frame.
+                time.sleep(min(took, MAX_REST))
 
 
 _flusher: Flusher | None = None

@@ -19,8 +19,10 @@ BUSY_LIMIT = 0.9
 WINDOW = 0.2
 SAMPLE_EVERY = 0.05
 #: ...or when writing a fan-out directly would take longer than this share of the time since
-#: the previous one began (it would hold up the next).
-GAP_SHARE = 0.8
+#: the previous one began. Queued fan-outs cost little more than direct ones (the flusher
+#: writes them in one pass) and batch the frames that pile up, so a stream of events that
+#: keeps the process only a quarter busy with writing is already worth queueing.
+GAP_SHARE = 0.25
 #: Seconds per recipient a direct fan-out is assumed to cost until one has been measured.
 INITIAL_COST = 10e-6
 #: Fan-outs to fewer recipients are too short to measure the cost per recipient by.
@@ -44,6 +46,7 @@ class FanoutPacer:
         self._last_start = float("-inf")
         self._last_direct = float("-inf")
         self._cost = INITIAL_COST  # seconds per recipient of a direct fan-out (moving average)
+        self._remeasuring = False  # the latest fan-out is direct only to measure the cost again
         self._busy = 0.0  # share of a core the process used lately (moving average)
         self._sampled_at = time.monotonic()
         self._cpu_at = time.process_time()
@@ -58,12 +61,16 @@ class FanoutPacer:
             share = (cpu - self._cpu_at) / elapsed
             self._busy += min(1.0, elapsed / WINDOW) * (share - self._busy)
             self._sampled_at, self._cpu_at = now, cpu
-        fits = recipients * self._cost <= GAP_SHARE * gap or now - self._last_direct > REMEASURE
-        return now, self._busy < BUSY_LIMIT and fits
+        fits = recipients * self._cost <= GAP_SHARE * gap
+        self._remeasuring = not fits and now - self._last_direct > REMEASURE
+        return now, self._busy < BUSY_LIMIT and (fits or self._remeasuring)
 
     def end(self, started: float, recipients: int, direct: bool) -> None:
         """A fan-out begun at ``started`` is done; a direct one teaches the cost."""
         if direct and recipients >= MIN_SAMPLE:
             self._last_direct = started
             per_recipient = (time.monotonic() - started) / recipients
-            self._cost += 0.25 * (per_recipient - self._cost)
+            if self._remeasuring:  # the estimate kept this process from writing directly:
+                self._cost = per_recipient  # replace it rather than creep towards the truth
+            else:
+                self._cost += 0.25 * (per_recipient - self._cost)

@@ -52,7 +52,8 @@ def test_with_time_to_spare_events_are_written_directly(clock):
     pacer = FanoutPacer()
     assert all(every(pacer, clock, 40, 0.050, 1000, 0.007))  # 20 events/s to 1,000
     clock.busy = 0.85
-    assert all(every(pacer, clock, 40, 0.050, 5000, 0.030))  # 20 events/s to 5,000
+    clock.advance(0.050)  # the first of the next stream comes 100 ms after the last
+    assert all(every(pacer, clock, 40, 0.100, 2000, 0.020))  # 10 events/s to 2,000
 
 
 def test_a_saturated_process_leaves_the_writing_to_the_writers(clock):
@@ -81,6 +82,14 @@ def test_a_stale_cost_is_measured_again_when_there_is_time_to_spare(clock):
     choices = every(pacer, clock, 120, 0.050, 1000, 0.008)  # 20 events/s, 8 us in truth
     assert not choices[1]  # writing would take longer than the time between events
     assert all(choices[-20:]), "measured again within seconds, and kept"
+
+
+def test_a_queued_stream_stays_queued_when_a_remeasure_confirms_the_cost(clock):
+    pacer = FanoutPacer()
+    every(pacer, clock, 1, 0.050, 1000, 0.008)  # 8 us a recipient
+    choices = every(pacer, clock, 150, 0.020, 1000, 0.008)  # 3 s at 50 events/s: 8 ms of 20
+    assert sum(choices) <= 2, "queued, but for a remeasure every 2 s"
+    assert pacer._cost == pytest.approx(8e-6, rel=0.01)
 
 
 def test_small_fan_outs_are_written_directly_even_when_frequent(clock):
