@@ -14,6 +14,7 @@ import gc
 import json
 import logging
 import threading
+import time
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -100,7 +101,14 @@ def _answer_errors_in_json() -> None:
 
 def _gevent_worker_class():
     import gevent
+    import gevent.pool
     from gunicorn.workers.ggevent import GeventWorker
+
+    class _HandedOff(gevent.Greenlet):
+        """A WebSocket's greenlet after its handshake. Without the spawner's stack that gevent
+        keeps for debugging (ten frame copies, ~600 bytes a connection)."""
+
+        spawning_stack_limit = 0
 
     class BusGeventWorker(GeventWorker):
         """gevent worker that says goodbye (1001) to every WebSocket before draining, and ends
@@ -109,12 +117,34 @@ def _gevent_worker_class():
         def init_process(self):
             _answer_errors_in_json()
             self._idle: dict[Any, Any] = {}  # greenlet -> its IdleWait, while it waits
+            self._exiting_since: float | None = None
+            # The WebSockets whose requests handed them off (api.ws.HANDOFF): gunicorn's
+            # pool no longer holds them, so the graceful exit waits for them here.
+            self._websockets = gevent.pool.Group()
+            self._websockets.greenlet_class = _HandedOff
             super().init_process()
+
+        def load_wsgi(self):
+            from .api.ws import HANDOFF
+
+            super().load_wsgi()
+            extensions = getattr(self.wsgi, "extensions", None)
+            if extensions is not None:
+                extensions[HANDOFF] = self._websockets.spawn
+
+        def run(self):
+            super().run()  # returns once no request is left (or at the graceful timeout)
+            started = self._exiting_since or time.monotonic()
+            left = max(0.0, started + self.cfg.graceful_timeout - time.monotonic())
+            self._websockets.join(timeout=left)  # the bus closes them (1001) at the exit
+            self._websockets.kill(timeout=1)
 
         def timeout_ctx(self):
             return IdleWait(self._idle, self.cfg.keepalive)
 
         def handle_exit(self, sig, frame):
+            if self._exiting_since is None:
+                self._exiting_since = time.monotonic()
             super().handle_exit(sig, frame)
             gevent.spawn(_close_bus, self)
             # Without this a browser's idle connection held the stop for the whole keepalive.

@@ -13,6 +13,10 @@ server runs rarely.
 
 from __future__ import annotations
 
+import contextvars
+from typing import Any
+
+import greenlet
 from flask import Flask, Response, current_app, g, request
 from simple_websocket import Server
 
@@ -30,6 +34,13 @@ from ..state import state_of
 from .envelope import api_error
 
 WEBSOCKET_ENDPOINTS = frozenset({"bus_endpoint", "job_stream_endpoint"})
+
+#: ``app.extensions`` key of the gevent worker's ``spawn(function, *args)`` (gunicorn_app): when
+#: present, a connection's life after the handshake runs in a greenlet of its own and the
+#: request ends. A waiting greenlet's stack is copied to the heap: the request's goes through
+#: gunicorn and Flask and, with the request's own objects (parser, headers), cost an idle
+#: connection about a third of its memory.
+HANDOFF = "local_bridge.websocket_handoff"
 
 
 def init_app(app: Flask, bus: Bus, jobs: ProcessingJobLifecycle) -> None:
@@ -60,6 +71,10 @@ def init_app(app: Flask, bus: Bus, jobs: ProcessingJobLifecycle) -> None:
         g.connection_ticket = ticket  # given back when the request ends
         if not connect_limiter.allow(request.remote_addr or "?"):
             return api_error(429, "rate_limited", "too many new connections from this address")
+        if current_app.extensions.get(HANDOFF) is not None:
+            # the connection outlives its request, whose end closes gunicorn's socket
+            request.environ["gunicorn.socket"] = request.environ["gunicorn.socket"].dup()
+            g.connection_owns_socket = True
         holder: list[BusConnection] = []
         transport = Transport(
             request.environ,
@@ -88,19 +103,58 @@ def init_app(app: Flask, bus: Bus, jobs: ProcessingJobLifecycle) -> None:
             connection_limit.release(ticket)
         connection = g.pop("bus_connection", None)
         if connection is not None:  # idempotent; stops the writer if the handshake failed
-            connection.transport.outbox.close()
+            if g.pop("connection_owns_socket", False):
+                connection.transport.finish(0.5)  # flushes the refusal, closes the socket
+            else:
+                connection.transport.outbox.close()
 
     options = app.config["WEBSOCKET_SERVER_OPTIONS"]
+
+    def serve(flask_app: Flask, connection: BusConnection, ws: Any) -> None:
+        if metrics is None:
+            connection.run(ws)
+        else:  # the connection's log lines, client id in its records, and its metrics
+            with websocket_span(flask_app, metrics, connection, ws):
+                connection.run(ws)
+
+    def serve_handed_off(
+        flask_app: Flask,
+        connection: BusConnection,
+        ws: Any,
+        ticket: Any,
+        environ: dict[str, Any],
+        handler: Any,
+    ) -> None:
+        if handler.dead:
+            # gunicorn and Flask are done with the request: its environ (headers, input
+            # stream) is not read again (the request's path, address and endpoint, which the
+            # log lines use, are attributes of their own).
+            environ.clear()
+        try:
+            serve(flask_app, connection, ws)
+        finally:
+            if ticket is not None:
+                connection_limit.release(ticket)
 
     def serve_websocket(**view_args):
         """Both endpoints: the handshake, then the connection's protocol until it ends."""
         connection = g.bus_connection
         ws = Server(request.environ, **options)
-        if metrics is None:
-            connection.run(ws)
-        else:  # the connection's log lines, client id in its records, and its metrics
-            with websocket_span(current_app, metrics, connection, ws):
-                connection.run(ws)
+        flask_app = current_app._get_current_object()  # type: ignore[attr-defined]
+        handoff = flask_app.extensions.get(HANDOFF)
+        if handoff is None:
+            serve(flask_app, connection, ws)
+            return WebSocketEnded()
+        # From here the connection is the new greenlet's: the request's end must neither give
+        # its ticket back nor close it. The greenlet runs in a copy of the request's context
+        # (the request and its id for the log lines).
+        ticket = g.pop("connection_ticket", None)
+        g.pop("bus_connection", None)
+        g.pop("connection_owns_socket", None)
+        context = contextvars.copy_context()
+        handler = greenlet.getcurrent()
+        environ = request.environ
+        handoff(context.run, serve_handed_off, flask_app, connection, ws, ticket, environ, handler)
         return WebSocketEnded()
 
     app.add_url_rule("/ws", "bus_endpoint", serve_websocket, websocket=True)
