@@ -103,10 +103,12 @@ def init_app(app: Flask, bus: Bus, jobs: ProcessingJobLifecycle) -> None:
             connection_limit.release(ticket)
         connection = g.pop("bus_connection", None)
         if connection is not None:  # idempotent; stops the writer if the handshake failed
+            connection.transport.outbox.close()
             if g.pop("connection_owns_socket", False):
-                connection.transport.finish(0.5)  # flushes the refusal, closes the socket
-            else:
-                connection.transport.outbox.close()
+                # the request's duplicate of gunicorn's socket: closed once what the library
+                # wrote is out (gunicorn's own socket still carries any answer and the end)
+                connection.transport.outbox.wait_closed(0.5)
+                connection.transport.raw.close()
 
     options = app.config["WEBSOCKET_SERVER_OPTIONS"]
 
