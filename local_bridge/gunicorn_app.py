@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import sys
 import threading
 import time
 from typing import Any
@@ -183,8 +184,26 @@ class IdleWait:
         return bool(self._timeout.__exit__(*exc))
 
     def end_now(self) -> None:
-        """Raise the timeout in the waiting greenlet now (it does not wait for it to end)."""
-        self._greenlet.kill(self._timeout, block=False)
+        """Raise the timeout in the waiting greenlet at the event loop's next turn, if it is
+        still waiting then (this does not wait for it to end).
+
+        Not ``Greenlet.kill``: that raises the timeout at the next turn whatever the greenlet
+        is doing by then, and a request that arrived in the same turn as the stop had been
+        read, and its greenlet was serving it (a long poll, held), when the timeout reached
+        it: gunicorn answered 500."""
+        import gevent
+
+        gevent.get_hub().loop.run_callback(self._end_if_waiting)
+
+    def _end_if_waiting(self) -> None:
+        # In the event loop, so the greenlet is suspended; registered: inside this block.
+        if self._waiting.get(self._greenlet) is self:
+            try:
+                self._greenlet.throw(self._timeout)
+            except BaseException:  # as gevent's own kill does: reported, not raised in the loop
+                import gevent
+
+                gevent.get_hub().handle_error(self._greenlet, *sys.exc_info())
 
 
 #: What a kept-alive connection may still send of a body the application did not read (one
