@@ -7,47 +7,18 @@ import threading
 
 import pytest
 
+from fake_send import NonBlockingSend
 from local_bridge.bus.outbox import Outbox, _split_sent
 from support import run_under_gevent
 
 TIMEOUT = 10.0
 
 
-class Socket:
-    """A non-blocking send that records what it took; ``takes`` bytes of the next calls
-    (None: all; 0: it would block); it can also hold the caller until ``release``."""
-
-    def __init__(self, *takes: int | None, hold: bool = False):
-        self.takes = list(takes)
-        self.tries: list[bytes] = []
-        self.written = b""
-        self.sendalls: list[bytes] = []
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        if not hold:
-            self.release.set()
-
-    def try_send(self, data: bytes) -> int:
-        self.tries.append(bytes(data))
-        self.entered.set()
-        assert self.release.wait(TIMEOUT), "the test never released the send"
-        take = self.takes.pop(0) if self.takes else None
-        if take == 0:
-            raise BlockingIOError
-        taken = len(data) if take is None else take
-        self.written += bytes(data[:taken])
-        return taken
-
-    def sendall(self, data: bytes) -> None:
-        self.sendalls.append(bytes(data))
-        self.written += bytes(data)
-
-
 @pytest.fixture
 def outboxes():
-    made: list[tuple[Outbox, Socket]] = []
+    made: list[tuple[Outbox, NonBlockingSend]] = []
 
-    def make(sock: Socket, **kwargs) -> Outbox:
+    def make(sock: NonBlockingSend, **kwargs) -> Outbox:
         kwargs.setdefault("limit", 100)
         outbox = Outbox(sock.sendall, try_send=sock.try_send, **kwargs)
         made.append((outbox, sock))
@@ -70,7 +41,7 @@ def wait_for(predicate, what: str) -> None:
 
 
 def test_what_piles_up_behind_a_pass_goes_out_in_one_send(outboxes):
-    first_sock, later_sock = Socket(hold=True), Socket()
+    first_sock, later_sock = NonBlockingSend(hold=True), NonBlockingSend()
     first, later = outboxes(first_sock), outboxes(later_sock)
     assert first.put(b"1", direct=False)
     assert first_sock.entered.wait(TIMEOUT)  # the pass is busy with the first outbox
@@ -85,7 +56,10 @@ def test_what_piles_up_behind_a_pass_goes_out_in_one_send(outboxes):
 
 
 def test_what_the_socket_does_not_take_goes_to_the_writer_in_order(outboxes):
-    first_sock, sock = Socket(hold=True), Socket(3, 0)  # takes b"abc" of b"abcdefgh", then full
+    first_sock, sock = (
+        NonBlockingSend(hold=True),
+        NonBlockingSend(3, 0),
+    )  # takes b"abc" of b"abcdefgh", then full
     first, outbox = outboxes(first_sock), outboxes(sock)
     assert first.put(b"1", direct=False)
     assert first_sock.entered.wait(TIMEOUT)  # the pass is busy with the first outbox
@@ -98,7 +72,7 @@ def test_what_the_socket_does_not_take_goes_to_the_writer_in_order(outboxes):
 
 
 def test_closing_while_a_pass_is_due_leaves_it_all_to_the_writer(outboxes):
-    first_sock, sock = Socket(hold=True), Socket()
+    first_sock, sock = NonBlockingSend(hold=True), NonBlockingSend()
     first, outbox = outboxes(first_sock), outboxes(sock)
     assert first.put(b"1", direct=False)
     assert first_sock.entered.wait(TIMEOUT)
@@ -112,7 +86,7 @@ def test_closing_while_a_pass_is_due_leaves_it_all_to_the_writer(outboxes):
 
 
 def test_a_direct_put_never_overtakes_a_queue_waiting_for_the_pass(outboxes):
-    first_sock, sock = Socket(hold=True), Socket()
+    first_sock, sock = NonBlockingSend(hold=True), NonBlockingSend()
     first, outbox = outboxes(first_sock), outboxes(sock)
     assert first.put(b"1", direct=False)
     assert first_sock.entered.wait(TIMEOUT)

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from fake_send import NonBlockingSend
 from local_bridge.bus.outbox import Outbox
 from support import run_under_gevent
 
@@ -206,26 +207,8 @@ def test_without_gevent_the_outbox_takes_threading_lock(make_outbox):
     assert isinstance(make_outbox()._lock, type(threading.Lock()))
 
 
-class FakeTrySend:
-    """A non-blocking send that takes ``takes[i]`` bytes on call i (None: all; 0: would block)."""
-
-    def __init__(self, *takes: int | None):
-        self.takes = list(takes)
-        self.calls: list[bytes] = []
-        self.written = b""
-
-    def __call__(self, data: bytes) -> int:
-        self.calls.append(bytes(data))
-        take = self.takes.pop(0) if self.takes else None
-        if take == 0:
-            raise BlockingIOError
-        taken = len(data) if take is None else take
-        self.written += bytes(data[:taken])
-        return taken
-
-
 def test_a_message_goes_straight_to_an_idle_socket_with_no_writer(sock, make_outbox):
-    direct = FakeTrySend()
+    direct = NonBlockingSend()
     outbox = make_outbox(try_send=direct)
     assert outbox.put(b"one") and outbox.put(b"two")
     assert direct.written == b"onetwo"
@@ -235,7 +218,7 @@ def test_a_message_goes_straight_to_an_idle_socket_with_no_writer(sock, make_out
 
 
 def test_what_the_socket_does_not_take_goes_to_the_writer_first(sock, make_outbox):
-    direct = FakeTrySend(2, 0, 0)  # takes b"ab" of b"abcdef", then is full
+    direct = NonBlockingSend(2, 0, 0)  # takes b"ab" of b"abcdef", then is full
     outbox = make_outbox(try_send=direct)
     sock.gate.clear()  # hold the writer inside its first sendall
     assert outbox.put(b"abcdef")
@@ -244,12 +227,12 @@ def test_what_the_socket_does_not_take_goes_to_the_writer_first(sock, make_outbo
     sock.gate.set()
     sock.wait_calls(2)
     # The writer offers each batch to the socket at once too, then waits for room.
-    assert direct.calls == [b"abcdef", b"cdef", b"gh"]
+    assert direct.tries == [b"abcdef", b"cdef", b"gh"]
     assert direct.written + b"".join(sock.calls) == b"abcdefgh"
 
 
 def test_a_socket_that_would_block_leaves_everything_to_the_writer(sock, make_outbox):
-    direct = FakeTrySend(0, 0, 0)
+    direct = NonBlockingSend(0, 0, 0)
     outbox = make_outbox(try_send=direct)
     sock.gate.clear()
     assert outbox.put(b"a")
@@ -258,12 +241,12 @@ def test_a_socket_that_would_block_leaves_everything_to_the_writer(sock, make_ou
     assert outbox.put(b"b") and outbox.put(b"c")
     sock.gate.set()
     sock.wait_calls(2)
-    assert direct.calls == [b"a", b"a", b"bc"]  # once directly, then once per writer batch
+    assert direct.tries == [b"a", b"a", b"bc"]  # once directly, then once per writer batch
     assert sock.calls == [b"a", b"bc"]
 
 
 def test_a_writer_batch_the_socket_takes_at_once_never_waits(sock, make_outbox):
-    direct = FakeTrySend(0)  # full for the first direct try only
+    direct = NonBlockingSend(0)  # full for the first direct try only
     outbox = make_outbox(try_send=direct)
     assert outbox.put(b"a")
     assert outbox.close() and outbox.wait_closed(TIMEOUT)
@@ -273,7 +256,7 @@ def test_a_writer_batch_the_socket_takes_at_once_never_waits(sock, make_outbox):
 
 
 def test_queued_messages_wait_for_the_writer_and_batch(sock, make_outbox):
-    direct = FakeTrySend(0, 0, 0)  # the socket is full for the flusher and the writer
+    direct = NonBlockingSend(0, 0, 0)  # the socket is full for the flusher and the writer
     outbox = make_outbox(try_send=direct)
     sock.gate.clear()
     assert outbox.put(b"a", direct=False)
@@ -282,7 +265,7 @@ def test_queued_messages_wait_for_the_writer_and_batch(sock, make_outbox):
     sock.gate.set()
     sock.wait_calls(2)
     # The flusher's try, then the writer's own, one per batch: never a direct try while busy.
-    assert direct.calls == [b"a", b"a", b"bc"]
+    assert direct.tries == [b"a", b"a", b"bc"]
     assert sock.calls == [b"a", b"bc"]
 
 
@@ -344,7 +327,7 @@ class HeldRunner:
 def test_discarding_keeps_the_rest_of_a_frame_already_begun(sock, make_outbox, monkeypatch, how):
     monkeypatch.setattr("local_bridge.bus.outbox._Runner", HeldRunner)
     HeldRunner.made.clear()
-    direct = FakeTrySend(2)  # the socket takes b"ab" of b"abcdef"
+    direct = NonBlockingSend(2)  # the socket takes b"ab" of b"abcdef"
     outbox = make_outbox(limit=2, overflow_frame=b"CLOSE", try_send=direct)
     assert outbox.put(b"abcdef")  # the rest, b"cdef", waits for a writer not yet running
     assert outbox.put(b"gh")
