@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from interleave import publishing_meanwhile
 from local_bridge.backplane import BackplaneUnavailable
 from local_bridge.backplane import redis as redis_backplane
 from local_bridge.backplane.redis import RedisBackplane
@@ -118,24 +119,9 @@ def test_a_single_publish_from_another_process_never_lands_inside_a_batch(shared
     try:
         start = backplane.last_seq
         batches: list[list[int]] = []
-        singles: list[int] = []
-        singles_started, batches_done = threading.Event(), threading.Event()
-
-        def publish_singles() -> None:  # from before the first batch until after the last
-            finished = False
-            while not finished:
-                finished = batches_done.is_set()
-                singles.append(other.publish(note(len(singles)))[0].seq)
-                singles_started.set()
-
-        thread = threading.Thread(target=publish_singles)
-        thread.start()
-        assert singles_started.wait(WAIT)
-        for _ in range(30):
-            batches.append([event.seq for event, _ in backplane.publish_many([note(0)] * 20)])
-        batches_done.set()
-        thread.join(WAIT)
-        assert not thread.is_alive()
+        with publishing_meanwhile(lambda i: other.publish(note(i))[0].seq, WAIT) as singles:
+            for _ in range(30):
+                batches.append([event.seq for event, _ in backplane.publish_many([note(0)] * 20)])
         assert singles[0] < batches[0][0] and batches[-1][-1] < singles[-1]
         for seqs in batches:
             assert seqs == list(range(seqs[0], seqs[0] + 20))

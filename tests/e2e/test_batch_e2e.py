@@ -4,8 +4,7 @@ batch."""
 
 from __future__ import annotations
 
-import threading
-
+from interleave import publishing_meanwhile
 from redis_support import drop_prefix, fresh_prefix, redis_url
 from support import ServerProcess, error, expect_only_marker, marker
 
@@ -44,27 +43,17 @@ def test_on_redis_a_batch_keeps_its_seqs_together_while_another_process_publishe
     try:
         subscriber = b.client()
         subscriber.subscribe("jobs")
-        singles: list[int] = []
-        started, batches_done = threading.Event(), threading.Event()
 
-        def publish_singles() -> None:  # from before the first batch until after the last
-            finished = False
-            while not finished:
-                finished = batches_done.is_set()
-                singles.append(b.publish("job_cancelled", {"job_id": "s"}, channel="jobs")["seq"])
-                started.set()
+        def publish_single(_: int) -> int:
+            return b.publish("job_cancelled", {"job_id": "s"}, channel="jobs")["seq"]
 
-        thread = threading.Thread(target=publish_singles)
-        thread.start()
-        assert started.wait(10)
         batches = []
-        for _ in range(5):
-            answer = a.post("/api/events/batch", json={"events": [cancelled(i) for i in range(50)]})
-            assert answer.status_code == 202, answer.text
-            batches.append(answer.json()["seqs"])
-        batches_done.set()
-        thread.join(20)
-        assert not thread.is_alive()
+        with publishing_meanwhile(publish_single, 20) as singles:
+            for _ in range(5):
+                events = [cancelled(i) for i in range(50)]
+                answer = a.post("/api/events/batch", json={"events": events})
+                assert answer.status_code == 202, answer.text
+                batches.append(answer.json()["seqs"])
         assert singles[0] < batches[0][0] and batches[-1][-1] < singles[-1]
         for seqs in batches:
             assert seqs == list(range(seqs[0], seqs[0] + 50))
