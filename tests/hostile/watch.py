@@ -141,7 +141,9 @@ class PoliteClient:
             if last:
                 break
             i += 1
-            next_at += 1 / self.rate
+            # A polite client: after a stall of this process it goes on at its rate, without
+            # a burst to catch up (which a server's HTTP_RATE may rightly refuse).
+            next_at = max(next_at + 1 / self.rate, time.monotonic())
             self._stop.wait(max(0.0, next_at - time.monotonic()))
         conn.close()
 
