@@ -158,6 +158,11 @@ class Outbox:
                 self.dropped += 1
                 return False
             if self._busy:  # queued behind what waits already
+                if len(self._items) >= self.limit and self._flush_due:
+                    # The queue waits for the flusher, which cannot run before this publisher
+                    # lets go (a batch of events fans out in one go): offer it to the socket
+                    # now. Only a socket that will not take it makes a slow consumer.
+                    self._offer_queue()
                 if len(self._items) < self.limit:
                     if not self._items:  # the writer took the last batch: this starts the next
                         self._queued_at = monotonic()
@@ -319,32 +324,42 @@ class Outbox:
             self._flush_due = False
             if self._finishing:  # closing: the writer sends the queue, then the final frame
                 return
-            batch, queued_at = self._items, self._queued_at
-            data = batch[0] if len(batch) == 1 else b"".join(batch)
-            assert self._try_send is not None  # only outboxes with one are flushed
-            try:
-                taken = self._try_send(data)
-            except OSError:  # full; or broken, which the writer will meet again and report
-                taken = 0
+            queued_at = self._queued_at
+            done = self._offer_queue()
             wake = False
-            if taken == len(data):
-                self._items = []
+            if not self._items:
                 self._busy = False
-                done = len(batch)
             else:  # the socket is full: the writer takes over and waits for it
-                done, rest = _split_sent(batch, taken)
-                self._items = rest
-                self._head_partial = len(rest[0]) < len(batch[done])
                 wake = self._writer is not None
                 if not wake:
                     self._writer = _Runner(self._run, self._name)
-            self.sent += done
         if wake:
             self._wakeup.set()
         if done:
             if self._on_wait is not None:
                 self._on_wait(monotonic() - queued_at)
             self._signal_progress()
+
+    def _offer_queue(self) -> int:
+        """Hand the queue to the socket without blocking and keep what it does not take;
+        return how many messages went whole. Called with the lock held, only for a queue no
+        writer owns (one waiting for the flusher)."""
+        batch = self._items
+        data = batch[0] if len(batch) == 1 else b"".join(batch)
+        assert self._try_send is not None  # only outboxes with one are flushed
+        try:
+            taken = self._try_send(data)
+        except OSError:  # full; or broken, which the writer will meet again and report
+            taken = 0
+        if taken == len(data):
+            self._items = []
+            done = len(batch)
+        else:
+            done, self._items = _split_sent(batch, taken)
+            if taken:  # the new head is the rest of a frame the socket took in part
+                self._head_partial = len(self._items[0]) < len(batch[done])
+        self.sent += done
+        return done
 
     def _write(self, data: bytes) -> None:
         """Write a batch, waiting as long as the socket needs; ``socket_full`` while it does."""

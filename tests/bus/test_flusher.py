@@ -137,3 +137,36 @@ def test_under_gevent_one_pass_serves_many_sockets_and_a_full_one_gets_a_writer(
         "print(sum(box.sent for box in boxes), sum(box.depth for box in boxes))\n"
     )
     assert out.split() == [str(20 * 64), "0"]
+
+
+def test_a_queue_at_its_limit_behind_a_busy_flusher_goes_to_the_socket_not_to_4008(outboxes):
+    """A batch of events fans out in one go, before the flusher can run: a client that reads
+    keeps up, however many events the batch holds."""
+    first_sock, sock = NonBlockingSend(hold=True), NonBlockingSend()
+    first, outbox = outboxes(first_sock), outboxes(sock, limit=3)
+    assert first.put(b"1", direct=False)
+    assert first_sock.entered.wait(TIMEOUT)  # the pass is busy: nothing else is flushed
+    frames = [bytes([ord("a") + i]) for i in range(10)]
+    assert all(outbox.put(frame, direct=False) for frame in frames)
+    assert not outbox.overflowed
+    first_sock.release.set()
+    wait_for(lambda: outbox.sent == 10, "the pass")
+    assert sock.written == b"".join(frames)  # all of them, in order
+    assert sock.tries == [b"abc", b"def", b"ghi", b"j"]  # whole queues, as they filled
+
+
+def test_a_queue_at_its_limit_whose_socket_is_full_still_overflows(outboxes):
+    overflowed = threading.Event()
+    first_sock, sock = NonBlockingSend(hold=True), NonBlockingSend(0, 0, 0)
+    first = outboxes(first_sock)
+    outbox = outboxes(sock, limit=3, overflow_frame=b"BYE", on_overflow=overflowed.set)
+    assert first.put(b"1", direct=False)
+    assert first_sock.entered.wait(TIMEOUT)
+    assert [outbox.put(f, direct=False) for f in (b"a", b"b", b"c", b"d")] == [
+        True,
+        True,
+        True,
+        False,  # the socket took nothing: a slow consumer
+    ]
+    assert overflowed.is_set() and outbox.overflowed
+    first_sock.release.set()

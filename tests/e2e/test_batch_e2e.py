@@ -4,6 +4,8 @@ batch."""
 
 from __future__ import annotations
 
+import pytest
+
 from interleave import publishing_meanwhile
 from redis_support import drop_prefix, fresh_prefix, redis_url
 from support import ServerProcess, error, expect_only_marker, marker
@@ -23,6 +25,24 @@ def test_subscribers_get_the_batch_in_order_with_consecutive_seqs(server: Server
     assert answer.json()["recipients"] == [1] * 100
     received = [subscriber.recv() for _ in range(100)]
     assert [(m["seq"], m["job_id"]) for m in received] == [(s, f"b{i}") for i, s in enumerate(seqs)]
+
+
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_a_batch_longer_than_max_queue_reaches_every_reading_subscriber(make_server, worker_class):
+    """Enough subscribers that the fan-out is queued for the flusher, which cannot run while
+    the batch fans out: clients that read must not be taken for slow consumers (4008)."""
+    server = make_server(MAX_QUEUE=50, WORKER_CLASS=worker_class)
+    subscribers = [server.client() for _ in range(40)]
+    for subscriber in subscribers:
+        subscriber.subscribe("jobs")
+    answer = server.post("/api/events/batch", json={"events": [cancelled(i) for i in range(200)]})
+    assert answer.status_code == 202, answer.text
+    seqs = answer.json()["seqs"]
+    assert answer.json()["recipients"] == [40] * 200
+    for subscriber in subscribers:
+        assert [subscriber.recv()["seq"] for _ in seqs] == seqs
+    listed = server.get("/api/websocket/clients").json()["items"]
+    assert {c["client_id"] for c in listed} == {s.client_id for s in subscribers}
 
 
 def test_a_refused_batch_reaches_nobody(server: ServerProcess, connect):
